@@ -1,0 +1,255 @@
+//! Command line and environment: the names the operator, the chart and the docs drive the
+//! binary through. Every flag has an environment fallback; keep both stable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::budget::{BudgetPeriod, Prices};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flashcard-service",
+    version,
+    about = "Flashcard generation service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// API and worker in one process with the in-memory store (or Redis if --redis-url is set).
+    Standalone(Settings),
+    /// HTTP API and SSE only; needs Redis.
+    Api(Settings),
+    /// Worker only; needs Redis.
+    Worker(Settings),
+}
+
+impl Mode {
+    pub fn settings(&self) -> &Settings {
+        match self {
+            Mode::Standalone(s) | Mode::Api(s) | Mode::Worker(s) => s,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Standalone(_) => "standalone",
+            Mode::Api(_) => "api",
+            Mode::Worker(_) => "worker",
+        }
+    }
+}
+
+/// Which flashcard generator the worker calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ProviderKind {
+    /// Offline, deterministic cards extracted from the text.
+    #[default]
+    Local,
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address the HTTP server listens on (the worker serves /metrics and health there too).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3001")]
+    pub listen: SocketAddr,
+    /// Redis URL (redis:// or rediss://). Required in api and worker modes.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Pipeline name: all keys live under `fc:{<pipeline>}:`.
+    #[arg(long, env = "PIPELINE", default_value = "default")]
+    pub pipeline: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub queue: QueueSettings,
+    #[command(flatten)]
+    pub worker: WorkerSettings,
+    #[command(flatten)]
+    pub provider: ProviderSettings,
+    #[command(flatten)]
+    pub api: ApiSettings,
+    #[command(flatten)]
+    pub budget: BudgetSettings,
+    #[command(flatten)]
+    pub alerts: AlertSettings,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueueSettings {
+    /// Attempts per job before it fails.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// First retry delay in ms; doubles with each attempt.
+    #[arg(long, env = "BACKOFF_MS", default_value_t = 1000)]
+    pub backoff_ms: u64,
+    /// Lease of an active job in ms; the worker renews it at a third of that.
+    #[arg(long, env = "LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// Times a job may lose its lease before it fails as stalled.
+    #[arg(long, env = "MAX_STALLS", default_value_t = 2)]
+    pub max_stalls: u32,
+    /// Keep finished jobs this many seconds.
+    #[arg(long, env = "RETENTION_SECONDS", default_value_t = 86_400)]
+    pub retention_seconds: u64,
+    /// Keep at most this many completed (and as many failed) jobs.
+    #[arg(long, env = "RETENTION_COUNT", default_value_t = 10_000)]
+    pub retention_count: u64,
+}
+
+impl QueueSettings {
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(100))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerSettings {
+    /// Jobs one worker runs at the same time.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u32,
+    /// On SIGTERM, wait this long for running jobs before releasing them to other workers.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+    /// Longest wait between queue checks when idle, in ms.
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    /// Heartbeat interval in ms.
+    #[arg(long, env = "HEARTBEAT_MS", default_value_t = 5000)]
+    pub heartbeat_ms: u64,
+    /// Pod name reported in heartbeats (set from the downward API).
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProviderSettings {
+    /// Flashcard provider.
+    #[arg(long, env = "PROVIDER", default_value = "local")]
+    pub provider: ProviderKind,
+    /// Base URL of the OpenAI-compatible API (without /chat/completions).
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+    /// Model name sent to the provider.
+    #[arg(long, env = "OPENAI_MODEL", default_value = "gpt-4o-mini")]
+    pub model: String,
+    /// API key (prefer the environment; never logged).
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Provider request timeout in seconds.
+    #[arg(long, env = "PROVIDER_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub provider_timeout_seconds: u64,
+    /// Consecutive failures that open the circuit breaker.
+    #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
+    pub breaker_failure_threshold: u32,
+    /// Seconds the breaker stays open before a trial call.
+    #[arg(long, env = "BREAKER_OPEN_SECONDS", default_value_t = 30)]
+    pub breaker_open_seconds: u64,
+    /// Price of 1,000 input tokens in US dollars.
+    #[arg(long, env = "PRICE_INPUT_PER_1K", default_value_t = 0.00015)]
+    pub price_input_per_1k: f64,
+    /// Price of 1,000 output tokens in US dollars.
+    #[arg(long, env = "PRICE_OUTPUT_PER_1K", default_value_t = 0.0006)]
+    pub price_output_per_1k: f64,
+}
+
+impl ProviderSettings {
+    pub fn prices(&self) -> Prices {
+        Prices {
+            input_per_1k: self.price_input_per_1k,
+            output_per_1k: self.price_output_per_1k,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ApiSettings {
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest accepted `content` in characters.
+    #[arg(long, env = "MAX_CONTENT_CHARS", default_value_t = 50_000)]
+    pub max_content_chars: usize,
+    /// Cards generated when the request does not say.
+    #[arg(long, env = "DEFAULT_CARD_COUNT", default_value_t = 10)]
+    pub default_card_count: u32,
+    /// Most cards one request may ask for.
+    #[arg(long, env = "MAX_CARD_COUNT", default_value_t = 50)]
+    pub max_card_count: u32,
+    /// Bearer token for /api/admin (prefer --admin-token-file for a mounted Secret).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin token.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Jobs one user may submit per rate-limit window (0 = unlimited).
+    #[arg(long, env = "RATE_LIMIT_JOBS", default_value_t = 30)]
+    pub rate_limit_jobs: u64,
+    /// Rate-limit window in seconds.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECONDS", default_value_t = 60)]
+    pub rate_limit_window_seconds: u64,
+    /// SSE heartbeat interval in seconds (keep well below the proxy read timeout).
+    #[arg(long, env = "SSE_HEARTBEAT_SECONDS", default_value_t = 30)]
+    pub sse_heartbeat_seconds: u64,
+    /// Reconnect delay suggested to SSE clients, in ms.
+    #[arg(long, env = "SSE_RETRY_MS", default_value_t = 3000)]
+    pub sse_retry_ms: u64,
+    /// Most SSE connections this process holds; more get 503.
+    #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub sse_max_connections: usize,
+    /// Events buffered per SSE client before it counts as too slow and is dropped.
+    #[arg(long, env = "SSE_CLIENT_BUFFER", default_value_t = 64)]
+    pub sse_client_buffer: usize,
+    /// Origins allowed by CORS, comma separated; `*` for any. Empty: no CORS headers.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BudgetSettings {
+    /// Budget per period in US dollars (0 = no limit).
+    #[arg(long, env = "BUDGET_LIMIT_USD", default_value_t = 0.0)]
+    pub budget_limit_usd: f64,
+    /// Budget period.
+    #[arg(long, env = "BUDGET_PERIOD", default_value = "monthly")]
+    pub budget_period: BudgetPeriod,
+    /// Percent of the budget at which `budgetNearlyExhausted` turns on.
+    #[arg(long, env = "BUDGET_WARN_PERCENT", default_value_t = 80.0)]
+    pub budget_warn_percent: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AlertSettings {
+    #[arg(long, env = "ALERT_QUEUE_DEPTH_HIGH", default_value_t = 50)]
+    pub queue_depth_high: u64,
+    #[arg(long, env = "ALERT_QUEUE_DEPTH_CRITICAL", default_value_t = 100)]
+    pub queue_depth_critical: u64,
+    /// Failure rate (percent of finished jobs) over the window that counts as high.
+    #[arg(long, env = "ALERT_FAILURE_RATE_PERCENT", default_value_t = 10.0)]
+    pub failure_rate_percent: f64,
+    /// Window of the failure rate in seconds.
+    #[arg(long, env = "ALERT_FAILURE_WINDOW_SECONDS", default_value_t = 300)]
+    pub failure_window_seconds: u64,
+    /// Seconds without a worker heartbeat, while jobs are active, that count as stalled.
+    #[arg(long, env = "ALERT_WORKER_STALLED_SECONDS", default_value_t = 120)]
+    pub worker_stalled_seconds: u64,
+}

@@ -1,0 +1,12 @@
+//! The flashcard service: HTTP API, SSE job events, worker, shared store and LLM providers.
+//!
+//! One binary runs in several modes (`standalone`, `api`, `worker`); the operator uses this crate
+//! as a library for the Redis keyspace, the store, budget periods and the metric names.
+
+pub mod budget;
+pub mod config;
+pub mod job;
+pub mod keyspace;
+pub mod metrics;
+pub mod provider;
+pub mod store;

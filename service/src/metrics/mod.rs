@@ -1,0 +1,2 @@
+//! Prometheus metrics of the service.
+pub mod names;

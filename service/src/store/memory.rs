@@ -1,0 +1,1 @@
+//! In-memory store: one process, no persistence.

@@ -1,0 +1,1 @@
+//! Redis store: shared by api, worker and operator pods; multi-key changes are Lua scripts.
