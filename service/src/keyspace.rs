@@ -14,11 +14,11 @@
 //! | `events` | STREAM | every job event of the pipeline, read by each api pod for live fan-out |
 //! | `idem:<key>` | STRING | job id for an `Idempotency-Key` |
 //! | `wake` | LIST | markers pushed on enqueue so idle workers wake up at once |
-//! | `workers` | ZSET | worker id -> last heartbeat (ms) |
+//! | `workers` | ZSET | worker id -> heartbeat expiry (ms) |
 //! | `worker:<id>` | HASH | worker info: pod, active jobs, concurrency, breaker state |
 //! | `killswitch` | HASH | `enabled`, `reason`, `setBy`, `since` |
 //! | `spend:<period>` | HASH | spend of one budget period (see [`spend_field`]) |
-//! | `outcomes` | HASH | `<minute>:completed` / `<minute>:failed` counters for the failure rate |
+//! | `outcomes:<minute>` | HASH | `completed` / `failed` final outcomes in that minute (expires) |
 //! | `rate:<user>:<window>` | STRING | jobs submitted by a user in one rate-limit window |
 
 use std::fmt;
@@ -121,8 +121,8 @@ impl Keyspace {
     pub fn spend(&self, period: &str) -> String {
         self.key(&format!("spend:{period}"))
     }
-    pub fn outcomes(&self) -> String {
-        self.key("outcomes")
+    pub fn outcomes(&self, minute: u64) -> String {
+        self.key(&format!("outcomes:{minute}"))
     }
     pub fn rate_limit(&self, user: &str, window: u64) -> String {
         self.key(&format!("rate:{user}:{window}"))
@@ -155,6 +155,7 @@ pub mod worker_field {
     pub const CONCURRENCY: &str = "concurrency";
     pub const BREAKER: &str = "breaker";
     pub const DRAINING: &str = "draining";
+    pub const LAST_SEEN: &str = "lastSeen";
 }
 
 /// Fields of the `killswitch` hash.

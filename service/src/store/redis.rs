@@ -1,1 +1,0 @@
-//! Redis store: shared by api, worker and operator pods; multi-key changes are Lua scripts.
