@@ -70,3 +70,15 @@ pub trait Provider: Send + Sync + 'static {
 pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }
+
+/// Installs ring as the process's rustls crypto provider, once. reqwest is built with
+/// `rustls-no-provider` (kube already brings ring; a second provider would make rustls panic), so
+/// this must run before the first HTTP client is built. Safe to call any number of times.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error only means another part of the process installed a provider first; that one
+        // serves reqwest just as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
