@@ -1,0 +1,142 @@
+//! The `FlashcardPipeline` custom resource (`flashcards.dev/v1alpha1`).
+//!
+//! The Rust types are the source of truth: the CRD YAML in `crds/` and the Helm chart's template
+//! are generated from them (see [`crate::crdgen`]). Field docs become the schema's descriptions,
+//! so `kubectl explain flashcardpipeline.spec` reads as a manual.
+
+mod spec;
+mod status;
+
+pub use spec::*;
+pub use status::*;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A flashcard-generation pipeline: an API Deployment behind a Service (and optional Ingress),
+/// a worker Deployment scaled by queue depth, the service configuration, monitoring objects and
+/// a budget enforced by a kill-switch. All of its state lives in one Redis under the hash tag
+/// `{<metadata.name>}`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "flashcards.dev",
+    version = "v1alpha1",
+    kind = "FlashcardPipeline",
+    doc = "A flashcard-generation pipeline (API, autoscaled workers, budget kill-switch, monitoring).",
+    plural = "flashcardpipelines",
+    shortname = "fcp",
+    category = "flashcards",
+    namespaced,
+    status = "FlashcardPipelineStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Waiting","type":"integer","jsonPath":".status.queue.waiting"}"#,
+    printcolumn = r#"{"name":"Workers","type":"string","jsonPath":".status.workers.summary","description":"current/desired worker replicas"}"#,
+    printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.budget.summary","description":"spent/limit in USD this period"}"#,
+    printcolumn = r#"{"name":"Kill-Switch","type":"boolean","jsonPath":".status.budget.killSwitch"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 63").message("the pipeline name is a Redis hash tag and a label value: at most 63 characters")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FlashcardPipelineSpec {
+    /// Where the pipeline's shared state (queue, jobs, spend, kill-switch) lives.
+    pub redis: RedisSpec,
+    /// The HTTP API and SSE pods (`flashcard-service api`).
+    #[serde(default)]
+    pub api: ApiSpec,
+    /// The worker pods (`flashcard-service worker`) and their autoscaling.
+    #[serde(default)]
+    pub worker: WorkerSpec,
+    /// The flashcard generator the workers call, and its prices.
+    #[serde(default)]
+    pub provider: ProviderSpec,
+    /// Spend limit per period and the kill-switch that enforces it.
+    #[serde(default)]
+    pub budget: BudgetSpec,
+    /// Alert thresholds (for the service's alert endpoint and the PrometheusRule) and labels
+    /// for the monitoring objects.
+    #[serde(default)]
+    pub alerts: AlertsSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+    use serde_json::Value;
+
+    fn schema() -> Value {
+        let crd = serde_json::to_value(FlashcardPipeline::crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// Structural: every node states its type (or is int-or-string / preserve-unknown).
+    fn assert_structural(node: &Value, path: &str) {
+        let obj = node.as_object().unwrap();
+        assert!(
+            obj.contains_key("type")
+                || obj.contains_key("x-kubernetes-int-or-string")
+                || obj.contains_key("x-kubernetes-preserve-unknown-fields"),
+            "{path} has no type"
+        );
+        for bad in ["oneOf", "anyOf", "allOf", "$ref"] {
+            assert!(!obj.contains_key(bad), "{path} uses {bad}");
+        }
+        if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                assert_structural(v, &format!("{path}.{k}"));
+            }
+        }
+        for k in ["items", "additionalProperties"] {
+            if let Some(v) = obj.get(k).filter(|v| v.is_object()) {
+                assert_structural(v, &format!("{path}[{k}]"));
+            }
+        }
+    }
+
+    #[test]
+    fn schema_is_structural() {
+        assert_structural(&schema(), "");
+    }
+
+    #[test]
+    fn schema_carries_defaults_docs_and_validations() {
+        let s = schema();
+        let spec = &s["properties"]["spec"]["properties"];
+        let worker = &spec["worker"]["properties"];
+        assert_eq!(worker["pollIntervalSeconds"]["default"], 5);
+        assert_eq!(worker["scaleDownStabilizationSeconds"]["default"], 300);
+        assert_eq!(
+            spec["alerts"]["properties"]["queueDepthHigh"]["default"],
+            50
+        );
+        assert_eq!(spec["budget"]["properties"]["period"]["default"], "monthly");
+        assert!(
+            worker["concurrency"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("WORKER_CONCURRENCY")
+        );
+        let rules = serde_json::to_string(&s).unwrap();
+        for rule in [
+            "self.minReplicas <= self.maxReplicas",
+            "self.queueDepthHigh < self.queueDepthCritical",
+            "has(self.apiKeySecretRef)",
+            "size(self.reason) > 0",
+        ] {
+            assert!(rules.contains(rule), "missing rule {rule}");
+        }
+        assert_eq!(worker["targetJobsPerReplica"]["minimum"], 1.0);
+    }
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let p: FlashcardPipelineSpec = serde_json::from_value(serde_json::json!({
+            "redis": {"urlSecretRef": {"name": "redis", "key": "url"}}
+        }))
+        .unwrap();
+        assert_eq!(p.worker, WorkerSpec::default());
+        assert_eq!(p.api.replicas, 2);
+        assert!(p.budget.kill_switch.automatic);
+        assert_eq!(p.provider.kind, ProviderKind::Local);
+    }
+}

@@ -1,0 +1,392 @@
+//! The spec half of the resource: what the user asks for. Defaults live in the schema.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A key in a Secret of the pipeline's namespace. The operator passes it to the pods as a
+/// `secretKeyRef`; the value is never copied.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// The Redis the pipeline's pods and the operator share.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Secret key holding the Redis URL (`redis://` or `rediss://`, with password if any).
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// The HTTP API Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiSpec {
+    /// API pods. SSE clients spread over them; each pod reads job events with one connection.
+    #[serde(default = "default_api_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: u32,
+    /// Container image. Empty: `ghcr.io/flashcards-dev/flashcard-service:<operator version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory requests and limits of the API container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Secret key holding the bearer token of `/api/admin/*` (passed as `ADMIN_TOKEN`).
+    /// Without it the admin endpoints are disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token_secret_ref: Option<SecretKeyRef>,
+    /// An Ingress for client apps. Omit it to reach the API only inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+}
+
+impl Default for ApiSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_api_replicas(),
+            image: None,
+            resources: None,
+            admin_token_secret_ref: None,
+            ingress: None,
+        }
+    }
+}
+
+/// An Ingress in front of the API Service. The operator adds the ingress-nginx annotations SSE
+/// needs (no buffering, one-hour read timeout, HTTP/1.1 upstream); `annotations` may override them.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Host name clients use, e.g. `cards.example.org`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// IngressClass name. Empty: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// TLS Secret (type kubernetes.io/tls) for the host. Omit for plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Path prefix routed to the API.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Extra Ingress annotations (e.g. cert-manager issuer); they win over the SSE defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The worker Deployment and how its replicas follow the queue.
+///
+/// desired = clamp(ceil((waiting + active) / targetJobsPerReplica), minReplicas, maxReplicas);
+/// up at once, down only after the stabilization window, idle workers removed first.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+pub struct WorkerSpec {
+    /// Container image. Empty: `ghcr.io/flashcards-dev/flashcard-service:<operator version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Jobs one worker pod runs at the same time (`WORKER_CONCURRENCY`).
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub concurrency: u32,
+    /// Fewest worker pods. 0 allows scale to zero when the queue is idle.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: u32,
+    /// Most worker pods.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub max_replicas: u32,
+    /// Waiting plus active jobs one worker pod should carry. Usually equal to `concurrency`.
+    #[serde(default = "default_concurrency")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_jobs_per_replica: u32,
+    /// Scale down only to the highest replica count wanted during this many seconds (like the
+    /// HPA's scale-down stabilization). Scale-up is immediate.
+    #[serde(default = "default_stabilization")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_stabilization_seconds: u32,
+    /// Seconds between two reads of the queue depth.
+    #[serde(default = "default_poll")]
+    #[schemars(range(min = 1, max = 300))]
+    pub poll_interval_seconds: u32,
+    /// Seconds a worker may take to finish its jobs after SIGTERM (`SHUTDOWN_GRACE_SECONDS`);
+    /// the pod's terminationGracePeriodSeconds is this plus 15.
+    #[serde(default = "default_shutdown_grace")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub shutdown_grace_seconds: u32,
+    /// Freeze autoscaling: the replica count stays where it is (or at `pausedReplicas`).
+    #[serde(default)]
+    pub paused: bool,
+    /// Replica count to hold while `paused` is true. Empty: keep the current count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub paused_replicas: Option<u32>,
+    /// CPU and memory requests and limits of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for WorkerSpec {
+    fn default() -> Self {
+        Self {
+            image: None,
+            concurrency: default_concurrency(),
+            min_replicas: 0,
+            max_replicas: default_max_replicas(),
+            target_jobs_per_replica: default_concurrency(),
+            scale_down_stabilization_seconds: default_stabilization(),
+            poll_interval_seconds: default_poll(),
+            shutdown_grace_seconds: default_shutdown_grace(),
+            paused: false,
+            paused_replicas: None,
+            resources: None,
+        }
+    }
+}
+
+/// Which flashcard generator the workers call.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Offline, deterministic cards extracted from the text; needs no key.
+    #[default]
+    Local,
+    /// Any OpenAI-compatible chat-completions endpoint (OpenAI, Azure OpenAI, vLLM, Ollama).
+    Openai,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Local => "local",
+            ProviderKind::Openai => "openai",
+        }
+    }
+}
+
+/// The provider and its prices.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind != 'openai' || has(self.apiKeySecretRef)").message("provider kind openai needs apiKeySecretRef"))]
+pub struct ProviderSpec {
+    /// `local` (offline) or `openai` (OpenAI-compatible endpoint).
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// Model name sent to the provider.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Base URL of the OpenAI-compatible API, without `/chat/completions`.
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    /// Price of 1,000 input tokens in US dollars.
+    #[serde(default = "default_price_input")]
+    #[schemars(range(min = 0.0))]
+    pub price_input_per_1k: f64,
+    /// Price of 1,000 output tokens in US dollars.
+    #[serde(default = "default_price_output")]
+    #[schemars(range(min = 0.0))]
+    pub price_output_per_1k: f64,
+    /// Secret key holding the provider's API key (passed as `OPENAI_API_KEY`). Required for `openai`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+impl Default for ProviderSpec {
+    fn default() -> Self {
+        Self {
+            kind: ProviderKind::Local,
+            model: default_model(),
+            base_url: default_base_url(),
+            price_input_per_1k: default_price_input(),
+            price_output_per_1k: default_price_output(),
+            api_key_secret_ref: None,
+        }
+    }
+}
+
+/// How often the budget resets (UTC).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    /// Every day at 00:00 UTC.
+    Daily,
+    /// Every ISO week (Monday 00:00 UTC).
+    Weekly,
+    /// Every calendar month.
+    #[default]
+    Monthly,
+}
+
+impl From<Period> for flashcard_service::budget::BudgetPeriod {
+    fn from(p: Period) -> Self {
+        use flashcard_service::budget::BudgetPeriod as B;
+        match p {
+            Period::Daily => B::Daily,
+            Period::Weekly => B::Weekly,
+            Period::Monthly => B::Monthly,
+        }
+    }
+}
+
+/// The budget and its kill-switch. While the kill-switch is on, new jobs get
+/// `429 BUDGET_LIMIT_EXCEEDED`; running jobs finish.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpec {
+    /// Spend limit per period in US dollars. 0 means no limit.
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub limit_usd: f64,
+    /// Budget period.
+    #[serde(default)]
+    pub period: Period,
+    /// Percent of the limit at which the pipeline warns (Event, condition reason NearlyExhausted).
+    #[serde(default = "default_warn_percent")]
+    #[schemars(range(min = 1.0, max = 100.0))]
+    pub warn_at_percent: f64,
+    /// The kill-switch.
+    #[serde(default)]
+    pub kill_switch: KillSwitchSpec,
+}
+
+impl Default for BudgetSpec {
+    fn default() -> Self {
+        Self {
+            limit_usd: 0.0,
+            period: Period::Monthly,
+            warn_at_percent: default_warn_percent(),
+            kill_switch: KillSwitchSpec::default(),
+        }
+    }
+}
+
+/// Automatic and manual kill-switch. The operator never clears a kill-switch a person set
+/// (here or through the admin API).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.manual || size(self.reason) > 0").message("a manual kill-switch needs a reason"))]
+pub struct KillSwitchSpec {
+    /// Switch on automatically when the period's spend reaches `limitUsd`, and off again at the
+    /// next period or when the limit is raised.
+    #[serde(default = "default_true")]
+    pub automatic: bool,
+    /// Force the kill-switch on. Setting it back to false clears only this manual switch.
+    #[serde(default)]
+    pub manual: bool,
+    /// Why the manual kill-switch is on (shown in status and to API clients).
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Default for KillSwitchSpec {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            manual: false,
+            reason: String::new(),
+        }
+    }
+}
+
+/// Alert thresholds (the runbook's numbers) and labels of the PrometheusRule and ServiceMonitor.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.queueDepthHigh < self.queueDepthCritical").message("queueDepthHigh must be below queueDepthCritical"))]
+pub struct AlertsSpec {
+    /// Waiting jobs above which the queue counts as backed up (warning).
+    #[serde(default = "default_depth_high")]
+    #[schemars(range(min = 1))]
+    pub queue_depth_high: u64,
+    /// Waiting jobs above which the queue is critical.
+    #[serde(default = "default_depth_critical")]
+    #[schemars(range(min = 1))]
+    pub queue_depth_critical: u64,
+    /// Percent of finished jobs that failed, over the window, that counts as high.
+    #[serde(default = "default_failure_rate")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub failure_rate_percent: f64,
+    /// Seconds without a worker heartbeat, while jobs are active, that count as stalled.
+    #[serde(default = "default_stalled")]
+    #[schemars(range(min = 1))]
+    pub worker_stalled_seconds: u64,
+    /// Labels put on the PrometheusRule and ServiceMonitor, e.g. `release: kube-prometheus-stack`
+    /// (kube-prometheus-stack ignores rules without its release label).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for AlertsSpec {
+    fn default() -> Self {
+        Self {
+            queue_depth_high: default_depth_high(),
+            queue_depth_critical: default_depth_critical(),
+            failure_rate_percent: default_failure_rate(),
+            worker_stalled_seconds: default_stalled(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_api_replicas() -> u32 {
+    2
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_max_replicas() -> u32 {
+    10
+}
+fn default_stabilization() -> u32 {
+    300
+}
+fn default_poll() -> u32 {
+    5
+}
+fn default_shutdown_grace() -> u32 {
+    120
+}
+fn default_model() -> String {
+    "gpt-4o-mini".into()
+}
+fn default_base_url() -> String {
+    "https://api.openai.com/v1".into()
+}
+fn default_price_input() -> f64 {
+    0.00015
+}
+fn default_price_output() -> f64 {
+    0.0006
+}
+fn default_warn_percent() -> f64 {
+    80.0
+}
+fn default_true() -> bool {
+    true
+}
+fn default_depth_high() -> u64 {
+    50
+}
+fn default_depth_critical() -> u64 {
+    100
+}
+fn default_failure_rate() -> f64 {
+    10.0
+}
+fn default_stalled() -> u64 {
+    120
+}

@@ -1,0 +1,99 @@
+//! The status half of the resource: what the operator observed and decided. Written only by the
+//! operator, with server-side apply on the status subresource.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types the operator maintains.
+pub mod condition {
+    /// The API and workers are applied and the store answers.
+    pub const READY: &str = "Ready";
+    /// Children are being rolled out (spec changed since the last apply).
+    pub const PROGRESSING: &str = "Progressing";
+    /// The autoscaler's view: why the worker count is what it is.
+    pub const SCALING: &str = "Scaling";
+    /// True while the kill-switch is on.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+    /// Whether the PrometheusRule and ServiceMonitor could be created.
+    pub const MONITORING_AVAILABLE: &str = "MonitoringAvailable";
+}
+
+/// Observed state of a pipeline.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FlashcardPipelineStatus {
+    /// Ready, Progressing, Scaling, BudgetExceeded, MonitoringAvailable.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The spec generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Queue depth at the last poll.
+    #[serde(default)]
+    pub queue: QueueStatus,
+    /// Worker replicas.
+    #[serde(default)]
+    pub workers: WorkersStatus,
+    /// Spend of the current period and the kill-switch.
+    #[serde(default)]
+    pub budget: BudgetStatus,
+}
+
+/// Jobs per state at the last poll.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    /// Jobs ready to run.
+    pub waiting: u64,
+    /// Jobs a worker is running.
+    pub active: u64,
+    /// Jobs waiting for a retry.
+    pub delayed: u64,
+}
+
+/// Worker replicas and the last scaling decision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersStatus {
+    /// Replicas the autoscaler set on the worker Deployment.
+    pub desired: u32,
+    /// Workers with a live heartbeat in the store.
+    pub current: u32,
+    /// `current/desired`, for `kubectl get`.
+    #[serde(default)]
+    pub summary: String,
+    /// When the replica count last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// Why it last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_reason: Option<String>,
+}
+
+/// Spend of the current period and the kill-switch state (never any secret).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// The current period's key (`2026-11`, `2026-W48`, `2026-11-26`).
+    #[serde(default)]
+    pub period: String,
+    /// Spend in the current period, US dollars.
+    pub spent_usd: f64,
+    /// The limit, US dollars (0 = none).
+    pub limit_usd: f64,
+    /// Spend as percent of the limit (0 without a limit).
+    pub percent: f64,
+    /// `spent/limit`, for `kubectl get`.
+    #[serde(default)]
+    pub summary: String,
+    /// Whether new jobs are refused.
+    pub kill_switch: bool,
+    /// Who set the kill-switch: operator (budget reached), resource (spec.budget.killSwitch.manual)
+    /// or admin (admin API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_switch_set_by: Option<String>,
+    /// Why the kill-switch is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_switch_reason: Option<String>,
+}

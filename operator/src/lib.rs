@@ -1,0 +1,5 @@
+//! The FlashcardPipeline operator: CRD types, rendering of the children, the autoscaling and
+//! budget decisions, the reconciler, leader election and the operator's own metrics.
+
+pub mod crd;
+pub mod crdgen;
