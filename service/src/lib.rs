@@ -3,6 +3,7 @@
 //! One binary runs in several modes (`standalone`, `api`, `worker`); the operator uses this crate
 //! as a library for the Redis keyspace, the store, budget periods and the metric names.
 
+pub mod alerts;
 pub mod budget;
 pub mod config;
 pub mod job;
