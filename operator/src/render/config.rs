@@ -1,0 +1,153 @@
+//! The ConfigMap: the service configuration derived from the spec, as the environment variables
+//! of `flashcard-service` (names from `flashcard_service::config`). No secret goes in here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::{RenderError, SERVICE_PORT, metadata, names, typed};
+use crate::crd::FlashcardPipeline;
+
+/// The environment of both api and worker containers (besides the secret references and
+/// `POD_NAME`, which the Deployments add).
+pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
+    let s = &p.spec;
+    let budget_period: flashcard_service::budget::BudgetPeriod = s.budget.period.into();
+    let pairs = [
+        ("PIPELINE", p.name_any()),
+        ("LISTEN_ADDR", format!("0.0.0.0:{SERVICE_PORT}")),
+        ("LOG_FORMAT", "json".into()),
+        ("PROVIDER", s.provider.kind.as_str().into()),
+        ("OPENAI_MODEL", s.provider.model.clone()),
+        ("OPENAI_BASE_URL", s.provider.base_url.clone()),
+        (
+            "PRICE_INPUT_PER_1K",
+            s.provider.price_input_per_1k.to_string(),
+        ),
+        (
+            "PRICE_OUTPUT_PER_1K",
+            s.provider.price_output_per_1k.to_string(),
+        ),
+        ("BUDGET_LIMIT_USD", s.budget.limit_usd.to_string()),
+        ("BUDGET_PERIOD", budget_period.as_str().into()),
+        ("BUDGET_WARN_PERCENT", s.budget.warn_at_percent.to_string()),
+        (
+            "ALERT_QUEUE_DEPTH_HIGH",
+            s.alerts.queue_depth_high.to_string(),
+        ),
+        (
+            "ALERT_QUEUE_DEPTH_CRITICAL",
+            s.alerts.queue_depth_critical.to_string(),
+        ),
+        (
+            "ALERT_FAILURE_RATE_PERCENT",
+            s.alerts.failure_rate_percent.to_string(),
+        ),
+        (
+            "ALERT_WORKER_STALLED_SECONDS",
+            s.alerts.worker_stalled_seconds.to_string(),
+        ),
+        ("WORKER_CONCURRENCY", s.worker.concurrency.to_string()),
+        (
+            "SHUTDOWN_GRACE_SECONDS",
+            s.worker.shutdown_grace_seconds.to_string(),
+        ),
+    ];
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The ConfigMap `<pipeline>-config`, used with `envFrom` by both Deployments.
+pub fn config_map(p: &FlashcardPipeline) -> Result<ConfigMap, RenderError> {
+    typed(
+        "ConfigMap",
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(p, names::config(&p.name_any()), "config")?,
+            "data": config_values(p),
+        }),
+    )
+}
+
+/// A stable hash (FNV-1a, hex) of the configuration; a change rolls the pods.
+pub fn config_hash(p: &FlashcardPipeline) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in config_values(p) {
+        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn config_map_holds_the_service_settings() {
+        let cm = config_map(&full()).unwrap();
+        let d = cm.data.unwrap();
+        assert_eq!(cm.metadata.name.as_deref(), Some("biology-config"));
+        assert_eq!(d["PIPELINE"], "biology");
+        assert_eq!(d["PROVIDER"], "openai");
+        assert_eq!(d["OPENAI_MODEL"], "gpt-4o");
+        assert_eq!(d["OPENAI_BASE_URL"], "https://llm.local/v1");
+        assert_eq!(d["PRICE_INPUT_PER_1K"], "0.0025");
+        assert_eq!(d["PRICE_OUTPUT_PER_1K"], "0.01");
+        assert_eq!(d["BUDGET_LIMIT_USD"], "500");
+        assert_eq!(d["BUDGET_PERIOD"], "weekly");
+        assert_eq!(d["BUDGET_WARN_PERCENT"], "90");
+        assert_eq!(d["ALERT_QUEUE_DEPTH_HIGH"], "60");
+        assert_eq!(d["ALERT_QUEUE_DEPTH_CRITICAL"], "120");
+        assert_eq!(d["ALERT_FAILURE_RATE_PERCENT"], "10");
+        assert_eq!(d["ALERT_WORKER_STALLED_SECONDS"], "120");
+        assert_eq!(d["WORKER_CONCURRENCY"], "8");
+        assert_eq!(d["SHUTDOWN_GRACE_SECONDS"], "300");
+        assert_eq!(d["LISTEN_ADDR"], "0.0.0.0:3001");
+    }
+
+    /// Every key is a flag of the service binary: parse them with its own CLI.
+    #[test]
+    fn service_binary_accepts_the_config() {
+        use clap::Parser;
+        let vars = config_values(&full());
+        // clap reads env fallbacks from the process environment; pass them as flags instead.
+        let mut args = vec!["flashcard-service".to_owned(), "worker".to_owned()];
+        let flag = |k: &str| match k {
+            "LISTEN_ADDR" => "--listen".to_owned(),
+            "PROVIDER" => "--provider".to_owned(),
+            "OPENAI_MODEL" => "--model".to_owned(),
+            "WORKER_CONCURRENCY" => "--concurrency".to_owned(),
+            "ALERT_QUEUE_DEPTH_HIGH" => "--queue-depth-high".to_owned(),
+            "ALERT_QUEUE_DEPTH_CRITICAL" => "--queue-depth-critical".to_owned(),
+            "ALERT_FAILURE_RATE_PERCENT" => "--failure-rate-percent".to_owned(),
+            "ALERT_WORKER_STALLED_SECONDS" => "--worker-stalled-seconds".to_owned(),
+            other => format!("--{}", other.to_lowercase().replace('_', "-")),
+        };
+        for (k, v) in &vars {
+            args.push(flag(k));
+            args.push(v.clone());
+        }
+        let cli = flashcard_service::config::Cli::try_parse_from(&args)
+            .unwrap_or_else(|e| panic!("service rejects the config: {e}"));
+        let s = cli.mode.settings();
+        assert_eq!(s.pipeline, "biology");
+        assert_eq!(s.worker.concurrency, 8);
+        assert_eq!(s.budget.budget_limit_usd, 500.0);
+        assert_eq!(s.alerts.queue_depth_high, 60);
+    }
+
+    #[test]
+    fn hash_follows_the_config() {
+        let a = full();
+        let mut b = full();
+        assert_eq!(config_hash(&a), config_hash(&b));
+        b.spec.budget.limit_usd = 600.0;
+        assert_ne!(config_hash(&a), config_hash(&b));
+    }
+}

@@ -1,0 +1,93 @@
+//! The pod template shared by api and worker: image, env (ConfigMap + secret references +
+//! downward API), probes, port and a restricted security context.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use super::{CONFIG_HASH_ANNOTATION, PORT_NAME, SERVICE_PORT, config_hash, names, selector_labels};
+use crate::crd::{FlashcardPipeline, SecretKeyRef};
+
+/// Which `flashcard-service` mode the pod runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Api,
+    Worker,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Api => "api",
+            Mode::Worker => "worker",
+        }
+    }
+}
+
+fn secret_env(name: &str, r: &SecretKeyRef) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": r.name, "key": r.key}}})
+}
+
+/// The container's `env` (everything else comes from the ConfigMap via `envFrom`).
+fn env(p: &FlashcardPipeline, mode: Mode) -> Vec<Value> {
+    let mut env = vec![
+        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        secret_env("REDIS_URL", &p.spec.redis.url_secret_ref),
+    ];
+    if let Some(r) = &p.spec.provider.api_key_secret_ref {
+        env.push(secret_env("OPENAI_API_KEY", r));
+    }
+    if mode == Mode::Api
+        && let Some(r) = &p.spec.api.admin_token_secret_ref
+    {
+        env.push(secret_env("ADMIN_TOKEN", r));
+    }
+    env
+}
+
+/// The pod template of one mode.
+pub fn pod_template(
+    p: &FlashcardPipeline,
+    mode: Mode,
+    image: &str,
+    resources: Option<&ResourceRequirements>,
+    termination_grace_seconds: Option<i64>,
+) -> Value {
+    let probe = |path: &str, period: i32| {
+        json!({"httpGet": {"path": path, "port": PORT_NAME}, "periodSeconds": period,
+               "timeoutSeconds": 3, "failureThreshold": 3})
+    };
+    let mut container = json!({
+        "name": mode.as_str(),
+        "image": image,
+        "args": [mode.as_str()],
+        "ports": [{"name": PORT_NAME, "containerPort": SERVICE_PORT, "protocol": "TCP"}],
+        "envFrom": [{"configMapRef": {"name": names::config(&p.name_any())}}],
+        "env": env(p, mode),
+        "livenessProbe": probe("/healthz", 10),
+        "readinessProbe": probe("/readyz", 5),
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    });
+    if let Some(r) = resources {
+        container["resources"] = json!(r);
+    }
+    let mut spec = json!({
+        "containers": [container],
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+    });
+    if let Some(g) = termination_grace_seconds {
+        spec["terminationGracePeriodSeconds"] = json!(g);
+    }
+    json!({
+        "metadata": {
+            "labels": selector_labels(p, mode.as_str()),
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash(p)},
+        },
+        "spec": spec,
+    })
+}
