@@ -49,6 +49,8 @@ const BY: &str = "pipeline, namespace";
 
 /// Where the alert's "in pipeline X (namespace Y)" text comes from.
 const WHERE: &str = "pipeline {{ $labels.pipeline }} (namespace {{ $labels.namespace }})";
+/// [`WHERE`] at the start of a sentence.
+const WHERE_CAP: &str = "Pipeline {{ $labels.pipeline }} (namespace {{ $labels.namespace }})";
 
 struct Builder<'a> {
     th: &'a AlertThresholds,
@@ -140,7 +142,7 @@ impl Builder<'_> {
                 family: Some("queue-depth"),
                 summary: "Flashcard jobs are piling up in the queue.",
                 description: format!(
-                    "{WHERE} has {{{{ $value | printf \"%.0f\" }}}} waiting jobs, more than {} \
+                    "{WHERE_CAP} has {{{{ $value | printf \"%.0f\" }}}} waiting jobs, more than {} \
                      for {}.",
                     th.queue_depth_high,
                     prometheus_duration(t.queue_depth_high)
@@ -155,7 +157,7 @@ impl Builder<'_> {
                 family: Some("queue-depth"),
                 summary: "The flashcard queue is critically deep; jobs wait far too long.",
                 description: format!(
-                    "{WHERE} has {{{{ $value | printf \"%.0f\" }}}} waiting jobs, more than {} \
+                    "{WHERE_CAP} has {{{{ $value | printf \"%.0f\" }}}} waiting jobs, more than {} \
                      for {}.",
                     th.queue_depth_critical,
                     prometheus_duration(t.queue_depth_critical)
@@ -215,7 +217,7 @@ impl Builder<'_> {
                 family: None,
                 summary: "Flashcard jobs are active but no worker makes progress.",
                 description: format!(
-                    "{WHERE} has {{{{ $value | printf \"%.0f\" }}}} active jobs, but for more \
+                    "{WHERE_CAP} has {{{{ $value | printf \"%.0f\" }}}} active jobs, but for more \
                      than {stalled}s no worker has sent a heartbeat or finished an attempt."
                 ),
                 extra_labels: vec![],
@@ -239,7 +241,7 @@ impl Builder<'_> {
                 family: Some("budget"),
                 summary: "The LLM budget is nearly exhausted.",
                 description: format!(
-                    "{WHERE} has spent {{{{ $value | printf \"%.1f\" }}}}% of its budget for \
+                    "{WHERE_CAP} has spent {{{{ $value | printf \"%.1f\" }}}}% of its budget for \
                      period {{{{ $labels.period }}}} (warning at {}%).",
                     num(th.budget_warn_percent)
                 ),
@@ -253,7 +255,7 @@ impl Builder<'_> {
                 family: Some("budget"),
                 summary: "The LLM budget is exceeded.",
                 description: format!(
-                    "{WHERE} has spent {{{{ $value | printf \"%.1f\" }}}}% of its budget for \
+                    "{WHERE_CAP} has spent {{{{ $value | printf \"%.1f\" }}}}% of its budget for \
                      period {{{{ $labels.period }}}}; the kill-switch must be on."
                 ),
                 extra_labels: vec![],
@@ -288,7 +290,7 @@ impl Builder<'_> {
                 family: None,
                 summary: "Workers are at their maximum replicas and the queue still grows.",
                 description: format!(
-                    "{WHERE} runs {{{{ $value | printf \"%.0f\" }}}} workers, its maxReplicas, \
+                    "{WHERE_CAP} runs {{{{ $value | printf \"%.0f\" }}}} workers, its maxReplicas, \
                      while the waiting queue kept growing over the last {}.",
                     range(t.queue_growth_window)
                 ),
@@ -372,7 +374,7 @@ impl Builder<'_> {
                 summary: "The flashcard operator keeps failing to reconcile.",
                 description: format!(
                     "The operator has failed reconciles with error {{{{ $labels.error }}}} \
-                     ({{{{ $value | humanize }}}}/s) for {}.",
+                     ({{{{ $value | printf \"%.2f\" }}}}/s) for {}.",
                     prometheus_duration(t.operator_reconcile_errors)
                 ),
                 extra_labels: vec![],
