@@ -121,7 +121,11 @@ impl QueueSettings {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerSettings {
     /// Jobs one worker runs at the same time.
-    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 4)]
+    #[arg(
+        long = "worker-concurrency",
+        env = "WORKER_CONCURRENCY",
+        default_value_t = 4
+    )]
     pub concurrency: u32,
     /// On SIGTERM, wait this long for running jobs before releasing them to other workers.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]

@@ -1,2 +1,480 @@
-//! Prometheus metrics of the service.
+//! Prometheus metrics of the service (OpenMetrics text at `/metrics`).
+//!
+//! Counters and histograms are updated where things happen (worker, HTTP middleware, SSE hub);
+//! the gauges that describe shared state (queue, budget, kill-switch, workers) are read from the
+//! store when Prometheus scrapes, so every pod reports the same numbers. Names come from
+//! [`names`], the contract with the alert rules.
+
 pub mod names;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::budget::micros_to_usd;
+use crate::store::{KillSwitch, QueueCounts, Spend, WorkerInfo};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabels {
+    pipeline: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    pipeline: String,
+    version: String,
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    pipeline: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    pipeline: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    pipeline: String,
+    provider: String,
+    model: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    pipeline: String,
+    provider: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeriodLabels {
+    pipeline: String,
+    period: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SetByLabels {
+    pipeline: String,
+    set_by: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    pipeline: String,
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    pipeline: String,
+    route: String,
+    method: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLatencyLabels {
+    pipeline: String,
+    route: String,
+    method: String,
+}
+
+/// Builds histograms with one bucket layout.
+#[derive(Clone, Copy)]
+struct Buckets {
+    start: f64,
+    factor: f64,
+    count: u16,
+}
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(self.start, self.factor, self.count))
+    }
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// A snapshot of shared state for the store-backed gauges.
+pub struct SharedState<'a> {
+    pub counts: QueueCounts,
+    pub workers: &'a [WorkerInfo],
+    pub kill_switch: &'a KillSwitch,
+    pub spend: Spend,
+    pub period: &'a str,
+    pub limit_micros: u64,
+    pub warn_ratio: f64,
+}
+
+/// All metrics of one process.
+pub struct Metrics {
+    registry: Registry,
+    pipeline: String,
+    queue_jobs: Family<StateLabels, Gauge>,
+    jobs: Family<OutcomeLabels, Counter>,
+    job_duration: Family<OutcomeLabels, Histogram, Buckets>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    budget_spent: Family<PeriodLabels, FloatGauge>,
+    budget_limit: Family<PeriodLabels, FloatGauge>,
+    budget_warn_ratio: Family<PipelineLabels, FloatGauge>,
+    kill_switch: Family<SetByLabels, Gauge>,
+    breaker: Family<StateLabels, Gauge>,
+    workers_live: Family<PipelineLabels, Gauge>,
+    heartbeat: Family<PipelineLabels, FloatGauge>,
+    sse_connections: Family<PipelineLabels, Gauge>,
+    sse_limit: Family<PipelineLabels, Gauge>,
+    sse_events: Family<EventLabels, Counter>,
+    sse_dropped: Family<PipelineLabels, Counter>,
+    http_requests: Family<RouteLabels, Counter>,
+    http_duration: Family<RouteLatencyLabels, Histogram, Buckets>,
+}
+
+/// Counter names are registered without `_total`; the encoder appends it.
+fn counter_name(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+fn help(name: &str) -> &'static str {
+    names::SERVICE_METRICS
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.help)
+        .unwrap_or("")
+}
+
+impl Metrics {
+    pub fn new(pipeline: &str, mode: &str) -> Self {
+        use names::*;
+        let mut registry = Registry::default();
+        let job_buckets = Buckets {
+            start: 0.05,
+            factor: 2.0,
+            count: 14,
+        };
+        let http_buckets = Buckets {
+            start: 0.001,
+            factor: 2.5,
+            count: 12,
+        };
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                pipeline: pipeline.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                mode: mode.to_owned(),
+            })
+            .set(1);
+        let metrics = Self {
+            registry: Registry::default(),
+            pipeline: pipeline.to_owned(),
+            queue_jobs: Family::default(),
+            jobs: Family::default(),
+            job_duration: Family::new_with_constructor(job_buckets),
+            tokens: Family::default(),
+            cost: Family::default(),
+            budget_spent: Family::default(),
+            budget_limit: Family::default(),
+            budget_warn_ratio: Family::default(),
+            kill_switch: Family::default(),
+            breaker: Family::default(),
+            workers_live: Family::default(),
+            heartbeat: Family::default(),
+            sse_connections: Family::default(),
+            sse_limit: Family::default(),
+            sse_events: Family::default(),
+            sse_dropped: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(http_buckets),
+        };
+        registry.register(BUILD_INFO, help(BUILD_INFO), build_info);
+        registry.register(QUEUE_JOBS, help(QUEUE_JOBS), metrics.queue_jobs.clone());
+        registry.register(
+            counter_name(JOBS_TOTAL),
+            help(JOBS_TOTAL),
+            metrics.jobs.clone(),
+        );
+        registry.register(
+            JOB_DURATION_SECONDS,
+            help(JOB_DURATION_SECONDS),
+            metrics.job_duration.clone(),
+        );
+        registry.register(
+            counter_name(PROVIDER_TOKENS_TOTAL),
+            help(PROVIDER_TOKENS_TOTAL),
+            metrics.tokens.clone(),
+        );
+        registry.register(
+            counter_name(PROVIDER_COST_USD_TOTAL),
+            help(PROVIDER_COST_USD_TOTAL),
+            metrics.cost.clone(),
+        );
+        registry.register(
+            BUDGET_SPENT_USD,
+            help(BUDGET_SPENT_USD),
+            metrics.budget_spent.clone(),
+        );
+        registry.register(
+            BUDGET_LIMIT_USD,
+            help(BUDGET_LIMIT_USD),
+            metrics.budget_limit.clone(),
+        );
+        registry.register(
+            BUDGET_WARN_RATIO,
+            help(BUDGET_WARN_RATIO),
+            metrics.budget_warn_ratio.clone(),
+        );
+        registry.register(
+            KILL_SWITCH_ACTIVE,
+            help(KILL_SWITCH_ACTIVE),
+            metrics.kill_switch.clone(),
+        );
+        registry.register(
+            CIRCUIT_BREAKER_STATE,
+            help(CIRCUIT_BREAKER_STATE),
+            metrics.breaker.clone(),
+        );
+        registry.register(
+            WORKERS_LIVE,
+            help(WORKERS_LIVE),
+            metrics.workers_live.clone(),
+        );
+        registry.register(
+            WORKER_HEARTBEAT_TIMESTAMP_SECONDS,
+            help(WORKER_HEARTBEAT_TIMESTAMP_SECONDS),
+            metrics.heartbeat.clone(),
+        );
+        registry.register(
+            SSE_CONNECTIONS,
+            help(SSE_CONNECTIONS),
+            metrics.sse_connections.clone(),
+        );
+        registry.register(
+            SSE_CONNECTIONS_LIMIT,
+            help(SSE_CONNECTIONS_LIMIT),
+            metrics.sse_limit.clone(),
+        );
+        registry.register(
+            counter_name(SSE_EVENTS_SENT_TOTAL),
+            help(SSE_EVENTS_SENT_TOTAL),
+            metrics.sse_events.clone(),
+        );
+        registry.register(
+            counter_name(SSE_CLIENTS_DROPPED_TOTAL),
+            help(SSE_CLIENTS_DROPPED_TOTAL),
+            metrics.sse_dropped.clone(),
+        );
+        registry.register(
+            counter_name(HTTP_REQUESTS_TOTAL),
+            help(HTTP_REQUESTS_TOTAL),
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            HTTP_REQUEST_DURATION_SECONDS,
+            help(HTTP_REQUEST_DURATION_SECONDS),
+            metrics.http_duration.clone(),
+        );
+        // Families without a sample yet still show their names, so dashboards see zeros.
+        let labels = metrics.labels();
+        let _ = metrics.sse_dropped.get_or_create(&labels);
+        let _ = metrics.sse_connections.get_or_create(&labels);
+        for outcome in ["completed", "failed", "retried", "stalled"] {
+            let _ = metrics.jobs.get_or_create(&metrics.outcome(outcome));
+        }
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    fn labels(&self) -> PipelineLabels {
+        PipelineLabels {
+            pipeline: self.pipeline.clone(),
+        }
+    }
+
+    fn outcome(&self, outcome: &str) -> OutcomeLabels {
+        OutcomeLabels {
+            pipeline: self.pipeline.clone(),
+            outcome: outcome.to_owned(),
+        }
+    }
+
+    /// The exposition text (OpenMetrics).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// A job attempt ended (`completed`, `failed`, `retried`).
+    pub fn job_finished(&self, outcome: &str, seconds: f64) {
+        self.jobs.get_or_create(&self.outcome(outcome)).inc();
+        self.job_duration
+            .get_or_create(&self.outcome(outcome))
+            .observe(seconds);
+    }
+
+    /// Stalled jobs recovered by this process.
+    pub fn jobs_stalled(&self, n: u64) {
+        self.jobs.get_or_create(&self.outcome("stalled")).inc_by(n);
+    }
+
+    pub fn provider_usage(
+        &self,
+        provider: &str,
+        model: &str,
+        input: u64,
+        output: u64,
+        cost_micros: u64,
+    ) {
+        for (direction, n) in [("input", input), ("output", output)] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    pipeline: self.pipeline.clone(),
+                    provider: provider.to_owned(),
+                    model: model.to_owned(),
+                    direction: direction.to_owned(),
+                })
+                .inc_by(n);
+        }
+        self.cost
+            .get_or_create(&ModelLabels {
+                pipeline: self.pipeline.clone(),
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+            })
+            .inc_by(micros_to_usd(cost_micros));
+    }
+
+    pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.http_requests
+            .get_or_create(&RouteLabels {
+                pipeline: self.pipeline.clone(),
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLatencyLabels {
+                pipeline: self.pipeline.clone(),
+                route: route.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn sse_connections(&self, open: usize, limit: usize) {
+        let labels = self.labels();
+        self.sse_connections.get_or_create(&labels).set(open as i64);
+        self.sse_limit.get_or_create(&labels).set(limit as i64);
+    }
+
+    pub fn sse_event_sent(&self, event: &str) {
+        self.sse_events
+            .get_or_create(&EventLabels {
+                pipeline: self.pipeline.clone(),
+                event: event.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn sse_client_dropped(&self) {
+        self.sse_dropped.get_or_create(&self.labels()).inc();
+    }
+
+    /// Sets the gauges that mirror shared state; `local_breaker` is this process's own breaker.
+    pub fn observe_shared(&self, shared: &SharedState<'_>, local_breaker: Option<&str>) {
+        let p = &self.pipeline;
+        let state = |s: &str| StateLabels {
+            pipeline: p.clone(),
+            state: s.to_owned(),
+        };
+        let c = shared.counts;
+        for (name, n) in [
+            ("waiting", c.waiting),
+            ("active", c.active),
+            ("delayed", c.delayed),
+            ("completed", c.completed),
+            ("failed", c.failed),
+        ] {
+            self.queue_jobs.get_or_create(&state(name)).set(n as i64);
+        }
+        let period = PeriodLabels {
+            pipeline: p.clone(),
+            period: shared.period.to_owned(),
+        };
+        self.budget_spent.clear();
+        self.budget_limit.clear();
+        self.budget_spent
+            .get_or_create(&period)
+            .set(micros_to_usd(shared.spend.spent_micros));
+        self.budget_limit
+            .get_or_create(&period)
+            .set(micros_to_usd(shared.limit_micros));
+        self.budget_warn_ratio
+            .get_or_create(&self.labels())
+            .set(shared.warn_ratio);
+        self.kill_switch.clear();
+        self.kill_switch
+            .get_or_create(&SetByLabels {
+                pipeline: p.clone(),
+                set_by: shared
+                    .kill_switch
+                    .set_by
+                    .map(|s| s.as_str())
+                    .unwrap_or("none")
+                    .to_owned(),
+            })
+            .set(i64::from(shared.kill_switch.enabled));
+        let worst = breaker_summary(
+            shared
+                .workers
+                .iter()
+                .map(|w| w.breaker.as_str())
+                .chain(local_breaker),
+        );
+        for s in ["closed", "open", "half_open"] {
+            self.breaker
+                .get_or_create(&state(s))
+                .set(i64::from(s == worst));
+        }
+        self.workers_live
+            .get_or_create(&self.labels())
+            .set(shared.workers.len() as i64);
+        let newest = shared
+            .workers
+            .iter()
+            .map(|w| w.last_seen)
+            .max()
+            .unwrap_or(0);
+        self.heartbeat
+            .get_or_create(&self.labels())
+            .set(newest as f64 / 1000.0);
+    }
+}
+
+/// The breaker state that matters most across workers: open, then half-open, else closed.
+pub fn breaker_summary<'a>(states: impl Iterator<Item = &'a str>) -> &'static str {
+    let mut worst = "closed";
+    for s in states {
+        match s {
+            "open" => return "open",
+            "half_open" => worst = "half_open",
+            _ => {}
+        }
+    }
+    worst
+}

@@ -110,3 +110,144 @@ pub fn http() -> reqwest::Client {
     init_tls();
     reqwest::Client::new()
 }
+
+/// One parsed Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// Reads SSE events from a response until the stream ends, `stop_after` events arrived, or
+/// `timeout` passes. Returns the events and whether the server ended the stream.
+pub async fn read_sse(
+    mut response: reqwest::Response,
+    stop_after: usize,
+    timeout: Duration,
+) -> (Vec<SseEvent>, bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Err(_) => return (events, false),
+            Ok(Err(_)) | Ok(Ok(None)) => return (events, true),
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = SseEvent {
+                event: "message".into(),
+                id: None,
+                data: serde_json::Value::Null,
+            };
+            let mut data = String::new();
+            let mut has_data = false;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event.event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    event.id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                    has_data = true;
+                }
+            }
+            if has_data {
+                event.data = serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data));
+                events.push(event);
+                if events.len() >= stop_after {
+                    return (events, false);
+                }
+            }
+        }
+    }
+}
+
+/// A running `flashcard-service` process on a free port.
+pub struct Service {
+    pub child: ChildGuard,
+    pub base: String,
+    pub port: u16,
+}
+
+impl Service {
+    /// Starts `flashcard-service <mode> <args>` and waits for `/healthz`.
+    pub async fn start(mode: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flashcard-service"));
+        command
+            .arg(mode)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "text",
+            ])
+            .args(args)
+            .env_remove("REDIS_URL")
+            .env_remove("ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = ChildGuard(command.spawn().expect("start flashcard-service"));
+        let base = format!("http://127.0.0.1:{port}");
+        wait_http_ok(&format!("{base}/healthz"), Duration::from_secs(20)).await;
+        Self { child, base, port }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Submits a seed-style job and returns its id.
+    pub async fn submit(&self, content: &str, user: &str) -> String {
+        let response = http()
+            .post(self.url("/api/ai/generate-flashcards"))
+            .header("user-id", user)
+            .json(&serde_json::json!({
+                "content": content, "subject": "biology", "topic": "cells", "userId": user
+            }))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 202, "submit failed");
+        let body: serde_json::Value = response.json().await.expect("json");
+        body["jobId"].as_str().expect("jobId").to_owned()
+    }
+
+    /// Polls the job status until it is completed or failed.
+    pub async fn wait_finished(&self, job_id: &str, timeout: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let body: serde_json::Value = http()
+                .get(self.url(&format!("/api/job-status/{job_id}")))
+                .send()
+                .await
+                .expect("GET status")
+                .json()
+                .await
+                .expect("json");
+            if matches!(body["status"].as_str(), Some("completed" | "failed")) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} not finished: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A study paragraph with definitions and key terms.
+pub const STUDY_TEXT: &str = "Photosynthesis is the process by which green plants use sunlight \
+to synthesize glucose from carbon dioxide and water. Chlorophyll is the green pigment that \
+absorbs light energy. The mitochondrion is an organelle that produces most of the cell's ATP \
+through cellular respiration. Ribosomes are molecular machines that build proteins from amino \
+acids. The cell membrane is a selectively permeable barrier that controls what enters and \
+leaves the cell.";

@@ -1,0 +1,72 @@
+//! Bearer-token authentication of the admin endpoints.
+//!
+//! Missing token -> 401, wrong token -> 403, compared in constant time. Without a configured
+//! token the admin endpoints are closed (503) in api mode, and open only in standalone mode
+//! when it listens on loopback, for local development.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Who may call the admin endpoints.
+#[derive(Clone)]
+pub enum AdminAccess {
+    Token(String),
+    /// No token, standalone on loopback.
+    OpenLocal,
+    /// No token in a shared deployment.
+    Disabled,
+}
+
+impl std::fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminAccess::Token(_) => f.write_str("Token(<redacted>)"),
+            AdminAccess::OpenLocal => f.write_str("OpenLocal"),
+            AdminAccess::Disabled => f.write_str("Disabled"),
+        }
+    }
+}
+
+pub async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let expected = match &state.admin {
+        AdminAccess::OpenLocal => return next.run(request).await,
+        AdminAccess::Disabled => {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ADMIN_DISABLED",
+                "Admin endpoints are disabled: set ADMIN_TOKEN or --admin-token-file",
+            )
+            .into_response();
+        }
+        AdminAccess::Token(token) => token,
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "Missing `Authorization: Bearer <token>`",
+        )
+        .into_response(),
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "Invalid admin token").into_response()
+        }
+    }
+}

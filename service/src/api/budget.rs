@@ -1,0 +1,143 @@
+//! Budget gate and admin endpoints: `GET /api/admin/budget/status`,
+//! `POST /api/admin/budget/kill-switch`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::jobs::BUDGET_LIMIT_MESSAGE;
+use crate::budget::{BudgetPeriod, micros_to_usd};
+use crate::job::now_ms;
+use crate::sse::render::iso;
+use crate::store::{KillSwitch, SetBy, Store};
+
+/// The budget in force in this process (from configuration; the operator sets it from the
+/// custom resource).
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetGate {
+    pub limit_micros: u64,
+    pub period: BudgetPeriod,
+    pub warn_ratio: f64,
+}
+
+impl BudgetGate {
+    fn refused() -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "BUDGET_LIMIT_EXCEEDED",
+            BUDGET_LIMIT_MESSAGE,
+        )
+    }
+
+    /// Refuses new jobs while the kill-switch is on or the period's spend reached the limit; in
+    /// the latter case it switches the kill-switch on itself, before the operator reacts.
+    pub async fn admit(&self, store: &dyn Store) -> Result<(), ApiError> {
+        if store.kill_switch().await?.enabled {
+            return Err(Self::refused());
+        }
+        if self.limit_micros > 0 {
+            let spend = store.spend(&self.period.current_key()).await?;
+            if spend.spent_micros >= self.limit_micros {
+                let state = KillSwitch {
+                    enabled: true,
+                    reason: Some("Budget limit reached".into()),
+                    set_by: Some(SetBy::Budget),
+                    since: Some(now_ms()),
+                };
+                store.set_kill_switch(&state).await?;
+                return Err(Self::refused());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The kill-switch as JSON (`since` in ISO time).
+pub fn kill_switch_json(ks: &KillSwitch) -> Value {
+    json!({
+        "enabled": ks.enabled,
+        "reason": ks.reason,
+        "setBy": ks.set_by,
+        "since": ks.since.map(iso),
+    })
+}
+
+pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let gate = state.budget;
+    let period = gate.period.current_key();
+    let spend = state.store.spend(&period).await?;
+    let kill_switch = state.store.kill_switch().await?;
+    let percent = if gate.limit_micros > 0 {
+        spend.spent_micros as f64 * 100.0 / gate.limit_micros as f64
+    } else {
+        0.0
+    };
+    Ok(Json(json!({
+        "budget": {
+            "period": gate.period.as_str(),
+            "periodKey": period,
+            "spentUsd": micros_to_usd(spend.spent_micros),
+            "reservedUsd": micros_to_usd(spend.reserved_micros),
+            "limitUsd": micros_to_usd(gate.limit_micros),
+            "percentUsed": (percent * 100.0).round() / 100.0,
+            "warnAtPercent": gate.warn_ratio * 100.0,
+            "inputTokens": spend.input_tokens,
+            "outputTokens": spend.output_tokens,
+            "jobs": spend.jobs,
+        },
+        "killSwitch": kill_switch_json(&kill_switch),
+        "timestamp": iso(now_ms()),
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillSwitchRequest {
+    enabled: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Switches the kill-switch. The body is read as JSON whatever its content type, so the seed's
+/// `curl -d '{"enabled": false}'` (sent as form data by curl) works as written.
+pub async fn set_kill_switch(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: KillSwitchRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            format!("Expected {{\"enabled\": true|false, \"reason\": \"...\"}}: {e}"),
+        )
+    })?;
+    if request
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 500)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            "reason must be at most 500 characters",
+        ));
+    }
+    let ks = KillSwitch {
+        enabled: request.enabled,
+        reason: request.reason.filter(|r| !r.trim().is_empty()),
+        set_by: Some(SetBy::Admin),
+        since: Some(now_ms()),
+    };
+    state.store.set_kill_switch(&ks).await?;
+    tracing::warn!(enabled = ks.enabled, reason = ?ks.reason, "kill-switch changed by admin");
+    Ok(Json(json!({
+        "success": true,
+        "killSwitch": kill_switch_json(&ks),
+        "message": if ks.enabled { "Kill-switch activated: new jobs are refused" } else { "Kill-switch deactivated: jobs are accepted" },
+    })))
+}

@@ -1,0 +1,200 @@
+//! The HTTP API (axum): routes, shared state, health, metrics and request accounting.
+
+pub mod alerts;
+pub mod auth;
+pub mod budget;
+pub mod error;
+pub mod jobs;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+use crate::config::Settings;
+use crate::metrics::{Metrics, SharedState};
+use crate::sse::hub::Hub;
+use crate::store::Store;
+use auth::AdminAccess;
+use budget::BudgetGate;
+use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    pub budget: BudgetGate,
+    pub admin: AdminAccess,
+    /// This process's own circuit breaker state, when it runs a worker.
+    pub local_breaker: Option<Arc<dyn Fn() -> &'static str + Send + Sync>>,
+}
+
+/// The interactive SSE demo page (the seed's `sse-example.html`).
+const DEMO_PAGE: &str = include_str!("../../static/sse-example.html");
+
+/// Routes of api and standalone mode.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/api/admin/budget/status", get(budget::status))
+        .route(
+            "/api/admin/budget/kill-switch",
+            post(budget::set_kill_switch),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
+    let api = Router::new()
+        .route("/api/ai/generate-flashcards", post(jobs::generate))
+        .route("/api/job-status/{job_id}", get(jobs::status))
+        .route("/api/queue/stats", get(jobs::queue_stats))
+        .route("/api/job-events", get(crate::sse::job_events))
+        .route("/api/sse/stats", get(sse_stats))
+        .route("/api/metrics/alerts", get(alerts::alerts))
+        .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }))
+        .merge(admin)
+        .layer(DefaultBodyLimit::max(state.settings.api.max_body_bytes));
+    let cors = cors_layer(&state.settings.api.cors_origins);
+    let mut router = api.merge(operational_routes());
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
+    finish(router, state)
+}
+
+/// Routes of worker mode: health and metrics only.
+pub fn worker_router(state: AppState) -> Router {
+    finish(operational_routes(), state)
+}
+
+fn operational_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    router
+        .fallback(|| async { ApiError::not_found("No such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed on this route",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            track_requests,
+        ))
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers(Any)
+            .expose_headers([header::LOCATION, header::RETRY_AFTER]),
+    )
+}
+
+/// Counts requests by route template and status, with latency (SSE streams count at open).
+async fn track_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: store unreachable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "STORE_UNAVAILABLE",
+                "Store unreachable",
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn sse_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!(state.hub.stats()))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let store = &state.store;
+    let counts = store.counts().await?;
+    let workers = store.workers().await?;
+    let kill_switch = store.kill_switch().await?;
+    let period = state.budget.period.current_key();
+    let spend = store.spend(&period).await?;
+    let local = state.local_breaker.as_ref().map(|f| f());
+    state.metrics.observe_shared(
+        &SharedState {
+            counts,
+            workers: &workers,
+            kill_switch: &kill_switch,
+            spend,
+            period: &period,
+            limit_micros: state.budget.limit_micros,
+            warn_ratio: state.budget.warn_ratio,
+        },
+        local,
+    );
+    let text = state.metrics.encode().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "METRICS_ENCODING",
+            "Could not encode metrics",
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,173 @@
+//! Wires a mode together: store, metrics, SSE hub, provider, worker and HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::auth::AdminAccess;
+use crate::api::budget::BudgetGate;
+use crate::api::{self, AppState};
+use crate::budget::usd_to_micros;
+use crate::config::{Mode, Settings};
+use crate::keyspace::PipelineName;
+use crate::metrics::Metrics;
+use crate::provider;
+use crate::sse::hub::Hub;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
+use crate::store::{Retention, Store};
+use crate::worker::{Worker, WorkerOptions};
+
+/// Opens the store the mode needs: Redis when a URL is given (required outside standalone),
+/// memory otherwise.
+async fn open_store(
+    mode: &Mode,
+    settings: &Settings,
+    pipeline: &PipelineName,
+) -> anyhow::Result<Arc<dyn Store>> {
+    match (&settings.redis_url, mode) {
+        (Some(url), _) => {
+            let store = RedisStore::connect(url, pipeline)
+                .await
+                .context("cannot reach Redis at --redis-url / REDIS_URL (is it running, and is the URL right?)")?
+                .with_idempotency_ttl(Duration::from_secs(settings.queue.retention_seconds.max(1)));
+            Ok(Arc::new(store))
+        }
+        (None, Mode::Standalone(_)) => Ok(Arc::new(MemoryStore::new())),
+        (None, _) => anyhow::bail!(
+            "{} mode needs Redis: pass --redis-url or set REDIS_URL (standalone mode runs without it)",
+            mode.name()
+        ),
+    }
+}
+
+fn admin_access(mode: &Mode, settings: &Settings) -> anyhow::Result<AdminAccess> {
+    let api = &settings.api;
+    let token = match (&api.admin_token, &api.admin_token_file) {
+        (_, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --admin-token-file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (Some(token), None) => Some(token.trim().to_owned()),
+        (None, None) => None,
+    };
+    Ok(match token {
+        Some(token) if !token.is_empty() => AdminAccess::Token(token),
+        _ if matches!(mode, Mode::Standalone(_)) && settings.listen.ip().is_loopback() => {
+            AdminAccess::OpenLocal
+        }
+        _ => AdminAccess::Disabled,
+    })
+}
+
+fn worker_options(settings: &Settings) -> WorkerOptions {
+    let w = &settings.worker;
+    let q = &settings.queue;
+    WorkerOptions {
+        id: format!(
+            "{}-{}",
+            if w.pod_name.is_empty() {
+                "worker"
+            } else {
+                &w.pod_name
+            },
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        pod: w.pod_name.clone(),
+        concurrency: w.concurrency.max(1),
+        lease: q.lease(),
+        max_stalls: q.max_stalls,
+        backoff_base: Duration::from_millis(q.backoff_ms),
+        poll_interval: Duration::from_millis(w.poll_interval_ms.max(10)),
+        heartbeat_interval: Duration::from_millis(w.heartbeat_ms.max(100)),
+        shutdown_grace: Duration::from_secs(w.shutdown_grace_seconds),
+        retention: Retention {
+            max_age: Duration::from_secs(q.retention_seconds),
+            max_count: q.retention_count,
+        },
+        prices: settings.provider.prices(),
+        budget_limit_micros: usd_to_micros(settings.budget.budget_limit_usd),
+        budget_period: settings.budget.budget_period,
+    }
+}
+
+/// Runs `mode` until `shutdown` fires (SIGTERM / Ctrl-C in the binary).
+pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let settings = Arc::new(mode.settings().clone());
+    let pipeline = PipelineName::new(&settings.pipeline)?;
+    let store = open_store(&mode, &settings, &pipeline).await?;
+    let metrics = Arc::new(Metrics::new(pipeline.as_str(), mode.name()));
+    let hub = Hub::new(
+        settings.api.sse_max_connections,
+        settings.api.sse_client_buffer,
+        metrics.clone(),
+    );
+    let budget = BudgetGate {
+        limit_micros: usd_to_micros(settings.budget.budget_limit_usd),
+        period: settings.budget.budget_period,
+        warn_ratio: (settings.budget.budget_warn_percent / 100.0).clamp(0.0, 1.0),
+    };
+    let runs_worker = !matches!(mode, Mode::Api(_));
+    let runs_api = !matches!(mode, Mode::Worker(_));
+
+    let mut worker_task = None;
+    let mut local_breaker = None;
+    if runs_worker {
+        let (provider, breaker) =
+            provider::build(&settings.provider).context("provider configuration")?;
+        let breaker_handle = breaker.clone();
+        local_breaker = Some(Arc::new(move || breaker_handle.state().as_str())
+            as Arc<dyn Fn() -> &'static str + Send + Sync>);
+        let worker = Worker::new(
+            store.clone(),
+            provider,
+            breaker,
+            metrics.clone(),
+            worker_options(&settings),
+        );
+        worker_task = Some(tokio::spawn(worker.run(shutdown.clone())));
+    }
+
+    let state = AppState {
+        store: store.clone(),
+        hub: hub.clone(),
+        metrics,
+        settings: settings.clone(),
+        budget,
+        admin: admin_access(&mode, &settings)?,
+        local_breaker,
+    };
+    let router = if runs_api {
+        hub.start(&*store, shutdown.clone())
+            .await
+            .context("cannot start the job event feed")?;
+        api::router(state)
+    } else {
+        api::worker_router(state)
+    };
+    serve(settings.listen, router, shutdown.clone()).await?;
+    if let Some(task) = worker_task {
+        task.await.context("worker task panicked")?;
+    }
+    Ok(())
+}
+
+async fn serve(
+    addr: SocketAddr,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("HTTP server failed")
+}

@@ -1,0 +1,194 @@
+//! In-process fan-out of job events: one store feed per process, many SSE subscribers.
+//!
+//! The dispatcher reads the store's live feed (one Redis stream reader per api pod) and hands
+//! each event to the subscribers of its job through bounded channels. A subscriber whose channel
+//! is full is dropped (its stream ends and the client resumes with `Last-Event-ID`), so one slow
+//! client never holds memory without bound or delays the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreResult, StoredEvent};
+
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<StoredEvent>,
+}
+
+/// Connection and delivery counters (`GET /api/sse/stats`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubStats {
+    pub connections: usize,
+    pub max_connections: usize,
+    pub subscribed_jobs: usize,
+    pub subscriptions_per_job: HashMap<String, usize>,
+    pub events_sent: u64,
+    pub clients_dropped_slow: u64,
+}
+
+/// The fan-out hub of one process.
+pub struct Hub {
+    subscribers: Mutex<HashMap<String, Vec<Subscriber>>>,
+    next_id: AtomicU64,
+    connections: AtomicUsize,
+    max_connections: usize,
+    buffer: usize,
+    events_sent: AtomicU64,
+    dropped: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// A held connection slot and subscription; dropping it unsubscribes.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    job_id: String,
+    id: u64,
+    pub events: mpsc::Receiver<StoredEvent>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.job_id, self.id);
+    }
+}
+
+impl Hub {
+    pub fn new(max_connections: usize, buffer: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+        metrics.sse_connections(0, max_connections);
+        Arc::new(Self {
+            subscribers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            max_connections,
+            buffer: buffer.max(1),
+            events_sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the dispatcher: reads the store's feed until `stop` fires.
+    pub async fn start(
+        self: &Arc<Self>,
+        store: &dyn Store,
+        stop: CancellationToken,
+    ) -> StoreResult<()> {
+        let mut feed = store.event_feed().await?;
+        let hub = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = feed.next() => match event {
+                        Some(event) => hub.dispatch(event),
+                        None => {
+                            tracing::error!("job event feed ended");
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Delivers one event to the job's subscribers; drops the ones that cannot keep up.
+    pub fn dispatch(&self, event: StoredEvent) {
+        let mut map = self.lock();
+        let Some(subscribers) = map.get_mut(&event.job_id) else {
+            return;
+        };
+        let before = subscribers.len();
+        subscribers.retain(|s| match s.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        let dropped = before - subscribers.len();
+        if subscribers.is_empty() {
+            map.remove(&event.job_id);
+        }
+        drop(map);
+        for _ in 0..dropped {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.sse_client_dropped();
+        }
+        if dropped > 0 {
+            tracing::warn!(job = %event.job_id, dropped, "dropped slow SSE clients");
+        }
+    }
+
+    /// Takes a connection slot and subscribes to a job, or `None` at the connection limit.
+    pub fn subscribe(self: &Arc<Self>, job_id: &str) -> Option<Subscription> {
+        let taken = self
+            .connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max_connections).then_some(n + 1)
+            });
+        let open = taken.ok()? + 1;
+        self.metrics.sse_connections(open, self.max_connections);
+        let (tx, rx) = mpsc::channel(self.buffer);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(job_id.to_owned())
+            .or_default()
+            .push(Subscriber { id, tx });
+        Some(Subscription {
+            hub: self.clone(),
+            job_id: job_id.to_owned(),
+            id,
+            events: rx,
+        })
+    }
+
+    fn unsubscribe(&self, job_id: &str, id: u64) {
+        let mut map = self.lock();
+        if let Some(subscribers) = map.get_mut(job_id) {
+            subscribers.retain(|s| s.id != id);
+            if subscribers.is_empty() {
+                map.remove(job_id);
+            }
+        }
+        drop(map);
+        let open = self
+            .connections
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
+        self.metrics.sse_connections(open, self.max_connections);
+    }
+
+    /// Open connections to one job (the seed's heartbeat `connections`).
+    pub fn job_connections(&self, job_id: &str) -> usize {
+        self.lock().get(job_id).map(Vec::len).unwrap_or(0)
+    }
+
+    pub fn event_sent(&self, event: &str) {
+        self.events_sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sse_event_sent(event);
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let map = self.lock();
+        HubStats {
+            connections: self.connections.load(Ordering::SeqCst),
+            max_connections: self.max_connections,
+            subscribed_jobs: map.len(),
+            subscriptions_per_job: map.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+            events_sent: self.events_sent.load(Ordering::Relaxed),
+            clients_dropped_slow: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
