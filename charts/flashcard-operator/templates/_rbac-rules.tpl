@@ -1,40 +1,43 @@
 {{/*
 Least privilege: only the resources and verbs the operator's code uses, no wildcards. The source of
-each rule is named next to it (paths under operator/src/). Keep in sync with manifests/rbac.yaml;
-operator/tests/manifests.rs checks that both grant the same rules.
+each rule is named next to it (modules of operator/src/; the list with its reasons is
+operator/src/rbac.rs, RBAC_RULES). The Lease rule of leader election is in rbac.yaml (a Role in the
+release namespace). manifests/rbac.yaml grants the same; operator/tests/manifests.rs checks both
+against RBAC_RULES.
 */}}
 {{- define "flashcard-operator.rules" -}}
-# FlashcardPipelines: the controller watches them (Controller::new) and adds/removes its
-# finalizer (Api::patch).
+# FlashcardPipelines: the Controller's watch (run) and the start-up CRD check (list).
 - apiGroups: ["flashcards.dev"]
   resources: ["flashcardpipelines"]
-  verbs: ["get", "list", "watch", "patch"]
-# Status conditions, queue, workers and budget (Api::patch_status).
+  verbs: ["get", "list", "watch"]
+# Status (reconcile::status: server-side apply of the status subresource).
 - apiGroups: ["flashcards.dev"]
   resources: ["flashcardpipelines/status"]
   verbs: ["get", "patch"]
-# API and worker Deployments: server-side apply (create/patch) and owned-object watch.
+# API and worker Deployments (reconcile::apply: server-side apply; children are re-applied on
+# every poll, never watched).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# API Service and service ConfigMap: server-side apply and owned-object watch.
+  verbs: ["get", "create", "patch"]
+# API and worker Services, the service ConfigMap (reconcile::apply: server-side apply).
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# Optional Ingress of the API (spec.api.ingress).
+  verbs: ["get", "create", "patch"]
+# The API's Ingress (reconcile::apply: server-side apply; delete when spec.api.ingress is removed).
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# PrometheusRule and ServiceMonitor built from spec.alerts (only when the CRDs exist).
+  verbs: ["get", "create", "patch", "delete"]
+# PrometheusRule and ServiceMonitor from spec.alerts (reconcile::apply, only when the
+# monitoring.coreos.com CRDs exist; API discovery needs no RBAC).
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheusrules", "servicemonitors"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# Worker scale-down: list the worker pods and set controller.kubernetes.io/pod-deletion-cost so
-# idle workers go first.
+  verbs: ["get", "create", "patch"]
+# Worker pods: controller.kubernetes.io/pod-deletion-cost before a scale-down, so idle workers go
+# first (reconcile::deletion_cost: merge patch by name).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "patch"]
-# Redis URL of a pipeline (spec.redis.urlSecretRef): read by name only, never listed or watched.
+  verbs: ["patch"]
+# The Redis URL of a pipeline, spec.redis.urlSecretRef (connector): get by name, never list/watch.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
