@@ -1,0 +1,263 @@
+//! End-to-end tests of the local provider on realistic study text.
+
+use super::*;
+
+const MITOCHONDRIA: &str = "\
+Mitochondria are membrane-bound organelles found in the cytoplasm of most eukaryotic cells. \
+The mitochondrion is an organelle that generates most of the chemical energy needed to power \
+the cell's biochemical reactions. This energy is stored in a molecule called adenosine \
+triphosphate (ATP). Cellular respiration refers to the set of metabolic reactions that convert \
+nutrients into ATP. Most ATP is produced by cellular respiration on the inner membrane of the \
+mitochondria. The inner membrane is folded into cristae, which increase its surface area. \
+Mitochondria contain their own DNA, which is inherited from the mother. It is thought that \
+mitochondria were once free-living bacteria.";
+
+const REVOLUTION: &str = "\
+The French Revolution was a period of political and societal change in France that began \
+with the Estates General of 1789. The Estates General was a general assembly representing the \
+French estates of the realm. In 1789 the Third Estate formed the National Assembly. The storming \
+of the Bastille took place on 14 July 1789. The Reign of Terror was a period of mass executions \
+led by Robespierre. During the Reign of Terror, thousands of people were executed. Napoleon \
+Bonaparte seized power in 1799.";
+
+const PHOTOSYNTHESIS: &str = "\
+Photosynthesis is the process by which green plants and some other organisms use sunlight to \
+synthesize foods from carbon dioxide and water. Photosynthesis in plants generally involves the \
+green pigment chlorophyll and generates oxygen as a byproduct. The light-dependent reactions take \
+place in the thylakoid membranes of the chloroplast. During these reactions, light energy is \
+converted into chemical energy in the form of ATP and NADPH. The Calvin cycle, also known as the \
+light-independent reactions, takes place in the stroma. In the Calvin cycle, carbon dioxide is \
+fixed into glucose. Chloroplasts are organelles that contain chlorophyll.";
+
+fn request(content: &str, cards: u32) -> JobRequest {
+    JobRequest {
+        content: content.into(),
+        subject: "Biology".into(),
+        topic: "Cell organelles".into(),
+        user_id: "user-1".into(),
+        card_count: cards,
+    }
+}
+
+async fn cards(content: &str, n: u32) -> Vec<Flashcard> {
+    LocalProvider::new()
+        .generate(&request(content, n))
+        .await
+        .unwrap()
+        .flashcards
+}
+
+fn find<'a>(cards: &'a [Flashcard], question: &str) -> &'a Flashcard {
+    cards
+        .iter()
+        .find(|c| c.question == question)
+        .unwrap_or_else(|| panic!("no card {question:?} in {cards:#?}"))
+}
+
+#[tokio::test]
+async fn mitochondria_paragraph_gives_sensible_definitions() {
+    let cards = cards(MITOCHONDRIA, 10).await;
+    assert_eq!(cards.len(), 10, "{cards:#?}");
+
+    let what = find(&cards, "What are mitochondria?");
+    assert_eq!(what.kind, "definition");
+    assert!(
+        what.answer.starts_with("Membrane-bound organelles"),
+        "{what:?}"
+    );
+    let one = find(&cards, "What is the mitochondrion?");
+    assert!(one.answer.contains("organelle"), "{one:?}");
+    assert!(!one.answer.ends_with('.'));
+    let resp = find(&cards, "What does cellular respiration refer to?");
+    assert!(resp.answer.contains("metabolic reactions"), "{resp:?}");
+
+    // Pronoun-led sentences never become definitions.
+    assert!(cards.iter().all(|c| !c.question.starts_with("What is it")));
+    // Definitions first, then terms, then cloze.
+    let order: Vec<u8> = cards
+        .iter()
+        .map(|c| match c.kind.as_str() {
+            "definition" => 0,
+            "term" => 1,
+            "cloze" => 2,
+            other => panic!("unexpected kind {other}"),
+        })
+        .collect();
+    assert!(order.is_sorted(), "{order:?}");
+    assert!(order.contains(&1) && order.contains(&2), "{order:?}");
+    // ATP is the text's most repeated specific term: it must be asked about.
+    assert!(
+        cards
+            .iter()
+            .any(|c| c.answer == "ATP" || c.question.contains("ATP")),
+        "{cards:#?}"
+    );
+}
+
+#[tokio::test]
+async fn cloze_cards_blank_the_answer() {
+    let cards = cards(MITOCHONDRIA, 12).await;
+    let clozes: Vec<_> = cards.iter().filter(|c| c.kind == "cloze").collect();
+    assert!(!clozes.is_empty());
+    for c in clozes {
+        let sentence = c
+            .question
+            .strip_prefix("Fill in the blank: ")
+            .expect("prefix");
+        assert!(sentence.contains(BLANK), "{c:?}");
+        assert!(
+            !sentence.to_lowercase().contains(&c.answer.to_lowercase()),
+            "answer still visible: {c:?}"
+        );
+        assert!(word_count(sentence) >= 3);
+    }
+}
+
+#[tokio::test]
+async fn history_text_uses_was_and_names() {
+    let cards = cards(REVOLUTION, 8).await;
+    let fr = find(&cards, "What was the French Revolution?");
+    assert!(
+        fr.answer
+            .starts_with("A period of political and societal change"),
+        "{fr:?}"
+    );
+    find(&cards, "What was the Reign of Terror?");
+    let estates = find(&cards, "What was the Estates General?");
+    assert!(
+        estates.answer.starts_with("A general assembly"),
+        "{estates:?}"
+    );
+    // Multi-word names are asked about whole, never as a fragment ("_____ General").
+    assert!(
+        cards
+            .iter()
+            .any(|c| c.kind == "cloze" && c.answer == "Estates General")
+    );
+    assert!(cards.iter().all(|c| c.answer != "Estates"), "{cards:#?}");
+    assert!(
+        cards
+            .iter()
+            .any(|c| c.question.contains("Napoleon Bonaparte")),
+        "{cards:#?}"
+    );
+}
+
+#[tokio::test]
+async fn photosynthesis_aliases_and_plural_subjects() {
+    let cards = cards(PHOTOSYNTHESIS, 12).await;
+    assert_eq!(cards.len(), 12);
+    let alias = find(&cards, "What is the Calvin cycle also known as?");
+    assert_eq!(alias.answer, "The light-independent reactions");
+    // "Chloroplasts" starts its sentence, but the text writes "chloroplast" in lower case.
+    let chloro = find(&cards, "What are chloroplasts?");
+    assert_eq!(chloro.answer, "Organelles that contain chlorophyll");
+    let photo = find(&cards, "What is Photosynthesis?");
+    assert!(
+        photo
+            .answer
+            .starts_with("The process by which green plants")
+    );
+    assert!(
+        cards
+            .iter()
+            .any(|c| c.kind == "cloze" && c.answer == "carbon dioxide")
+    );
+}
+
+#[tokio::test]
+async fn count_is_honoured_and_cards_are_unique() {
+    for n in [1, 3, 5, 8] {
+        let cards = cards(MITOCHONDRIA, n).await;
+        assert_eq!(cards.len(), n as usize);
+        let questions: BTreeSet<_> = cards.iter().map(|c| normalise(&c.question)).collect();
+        let answers: BTreeSet<_> = cards.iter().map(|c| normalise(&c.answer)).collect();
+        assert_eq!(questions.len(), cards.len());
+        assert_eq!(answers.len(), cards.len());
+    }
+    // Asking for more than the text holds gives fewer, never filler.
+    let many = cards(MITOCHONDRIA, 50).await;
+    assert!(many.len() < 50 && many.len() >= 10, "{}", many.len());
+    assert!(
+        many.iter()
+            .all(|c| !c.question.is_empty() && !c.answer.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn output_is_deterministic() {
+    let a = cards(MITOCHONDRIA, 10).await;
+    for _ in 0..3 {
+        assert_eq!(cards(MITOCHONDRIA, 10).await, a);
+    }
+    // Whitespace and wrapping do not change the result.
+    let rewrapped = MITOCHONDRIA.replace(". ", ".\n   ");
+    assert_eq!(cards(&rewrapped, 10).await, a);
+}
+
+#[tokio::test]
+async fn tiny_input_still_gives_a_sensible_card() {
+    let cards = cards("test", 3).await;
+    assert!(!cards.is_empty());
+    let topic = find(&cards, "Which Biology topic do these notes cover?");
+    assert_eq!(topic.answer, "Cell organelles");
+    assert!(cards.iter().all(|c| !c.answer.is_empty()));
+}
+
+#[tokio::test]
+async fn unicode_and_odd_input_do_not_panic() {
+    let texts = [
+        "The Schrödinger equation is a linear partial differential equation that governs the \
+         wave function of a quantum-mechanical system. Erwin Schrödinger postulated the \
+         Schrödinger equation in 1925.",
+        "光合作用是植物利用光能的过程。叶绿体是进行光合作用的细胞器。",
+        "🙂🙂 — … «» \u{200b}\u{feff} ...",
+        "İstanbul İS a city. ÅÄÖ are letters; ﬁ ligatures are odd.",
+        "a-b-c - - ' ’s 's x's",
+        "\n\n\t\r\n",
+        &"word ".repeat(5_000),
+    ];
+    for text in texts {
+        let request = request(text, 5);
+        let result = LocalProvider::new().generate(&request).await.unwrap();
+        assert!(result.flashcards.len() <= 5);
+        assert!(!result.flashcards.is_empty(), "{text:?}");
+    }
+    let schrodinger = cards(texts[0], 5).await;
+    let q = find(&schrodinger, "What is the Schrödinger equation?");
+    assert!(
+        q.answer
+            .starts_with("A linear partial differential equation")
+    );
+}
+
+#[tokio::test]
+async fn content_without_words_and_labels_is_unusable() {
+    let mut request = request("... !!! ???", 3);
+    request.subject.clear();
+    request.topic.clear();
+    let err = LocalProvider::new().generate(&request).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Unusable(_)));
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn usage_is_estimated_and_bounded() {
+    let provider = LocalProvider::new();
+    for (text, n) in [(MITOCHONDRIA, 10), (REVOLUTION, 50), ("test", 2)] {
+        let request = request(text, n);
+        let result = provider.generate(&request).await.unwrap();
+        let max = provider.max_usage(&request);
+        assert_eq!(result.usage.input_tokens, max.input_tokens);
+        assert!(result.usage.input_tokens > estimate_tokens(text));
+        assert!(result.usage.output_tokens > 0);
+        assert!(result.usage.output_tokens <= max.output_tokens);
+    }
+    for card in cards(&"Long words everywhere, ".repeat(400), 20).await {
+        assert!(
+            (card.question.chars().count() + card.answer.chars().count()) as u64 <= MAX_CARD_CHARS
+        );
+    }
+    assert_eq!(provider.name(), "local");
+    assert_eq!(provider.model(), "local-extractive-v1");
+}
