@@ -173,3 +173,28 @@ fn every_alert_is_tested_firing_and_not_firing() {
         );
     }
 }
+
+#[test]
+fn alertmanager_inhibition_uses_the_rules_family_label() {
+    let am = std::fs::read_to_string(alerts_dir().join("alertmanager.yaml")).unwrap();
+    let family = alerts::ALERT_FAMILY_LABEL;
+    assert!(
+        am.contains(&format!("equal: [{family}, pipeline, namespace]")),
+        "the critical-silences-warning inhibition must match on {family}"
+    );
+    // Every family has exactly one critical alert to silence its warnings.
+    let groups = rule_groups(&AlertThresholds::default(), None);
+    let mut critical_per_family: BTreeMap<String, usize> = BTreeMap::new();
+    for rule in groups.iter().flat_map(|g| &g.rules) {
+        if let Some(f) = rule.labels.get(family) {
+            let n = critical_per_family.entry(f.clone()).or_default();
+            if rule.labels["severity"] == "critical" {
+                *n += 1;
+            }
+        }
+    }
+    assert!(!critical_per_family.is_empty());
+    for (f, n) in critical_per_family {
+        assert_eq!(n, 1, "family {f} needs exactly one critical alert");
+    }
+}

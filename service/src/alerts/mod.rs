@@ -385,6 +385,38 @@ mod tests {
     }
 
     #[test]
+    fn rules_use_only_contract_metrics() {
+        use crate::metrics::names;
+        let known: Vec<&str> = names::SERVICE_METRICS
+            .iter()
+            .chain(names::OPERATOR_METRICS)
+            .map(|s| s.name)
+            .collect();
+        let mut used = 0;
+        for rule in rule_groups(&AlertThresholds::default(), None)
+            .into_iter()
+            .flat_map(|g| g.rules)
+        {
+            let mut rest = rule.expr.as_str();
+            while let Some(pos) = rest.find("flashcards_") {
+                let tail = &rest[pos..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                assert!(
+                    known.contains(&&tail[..end]),
+                    "{} uses {}, which is not in metrics::names",
+                    rule.alert,
+                    &tail[..end]
+                );
+                used += 1;
+                rest = &tail[end..];
+            }
+        }
+        assert!(used >= 13);
+    }
+
+    #[test]
     fn unscoped_rules_cover_every_alert_name() {
         let names: Vec<String> = rule_groups(&AlertThresholds::default(), None)
             .into_iter()
