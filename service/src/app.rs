@@ -120,6 +120,10 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
     if runs_worker {
         let (provider, breaker) =
             provider::build(&settings.provider).context("provider configuration")?;
+        let provider = provider::latency::Delayed::wrap(
+            provider,
+            Duration::from_millis(settings.provider.simulated_latency_ms),
+        );
         let breaker_handle = breaker.clone();
         local_breaker = Some(Arc::new(move || breaker_handle.state().as_str())
             as Arc<dyn Fn() -> &'static str + Send + Sync>);

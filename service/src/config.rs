@@ -168,6 +168,9 @@ pub struct ProviderSettings {
     /// Seconds the breaker stays open before a trial call.
     #[arg(long, env = "BREAKER_OPEN_SECONDS", default_value_t = 30)]
     pub breaker_open_seconds: u64,
+    /// Extra latency added to every provider call, in ms (demos, load tests, failure drills).
+    #[arg(long, env = "SIMULATED_LATENCY_MS", default_value_t = 0)]
+    pub simulated_latency_ms: u64,
     /// Price of 1,000 input tokens in US dollars.
     #[arg(long, env = "PRICE_INPUT_PER_1K", default_value_t = 0.00015)]
     pub price_input_per_1k: f64,

@@ -150,7 +150,8 @@ fn help(name: &str) -> &'static str {
     names::SERVICE_METRICS
         .iter()
         .find(|m| m.name == name)
-        .map(|m| m.help)
+        // The encoder ends help text with a period of its own.
+        .map(|m| m.help.trim_end_matches('.'))
         .unwrap_or("")
 }
 

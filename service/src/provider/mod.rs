@@ -5,6 +5,7 @@
 //! - [`breaker`]: closed / open / half-open circuit breaker wrapping either.
 
 pub mod breaker;
+pub mod latency;
 pub mod local;
 pub mod openai;
 

@@ -1,0 +1,386 @@
+//! api and worker as separate processes sharing one real redis-server: the queue survives a
+//! `kill -9` of a worker, SSE events cross processes, and the alert scenario of the seed.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use flashcard_service::keyspace::PipelineName;
+use flashcard_service::store::Store;
+use flashcard_service::store::redis::RedisStore;
+use serde_json::{Value, json};
+use support::{RedisServer, STUDY_TEXT, Service, http, read_sse};
+
+const PIPELINE: &str = "it";
+
+async fn api(redis: &RedisServer, extra: &[&str]) -> Service {
+    let url = redis.url();
+    let mut args = vec![
+        "--redis-url",
+        url.as_str(),
+        "--pipeline",
+        PIPELINE,
+        "--rate-limit-jobs",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Service::start("api", &args, &[]).await
+}
+
+async fn worker(redis: &RedisServer, extra: &[&str]) -> Service {
+    let url = redis.url();
+    let mut args = vec!["--redis-url", url.as_str(), "--pipeline", PIPELINE];
+    args.extend_from_slice(extra);
+    Service::start("worker", &args, &[]).await
+}
+
+async fn store(redis: &RedisServer) -> RedisStore {
+    RedisStore::connect(&redis.url(), &PipelineName::new(PIPELINE).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn api_and_worker_modes_need_redis() {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flashcard-service"))
+        .args(["api", "--listen", "127.0.0.1:0"])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stderr).contains("needs Redis"));
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_flashcard-service"))
+        .args([
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis-url",
+            "redis://127.0.0.1:1/",
+        ])
+        .output()
+        .unwrap();
+    assert!(!unreachable.status.success());
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach Redis"));
+}
+
+#[tokio::test]
+async fn two_hundred_jobs_survive_a_killed_worker_and_complete_once() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let slow = [
+        "--simulated-latency-ms",
+        "150",
+        "--lease-ms",
+        "1500",
+        "--worker-concurrency",
+        "4",
+    ];
+    let mut victim = worker(&redis, &slow).await;
+    let _survivor = worker(&redis, &slow).await;
+    let started = Instant::now();
+    let posts = (0..200).map(|n| {
+        http()
+            .post(api.url("/api/ai/generate-flashcards"))
+            .json(&json!({"content": STUDY_TEXT, "subject": "s", "topic": "t", "userId": format!("u{n}")}))
+            .send()
+    });
+    let mut ids = Vec::new();
+    for response in futures::future::join_all(posts).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 202);
+        ids.push(
+            response.json::<Value>().await.unwrap()["jobId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Let the victim take jobs, then kill it without warning while it holds some.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let store = store(&redis).await;
+    assert!(store.counts().await.unwrap().active > 0);
+    victim.child.0.kill().unwrap();
+    let _ = victim.child.0.wait();
+    for id in &ids {
+        let done = api.wait_finished(id, Duration::from_secs(60)).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    let elapsed = started.elapsed();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.completed,
+            counts.failed,
+            counts.active,
+            counts.waiting
+        ),
+        (200, 0, 0, 0)
+    );
+    let mut stalled = 0;
+    for id in &ids {
+        let events = store.events_after(id, 0).await.unwrap();
+        let completed = events.iter().filter(|e| e.kind() == "completed").count();
+        assert_eq!(completed, 1, "job {id} completed {completed} times");
+        stalled += events
+            .iter()
+            .filter(|e| e.body["reason"] == "stalled")
+            .count();
+    }
+    assert!(
+        stalled >= 1,
+        "the killed worker's jobs were recovered through lease expiry"
+    );
+    println!(
+        "200 jobs with 2 workers (one killed) in {elapsed:?}; {stalled} recovered after the kill"
+    );
+}
+
+#[tokio::test]
+async fn sse_events_cross_processes_in_order_with_resume() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let id = api.submit(STUDY_TEXT, "sse-user").await;
+    let subscribe = |last: Option<&str>| {
+        let mut request = http().get(api.url(&format!("/api/job-events?jobId={id}")));
+        if let Some(last) = last {
+            request = request.header("last-event-id", last);
+        }
+        request.send()
+    };
+    let first = subscribe(None).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    assert_eq!(first.headers()["x-accel-buffering"], "no");
+    assert!(
+        first.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("no-cache")
+    );
+    let second = subscribe(None).await.unwrap();
+    let readers = [
+        tokio::spawn(read_sse(first, 10, Duration::from_secs(20))),
+        tokio::spawn(read_sse(second, 10, Duration::from_secs(20))),
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _worker = worker(&redis, &[]).await;
+    for reader in readers {
+        let (events, ended) = reader.await.unwrap();
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["connected", "active", "completed"], "{events:?}");
+        assert!(ended, "the server ends the stream after the terminal event");
+        assert_eq!(events[1].id.as_deref(), Some("1"));
+        assert_eq!(events[2].id.as_deref(), Some("2"));
+        let completed = &events[2].data;
+        assert_eq!(completed["jobId"], id.as_str());
+        assert!(completed["duration"].as_u64().is_some());
+        assert!(completed["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(
+            !completed["result"]["flashcards"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(events[1].data["message"], "Job is now being processed");
+    }
+    // Late subscriber: gets the whole history at once, and the stream ends.
+    let (late, ended) = read_sse(subscribe(None).await.unwrap(), 10, Duration::from_secs(5)).await;
+    let names: Vec<&str> = late.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["connected", "active", "completed"]);
+    assert!(ended);
+    // Resume after `active`: exactly the missing event, no duplicate.
+    let (resumed, _) = read_sse(
+        subscribe(Some("1")).await.unwrap(),
+        10,
+        Duration::from_secs(5),
+    )
+    .await;
+    let resumed: Vec<(&str, Option<&str>)> = resumed
+        .iter()
+        .map(|e| (e.event.as_str(), e.id.as_deref()))
+        .collect();
+    assert_eq!(resumed, [("connected", None), ("completed", Some("2"))]);
+    // Resume after the terminal event: 204 tells EventSource to stop.
+    assert_eq!(subscribe(Some("2")).await.unwrap().status(), 204);
+    let stats: Value = http()
+        .get(api.url("/api/sse/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["connections"], 0, "{stats}");
+    assert!(stats["eventsSent"].as_u64().unwrap() >= 10);
+}
+
+#[tokio::test]
+async fn resume_in_the_middle_of_a_running_job() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let _worker = worker(&redis, &["--simulated-latency-ms", "1500"]).await;
+    let id = api.submit(STUDY_TEXT, "resume").await;
+    let url = api.url(&format!("/api/job-events?jobId={id}"));
+    // First connection: read `connected` and `active`, then drop it mid-job.
+    let (events, _) = read_sse(
+        http().get(&url).send().await.unwrap(),
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["connected", "active"]);
+    let last = events[1].id.clone().unwrap();
+    // Reconnect while the job still runs: only `completed` follows, exactly once.
+    let response = http()
+        .get(&url)
+        .header("last-event-id", &last)
+        .send()
+        .await
+        .unwrap();
+    let (events, ended) = read_sse(response, 10, Duration::from_secs(10)).await;
+    let names: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.event.as_str(), e.id.as_deref()))
+        .collect();
+    assert_eq!(names, [("connected", None), ("completed", Some("2"))]);
+    assert!(ended);
+}
+
+#[tokio::test]
+async fn seed_alert_scenario_queue_depth_with_no_worker() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let post = |n: usize| {
+        http()
+            .post(api.url("/api/ai/generate-flashcards"))
+            .header("user-id", format!("test-{n}"))
+            .json(&json!({"content": format!("test {n}"), "subject": "test", "topic": "test", "userId": format!("test-{n}")}))
+            .send()
+    };
+    let alerts = || async {
+        http()
+            .get(api.url("/api/metrics/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let before = alerts().await;
+    assert_eq!(before["alerts"]["queueDepthHigh"], false);
+    for response in futures::future::join_all((0..60).map(post)).await {
+        assert_eq!(response.unwrap().status(), 202);
+    }
+    let high = alerts().await;
+    assert_eq!(high["alerts"]["queueDepthHigh"], true, "{high}");
+    assert_eq!(high["alerts"]["queueDepthCritical"], false);
+    assert!(high["alertsActive"].as_u64().unwrap() >= 1);
+    assert_eq!(high["thresholds"]["queueDepthHigh"], 50);
+    assert_eq!(high["metrics"]["queue"]["waiting"], 60);
+    for response in futures::future::join_all((60..110).map(post)).await {
+        assert_eq!(response.unwrap().status(), 202);
+    }
+    let critical = alerts().await;
+    assert_eq!(critical["alerts"]["queueDepthCritical"], true, "{critical}");
+    // The queue stats of the seed's runbook (`.stats.waiting`).
+    let stats: Value = http()
+        .get(api.url("/api/queue/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["stats"]["waiting"], 110);
+    assert_eq!(stats["stats"]["workers"], 0);
+}
+
+#[tokio::test]
+async fn admin_endpoints_are_disabled_in_api_mode_without_token() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let response = http()
+        .get(api.url("/api/admin/budget/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "ADMIN_DISABLED"
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_the_whole_contract_and_pass_promtool() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let worker = worker(&redis, &[]).await;
+    let id = api.submit(STUDY_TEXT, "metrics").await;
+    api.wait_finished(&id, Duration::from_secs(10)).await;
+    let _ = http()
+        .get(api.url(&format!("/api/job-events?jobId={id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await;
+    let mut exposed = HashMap::new();
+    for svc in [&api, &worker] {
+        let response = http().get(svc.url("/metrics")).send().await.unwrap();
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        let text = response.text().await.unwrap();
+        for spec in flashcard_service::metrics::names::SERVICE_METRICS {
+            if text.contains(&format!("\n{}", spec.name)) || text.starts_with(spec.name) {
+                exposed.insert(spec.name, true);
+            }
+        }
+        assert!(text.contains(&format!("pipeline=\"{PIPELINE}\"")));
+        let check = promtool_check_metrics(&text);
+        assert!(check.0, "promtool check metrics failed: {}", check.1);
+    }
+    let missing: Vec<&str> = flashcard_service::metrics::names::SERVICE_METRICS
+        .iter()
+        .map(|m| m.name)
+        .filter(|name| !exposed.contains_key(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "metrics missing from /metrics: {missing:?}"
+    );
+}
+
+/// Runs `promtool check metrics` on an exposition; fails loudly if promtool is not installed.
+fn promtool_check_metrics(text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool not found: install the Debian package `prometheus` or run .ci/test.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // promtool's lint reports style notes (exit 3 on "lint" findings in some versions); only
+    // parse errors count as failures.
+    (output.status.success() || !report.contains("error"), report)
+}
