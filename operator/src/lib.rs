@@ -2,7 +2,44 @@
 //! budget decisions, the reconciler, leader election and the operator's own metrics.
 
 pub mod budget;
+pub mod context;
 pub mod crd;
 pub mod crdgen;
+pub mod metrics;
+pub mod rbac;
+pub mod reconcile;
 pub mod render;
 pub mod scaling;
+pub mod state;
+
+#[cfg(test)]
+mod fixtures;
+
+/// Reconcile failures. Each maps to the `error` label of the errors metric; all of them lead to
+/// a requeue through `error_policy`, never to a crash.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+    #[error(transparent)]
+    InvalidName(#[from] flashcard_service::keyspace::InvalidPipelineName),
+    #[error("the pipeline has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// The `error` label of `flashcards_operator_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(_) => "kube",
+            Error::Render(_) => "render",
+            Error::InvalidName(_) => "invalid_name",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

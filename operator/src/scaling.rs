@@ -87,16 +87,12 @@ impl ScaleHistory {
         }
     }
 
+    /// Forgets recommendations at least `window` old, then remembers this one.
     fn record(&mut self, now: Timestamp, recommended: u32, window: Duration) {
-        self.entries.push_back((now, recommended));
         let window = jiff::SignedDuration::try_from(window).unwrap_or(jiff::SignedDuration::MAX);
-        while let Some((t, _)) = self.entries.front() {
-            if now.duration_since(*t) > window {
-                self.entries.pop_front();
-            } else {
-                break;
-            }
-        }
+        self.entries
+            .retain(|(t, _)| now.duration_since(*t) < window);
+        self.entries.push_back((now, recommended));
     }
 
     fn max(&self) -> u32 {

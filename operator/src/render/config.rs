@@ -111,26 +111,21 @@ mod tests {
         assert_eq!(d["LISTEN_ADDR"], "0.0.0.0:3001");
     }
 
-    /// Every key is a flag of the service binary: parse them with its own CLI.
+    /// Every key is an environment variable of the service binary: map each to its flag through
+    /// the service's own clap definition (no process environment involved) and parse.
     #[test]
     fn service_binary_accepts_the_config() {
-        use clap::Parser;
+        use clap::{CommandFactory, Parser};
         let vars = config_values(&full());
-        // clap reads env fallbacks from the process environment; pass them as flags instead.
+        let cmd = flashcard_service::config::Cli::command();
+        let worker = cmd.find_subcommand("worker").expect("worker mode");
         let mut args = vec!["flashcard-service".to_owned(), "worker".to_owned()];
-        let flag = |k: &str| match k {
-            "LISTEN_ADDR" => "--listen".to_owned(),
-            "PROVIDER" => "--provider".to_owned(),
-            "OPENAI_MODEL" => "--model".to_owned(),
-            "WORKER_CONCURRENCY" => "--concurrency".to_owned(),
-            "ALERT_QUEUE_DEPTH_HIGH" => "--queue-depth-high".to_owned(),
-            "ALERT_QUEUE_DEPTH_CRITICAL" => "--queue-depth-critical".to_owned(),
-            "ALERT_FAILURE_RATE_PERCENT" => "--failure-rate-percent".to_owned(),
-            "ALERT_WORKER_STALLED_SECONDS" => "--worker-stalled-seconds".to_owned(),
-            other => format!("--{}", other.to_lowercase().replace('_', "-")),
-        };
         for (k, v) in &vars {
-            args.push(flag(k));
+            let arg = worker
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == k.as_str()))
+                .unwrap_or_else(|| panic!("the service has no setting for env {k}"));
+            args.push(format!("--{}", arg.get_long().expect("long flag")));
             args.push(v.clone());
         }
         let cli = flashcard_service::config::Cli::try_parse_from(&args)

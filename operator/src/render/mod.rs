@@ -7,7 +7,7 @@
 mod api;
 mod config;
 mod ingress;
-mod monitoring;
+pub mod monitoring;
 mod pod;
 mod worker;
 

@@ -1,0 +1,221 @@
+//! Test fixtures: a fake store, a fake connector and a scripted mock API server (tower-test)
+//! that checks each request the reconciler sends and records it.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use flashcard_service::store::{
+    KillSwitch, QueueCounts, SetBy, Spend, StoreError, StoreResult, WorkerInfo,
+};
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle};
+
+use crate::context::Context;
+use crate::crd::FlashcardPipeline;
+use crate::metrics::Metrics;
+use crate::state::{Connector, PipelineState};
+
+/// In-memory stand-in for a pipeline's store.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub counts: Mutex<QueueCounts>,
+    pub workers: Mutex<Vec<WorkerInfo>>,
+    pub kill_switch: Mutex<Option<KillSwitch>>,
+    pub spent_micros: Mutex<u64>,
+}
+
+impl FakeState {
+    pub fn kill_switch_now(&self) -> KillSwitch {
+        self.kill_switch
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(KillSwitch::off)
+    }
+}
+
+pub fn worker(pod: &str, active: u32) -> WorkerInfo {
+    WorkerInfo {
+        id: format!("w-{pod}"),
+        pod: pod.into(),
+        active,
+        concurrency: 4,
+        breaker: "closed".into(),
+        draining: false,
+        last_seen: 0,
+    }
+}
+
+#[async_trait]
+impl PipelineState for FakeState {
+    async fn counts(&self) -> StoreResult<QueueCounts> {
+        Ok(*self.counts.lock().unwrap())
+    }
+    async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        Ok(self.workers.lock().unwrap().clone())
+    }
+    async fn kill_switch(&self) -> StoreResult<KillSwitch> {
+        Ok(self.kill_switch_now())
+    }
+    async fn set_kill_switch(&self, state: &KillSwitch) -> StoreResult<()> {
+        *self.kill_switch.lock().unwrap() = Some(state.clone());
+        Ok(())
+    }
+    async fn clear_kill_switch_if(&self, set_by: SetBy) -> StoreResult<bool> {
+        let mut ks = self.kill_switch.lock().unwrap();
+        if ks
+            .as_ref()
+            .is_some_and(|k| k.enabled && k.set_by == Some(set_by))
+        {
+            *ks = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    async fn spend(&self, _period: &str) -> StoreResult<Spend> {
+        Ok(Spend {
+            spent_micros: *self.spent_micros.lock().unwrap(),
+            ..Spend::default()
+        })
+    }
+}
+
+/// Hands out one `FakeState`, or fails like an unreachable Redis.
+pub struct FakeConnector {
+    pub state: Arc<FakeState>,
+    pub down: Mutex<bool>,
+}
+
+#[async_trait]
+impl Connector for FakeConnector {
+    async fn connect(&self, _p: &FlashcardPipeline) -> Result<Arc<dyn PipelineState>, String> {
+        if *self.down.lock().unwrap() {
+            return Err(StoreError::Corrupt("connection refused".into()).to_string());
+        }
+        Ok(self.state.clone())
+    }
+}
+
+/// One expected request and the answer to give.
+pub struct Expect {
+    pub method: Method,
+    /// The request path (without the query).
+    pub path: String,
+    /// `None`: echo the request body with 200 (what an apply returns, near enough).
+    pub reply: Option<(StatusCode, Value)>,
+}
+
+pub fn expect(method: Method, path: &str) -> Expect {
+    Expect {
+        method,
+        path: path.into(),
+        reply: None,
+    }
+}
+
+impl Expect {
+    pub fn reply(mut self, status: StatusCode, body: Value) -> Self {
+        self.reply = Some((status, body));
+        self
+    }
+}
+
+/// A request the reconciler sent.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub body: Value,
+}
+
+/// A Kubernetes `Status` error body.
+pub fn status_error(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+           "message": format!("mock {reason}"), "reason": reason, "code": code})
+}
+
+/// Discovery answer listing the prometheus-operator resources.
+pub fn monitoring_resources() -> Value {
+    let r = |name: &str, kind: &str| {
+        json!({"name": name, "singularName": "", "namespaced": true,
+        "kind": kind, "verbs": ["get", "list", "watch", "create", "patch"]})
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+           "resources": [r("prometheusrules", "PrometheusRule"), r("servicemonitors", "ServiceMonitor")]})
+}
+
+/// Serves the expected requests in order and returns what it saw.
+pub fn serve(
+    handle: Handle<Request<Body>, Response<Body>>,
+    pipeline: &FlashcardPipeline,
+    script: Vec<Expect>,
+) -> (tokio::task::JoinHandle<Vec<Seen>>, Arc<Mutex<Vec<Seen>>>) {
+    let pipeline = serde_json::to_value(pipeline).unwrap();
+    let record = Arc::new(Mutex::new(Vec::new()));
+    let rec = record.clone();
+    let task = tokio::spawn(async move {
+        let mut handle = std::pin::pin!(handle);
+        let mut seen = Vec::new();
+        for (i, exp) in script.into_iter().enumerate() {
+            let (request, send) = handle
+                .next_request()
+                .await
+                .unwrap_or_else(|| panic!("request #{i} ({} {}) never came", exp.method, exp.path));
+            let method = request.method().clone();
+            let uri = request.uri().to_string();
+            let path = request.uri().path().to_owned();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            assert_eq!(
+                (&method, path.as_str()),
+                (&exp.method, exp.path.as_str()),
+                "request #{i}: {uri}"
+            );
+            let (status, reply) = match exp.reply {
+                Some(r) => r,
+                None if path.ends_with("/status") => {
+                    let mut p = pipeline.clone();
+                    p["status"] = body["status"].clone();
+                    (StatusCode::OK, p)
+                }
+                None if path.starts_with("/api/v1/namespaces/") && path.contains("/pods/") => {
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    (
+                        StatusCode::OK,
+                        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
+                    )
+                }
+                None => (StatusCode::OK, body.clone()),
+            };
+            let s = Seen { method, uri, body };
+            rec.lock().unwrap().push(s.clone());
+            seen.push(s);
+            send.send_response(
+                Response::builder()
+                    .status(status)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+        seen
+    });
+    (task, record)
+}
+
+pub type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+/// A context on a mock API server, with a fake store.
+pub fn context() -> (Arc<Context>, MockHandle, Arc<FakeState>, Arc<FakeConnector>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let state = Arc::new(FakeState::default());
+    let connector = Arc::new(FakeConnector {
+        state: state.clone(),
+        down: Mutex::new(false),
+    });
+    let ctx = Context::new(client, Arc::new(Metrics::default()), connector.clone());
+    (Arc::new(ctx), handle, state, connector)
+}

@@ -1,0 +1,82 @@
+//! The RBAC rules the operator's code needs: the chart's Role/ClusterRole is written from this
+//! list, and every entry names the code that uses it.
+//!
+//! | apiGroup | resource | verbs | used by |
+//! | --- | --- | --- | --- |
+//! | flashcards.dev | flashcardpipelines | get, list, watch | `run`: the Controller's watch; start-up CRD check (list) |
+//! | flashcards.dev | flashcardpipelines/status | get, patch | `reconcile::status`: server-side apply of status |
+//! | apps | deployments | get, create, patch | `reconcile::apply` (server-side apply) |
+//! | "" (core) | services, configmaps | get, create, patch | `reconcile::apply` (server-side apply) |
+//! | networking.k8s.io | ingresses | get, create, patch, delete | `reconcile::apply` (SSA); delete when `spec.api.ingress` is removed |
+//! | monitoring.coreos.com | prometheusrules, servicemonitors | get, create, patch | `reconcile::apply`, only when the CRDs exist |
+//! | "" (core) | pods | patch | `reconcile::deletion_cost`: pod-deletion-cost before a scale-down (merge patch) |
+//! | "" (core) | secrets | get | `connector`: the Redis URL of a pipeline (`spec.redis.urlSecretRef` only) |
+//! | events.k8s.io | events | create, patch | `kube::runtime::events::Recorder` |
+//! | coordination.k8s.io | leases | get, create, update | `leader`: the leader-election Lease |
+//!
+//! API discovery (`/apis/monitoring.coreos.com/v1`) needs no RBAC (system:discovery).
+
+/// One RBAC rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub api_group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+}
+
+/// Children are applied, never watched: the poll re-applies them (see `reconcile`).
+const CHILD: &[&str] = &["get", "create", "patch"];
+
+/// Every rule, as in the table above.
+pub const RBAC_RULES: &[Rule] = &[
+    Rule {
+        api_group: "flashcards.dev",
+        resources: &["flashcardpipelines"],
+        verbs: &["get", "list", "watch"],
+    },
+    Rule {
+        api_group: "flashcards.dev",
+        resources: &["flashcardpipelines/status"],
+        verbs: &["get", "patch"],
+    },
+    Rule {
+        api_group: "apps",
+        resources: &["deployments"],
+        verbs: CHILD,
+    },
+    Rule {
+        api_group: "",
+        resources: &["services", "configmaps"],
+        verbs: CHILD,
+    },
+    Rule {
+        api_group: "networking.k8s.io",
+        resources: &["ingresses"],
+        verbs: &["get", "create", "patch", "delete"],
+    },
+    Rule {
+        api_group: "monitoring.coreos.com",
+        resources: &["prometheusrules", "servicemonitors"],
+        verbs: CHILD,
+    },
+    Rule {
+        api_group: "",
+        resources: &["pods"],
+        verbs: &["patch"],
+    },
+    Rule {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get"],
+    },
+    Rule {
+        api_group: "events.k8s.io",
+        resources: &["events"],
+        verbs: &["create", "patch"],
+    },
+    Rule {
+        api_group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: &["get", "create", "update"],
+    },
+];
