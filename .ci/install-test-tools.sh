@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs every tool the tests use, only when missing: redis-server, Prometheus tools
+# (promtool, prometheus, amtool, prometheus-alertmanager) and Chromium. Idempotent.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "install-test-tools: installing redis-server"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # The tests start their own servers on free loopback ports; stop a packaged daemon if any.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server 2>/dev/null || true; fi
+fi
+"$here/install-alert-tools.sh"
+"$here/install-browser.sh"
+for tool in redis-server promtool amtool prometheus prometheus-alertmanager chromium kubectl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "install-test-tools: $tool is still missing" >&2; exit 1; }
+done
+echo "install-test-tools: all test tools present"
