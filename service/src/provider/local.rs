@@ -27,6 +27,8 @@ const MAX_CARD_CHARS: u64 = 1_000;
 const MAX_LABEL_CHARS: usize = 100;
 const BLANK: &str = "_____";
 const MAX_CARDS_PER_SENTENCE: u32 = 2;
+/// Inputs larger than this are processed on the blocking pool.
+const BLOCKING_ABOVE_BYTES: usize = 8 * 1024;
 /// Below this many cards from the text itself, its topic and the note as a whole become cards.
 const FALLBACK_BELOW: usize = 3;
 
@@ -51,7 +53,16 @@ impl Provider for LocalProvider {
     }
 
     async fn generate(&self, request: &JobRequest) -> Result<Generation, ProviderError> {
-        let flashcards = generate_cards(request);
+        let flashcards = if request.content.len() > BLOCKING_ABOVE_BYTES {
+            // Tens of milliseconds of CPU on the largest inputs: keep it off the async workers
+            // that also serve leases, heartbeats and SSE.
+            let owned = request.clone();
+            tokio::task::spawn_blocking(move || generate_cards(&owned))
+                .await
+                .map_err(|e| ProviderError::Unusable(format!("local generator failed: {e}")))?
+        } else {
+            generate_cards(request)
+        };
         if flashcards.is_empty() && request.card_count > 0 {
             return Err(ProviderError::Unusable(
                 "the content holds no words to make flashcards from".into(),

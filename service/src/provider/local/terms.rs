@@ -297,13 +297,22 @@ pub fn occurrences(s: &Sentence, term: &Term) -> Vec<(usize, usize)> {
     let mut spans = Vec::new();
     let mut i = 0;
     while i + n <= s.tokens.len() {
-        let adjacent = (0..n - 1).all(|k| s.adjacent(i + k));
-        let key = s.tokens[i..i + n]
+        // Every variant spells the same words, so the key's first word is a cheap pre-check
+        // before building the joined string (this runs for every term and sentence pair).
+        let first = &s.tokens[i].lower;
+        let may_match = term
+            .variants
             .iter()
-            .map(|t| t.lower.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        if adjacent && term.variants.contains(&key) {
+            .any(|v| v.split(' ').next() == Some(first.as_str()));
+        let matches = may_match && (0..n - 1).all(|k| s.adjacent(i + k)) && {
+            let key = s.tokens[i..i + n]
+                .iter()
+                .map(|t| t.lower.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            term.variants.contains(&key)
+        };
+        if matches {
             spans.push((s.tokens[i].start, s.tokens[i + n - 1].end));
             i += n;
         } else {

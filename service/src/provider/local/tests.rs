@@ -261,3 +261,51 @@ async fn usage_is_estimated_and_bounded() {
     assert_eq!(provider.name(), "local");
     assert_eq!(provider.model(), "local-extractive-v1");
 }
+
+#[tokio::test]
+async fn arbitrary_text_never_panics() {
+    // A fixed pseudo-random sequence over a palette of awkward characters: reproducible, no
+    // dependency, and it covers brackets, apostrophes, combining marks and multi-byte letters.
+    let palette: Vec<char> = "aZ é İ ß ﬁ 中 🙂 e\u{301} ' ’ - ( ) [ ] \" . , ; : ! ? \n\n # * 1 9 is are the (ATP) a an "
+        .chars()
+        .collect();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let provider = LocalProvider::new();
+    for round in 0..300 {
+        let len = 1 + round % 120;
+        let text: String = (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                palette[(seed >> 33) as usize % palette.len()]
+            })
+            .collect();
+        let n = 1 + (round % 7) as u32;
+        // The request's topic always yields a card, so every input must succeed.
+        let result = provider.generate(&request(&text, n)).await.unwrap();
+        assert!(!result.flashcards.is_empty() && result.flashcards.len() <= n as usize);
+        let max = provider.max_usage(&request(&text, n));
+        assert!(result.usage.output_tokens <= max.output_tokens, "{text:?}");
+    }
+}
+
+#[tokio::test]
+async fn largest_accepted_input_is_handled() {
+    let mut text = String::new();
+    while text.chars().count() < 50_000 {
+        text.push_str(MITOCHONDRIA);
+        text.push_str("\n\n");
+        text.push_str(PHOTOSYNTHESIS);
+        text.push_str("\n\n");
+        text.push_str(REVOLUTION);
+        text.push_str("\n\n");
+    }
+    let started = std::time::Instant::now();
+    let cards = cards(&text, 50).await;
+    assert!(cards.len() >= 25, "{}", cards.len());
+    // Generous even for an unoptimised build on a busy machine; catches quadratic blow-ups.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
