@@ -21,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import shutil
 import sys
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
@@ -47,6 +50,136 @@ MUST_FAIL = [
      {"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}}),
     ("no ServiceAccount name with create=false", {"serviceAccount": {"create": False}}),
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering. helm-sdkpy has no `helm template`, and lint runs templates in lint mode (where `fail`
+# and `required` only log). So each values file is also installed, with the real Helm install
+# action, into a fake API server on 127.0.0.1 that answers discovery, says every object is new,
+# and records every object Helm creates: those are the rendered manifests, exactly as Helm sends
+# them. The post-install hook (the example FlashcardPipeline) is not captured: Helm validates
+# hooks against the server's OpenAPI (protobuf), which the fake does not serve.
+
+RESOURCES = {
+    "v1": [("namespaces", "Namespace", False), ("secrets", "Secret", True), ("services", "Service", True),
+           ("serviceaccounts", "ServiceAccount", True), ("configmaps", "ConfigMap", True), ("pods", "Pod", True)],
+    "apps/v1": [("deployments", "Deployment", True), ("statefulsets", "StatefulSet", True)],
+    "rbac.authorization.k8s.io/v1": [("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False),
+                                     ("roles", "Role", True), ("rolebindings", "RoleBinding", True)],
+    "apiextensions.k8s.io/v1": [("customresourcedefinitions", "CustomResourceDefinition", False)],
+    "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True), ("prometheusrules", "PrometheusRule", True)],
+    "flashcards.dev/v1alpha1": [("flashcardpipelines", "FlashcardPipeline", True)],
+    "networking.k8s.io/v1": [("ingresses", "Ingress", True)],
+}
+CREATED: list[dict] = []
+
+
+def resource_list(gv):
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": [
+        {"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k,
+         "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]} for n, k, ns in RESOURCES[gv]]}
+
+
+class FakeKubeApi(BaseHTTPRequestHandler):
+    """Just enough of a Kubernetes API for `helm install` without --wait."""
+
+    def log_message(self, *a):
+        pass
+
+    def send(self, code, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def notfound(self):
+        self.send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+
+    def do_GET(self):
+        p = self.path.split("?")[0]
+        if p == "/version":
+            return self.send(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform": "linux/amd64"})
+        if p == "/openapi/v2":
+            return self.send(200, {"swagger": "2.0", "info": {"title": "fake", "version": "v1"}, "paths": {}, "definitions": {}})
+        if p == "/openapi/v3":
+            return self.send(200, {"paths": {}})
+        if p == "/api":
+            return self.send(200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+        if p == "/apis":
+            groups = {}
+            for gv in RESOURCES:
+                if "/" in gv:
+                    g, v = gv.split("/")
+                    groups.setdefault(g, []).append({"groupVersion": gv, "version": v})
+            return self.send(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": g, "versions": vs, "preferredVersion": vs[0]} for g, vs in groups.items()]})
+        if p == "/api/v1":
+            return self.send(200, resource_list("v1"))
+        m = re.fullmatch(r"/apis/([^/]+)/([^/]+)", p)
+        if m and f"{m[1]}/{m[2]}" in RESOURCES:
+            return self.send(200, resource_list(f"{m[1]}/{m[2]}"))
+        # list calls (no name) -> empty list; get -> 404
+        parts = p.strip("/").split("/")
+        if parts[-1] in {n for rs in RESOURCES.values() for n, _, _ in rs}:
+            return self.send(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})
+        return self.notfound()
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", 0))
+        raw = self.rfile.read(n)
+        if "protobuf" in (self.headers.get("Content-Type") or ""):
+            # the release record (typed client): not ours to read
+            return self.send(201, {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "release", "namespace": "flashcards-system", "resourceVersion": "1"}})
+        body = json.loads(raw or b"{}")
+        CREATED.append(body)
+        body.setdefault("metadata", {})["resourceVersion"] = "1"
+        body["metadata"]["uid"] = "00000000-0000-0000-0000-000000000001"
+        self.send(201, body)
+
+    def do_PUT(self):
+        n = int(self.headers.get("Content-Length", 0))
+        raw = self.rfile.read(n)
+        if "protobuf" in (self.headers.get("Content-Type") or ""):
+            return self.send(200, {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "release", "namespace": "flashcards-system", "resourceVersion": "2"}})
+        self.send(200, json.loads(raw or b"{}"))
+
+    do_PATCH = do_PUT
+
+    def do_DELETE(self):
+        self.send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+
+
+def serve():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeKubeApi)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def render(chart: Path, overrides: dict | None) -> list[dict]:
+    """`helm install` against the fake API; returns the objects Helm created."""
+    srv = serve()
+    CREATED.clear()
+    kubeconfig = yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{srv.server_address[1]}"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        "users": [{"name": "fake", "user": {"token": "fake"}}],
+    })
+    try:
+        cfg = helm_sdkpy.Configuration(namespace="flashcards-system", kubeconfig=kubeconfig)
+        try:
+            asyncio.run(helm_sdkpy.Install(cfg).run(
+                "fc", str(chart), values=overrides or None, wait=False, timeout=30))
+        except helm_sdkpy.HelmError as e:
+            if "failed post-install" not in str(e):
+                raise
+    finally:
+        srv.shutdown()
+    return [o for o in CREATED
+            if not (o.get("kind") == "Secret" and (o.get("metadata", {}).get("labels") or {}).get("owner") == "helm")]
 
 
 def merge(base, override):
@@ -95,13 +228,28 @@ def lint(chart: Path, overrides: dict | None, config) -> tuple[list[dict], dict]
 
 def main() -> int:
     repo = Path(__file__).resolve().parent.parent
-    chart = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else repo / "charts" / "flashcard-operator"
+    args = sys.argv[1:]
+    render_to = None
+    if args[:1] == ["--render-to"]:
+        render_to = Path(args[1])
+        args = args[2:]
+    chart = Path(args[0]).resolve() if args else repo / "charts" / "flashcard-operator"
     config = helm_sdkpy.Configuration(namespace="flashcards-system")
     print(f"helm-lint: {helm_sdkpy.get_version()}, chart {chart.relative_to(repo) if chart.is_relative_to(repo) else chart}")
 
     cases: list[tuple[str, dict | None]] = [("values.yaml (defaults)", None)]
     for f in sorted((chart / "ci").glob("*.yaml")):
         cases.append((f"ci/{f.name}", yaml.safe_load(f.read_text()) or {}))
+
+    if render_to is not None:
+        # Used by operator/tests/manifests.rs, which parses the output strictly.
+        render_to.mkdir(parents=True, exist_ok=True)
+        for name, overrides in cases:
+            objects = render(chart, overrides)
+            out = render_to / (Path(name.split(" ")[0]).stem + ".yaml")
+            out.write_text("".join("---\n" + json.dumps(o) + "\n" for o in objects))
+            print(f"rendered {name}: {len(objects)} objects -> {out}")
+        return 0
 
     passed = failed = 0
     for name, overrides in cases:
@@ -122,9 +270,16 @@ def main() -> int:
                 print(f"    schema: {e}")
             print(f"FAIL {name}: {len(errors)} error(s)")
             failed += 1
-        else:
-            print(f"ok   {name}: {len(messages)} message(s), no errors")
-            passed += 1
+            continue
+        try:
+            objects = render(chart, overrides)
+        except Exception as e:  # noqa: BLE001 - a failing install is a failing chart
+            print(f"FAIL {name}: lint clean but `helm install` fails: {e}")
+            failed += 1
+            continue
+        kinds = sorted({o.get("kind", "?") for o in objects})
+        print(f"ok   {name}: {len(messages)} lint message(s), no errors; installs {len(objects)} objects ({', '.join(kinds)})")
+        passed += 1
 
     for desc, overrides in MUST_FAIL:
         try:

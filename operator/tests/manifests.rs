@@ -22,9 +22,10 @@ use flashcard_operator::crd::{FlashcardPipeline, FlashcardPipelineSpec};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -140,6 +141,8 @@ fn check_object(doc: &Value) -> Result<(), String> {
             strict::<CustomResourceDefinition>(doc).map(drop)
         }
         ("networking.k8s.io/v1", "Ingress") => strict::<Ingress>(doc).map(drop),
+        ("policy/v1", "PodDisruptionBudget") => strict::<PodDisruptionBudget>(doc).map(drop),
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => strict::<ServiceMonitor>(doc).map(drop),
         ("flashcards.dev/v1alpha1", "FlashcardPipeline") => {
             strict::<FlashcardPipeline>(doc).map(drop)
         }
@@ -315,6 +318,57 @@ fn is_gateway_duration(s: &str) -> bool {
         parts += 1;
     }
     (1..=4).contains(&parts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus Operator ServiceMonitor (monitoring.coreos.com/v1): the fields the chart renders.
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ServiceMonitor {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: ServiceMonitorSpec,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ServiceMonitorSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace_selector: Option<NamespaceSelector>,
+    selector: LabelSelector,
+    endpoints: Vec<ServiceMonitorEndpoint>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NamespaceSelector {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    any: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    match_names: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ServiceMonitorEndpoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrape_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relabelings: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metric_relabelings: Vec<Value>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -805,4 +859,236 @@ fn chart_example_pipeline_specs_are_valid() {
         strict::<FlashcardPipelineSpec>(&spec)
             .unwrap_or_else(|e| panic!("{file}: examplePipeline.spec: {e}"));
     }
+}
+
+/// `helm install` of the chart, with the real Helm library, for the defaults and every
+/// charts/flashcard-operator/ci/*.yaml, against a fake API server that records what Helm creates
+/// (`.ci/helm-lint.sh --render-to`; it sets up its Python venv on first use).
+fn helm_render() -> Vec<(String, Vec<Value>)> {
+    let dir = std::env::temp_dir().join(format!("flashcard-helm-render-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("bash")
+        .arg(repo().join(".ci/helm-lint.sh"))
+        .arg("--render-to")
+        .arg(&dir)
+        .output()
+        .expect("run bash .ci/helm-lint.sh --render-to");
+    assert!(
+        out.status.success(),
+        "helm render failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cases = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files {
+        let name = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&f).unwrap();
+        cases.push((name.clone(), docs(&text, &name)));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    cases
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn helm_chart_renders_and_every_object_parses_strictly() {
+    let cases = helm_render();
+    let names: Vec<&str> = cases.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "values",
+        "default-values",
+        "all-options-values",
+        "namespaced-values",
+    ] {
+        assert!(names.contains(&want), "no render of {want}: {names:?}");
+    }
+    let rbac_expected = {
+        let objects = docs(&kustomize("manifests"), "kubectl kustomize manifests/");
+        let cr: ClusterRole = strict(find(&objects, "ClusterRole")[0]).unwrap();
+        rule_set(&cr.rules.unwrap_or_default())
+    };
+    for (name, objects) in &cases {
+        check_all(objects, &format!("helm install ({name})"));
+
+        // The operator Deployment: image, hardening, the env the operator reads.
+        let deps = find(objects, "Deployment");
+        assert_eq!(deps.len(), 1, "{name}: one operator Deployment");
+        let dep: Deployment = strict(deps[0]).unwrap();
+        let pod = dep.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let c = &pod.containers[0];
+        let image = c.image.clone().unwrap();
+        assert!(image.starts_with(OPERATOR_IMAGE), "{name}: image {image}");
+        if !image.contains('@') {
+            assert_eq!(image, format!("{OPERATOR_IMAGE}:{VERSION}"), "{name}");
+        }
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+        assert_eq!(
+            sc.capabilities.unwrap().drop,
+            Some(vec!["ALL".to_owned()]),
+            "{name}"
+        );
+        let psc = pod.security_context.clone().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true), "{name}");
+        assert_eq!(
+            psc.seccomp_profile.unwrap().type_,
+            "RuntimeDefault",
+            "{name}"
+        );
+        assert!(
+            c.liveness_probe.is_some() && c.readiness_probe.is_some(),
+            "{name}: probes"
+        );
+        let env: BTreeSet<String> = c.env.iter().flatten().map(|e| e.name.clone()).collect();
+        for v in [
+            "LISTEN_ADDR",
+            "LEADER_ELECTION",
+            "WATCH_NAMESPACE",
+            "POD_NAME",
+            "POD_NAMESPACE",
+        ] {
+            assert!(env.contains(v), "{name}: operator env {v} missing");
+        }
+        let env_value = |k: &str| {
+            c.env
+                .iter()
+                .flatten()
+                .find(|e| e.name == k)
+                .and_then(|e| e.value.clone())
+                .unwrap_or_default()
+        };
+        let replicas = dep.spec.as_ref().unwrap().replicas.unwrap_or(1);
+        if replicas > 1 {
+            assert_eq!(
+                env_value("LEADER_ELECTION"),
+                "true",
+                "{name}: leader election with {replicas} replicas"
+            );
+        }
+        if env_value("LEADER_ELECTION") == "false" {
+            let strategy = dep.spec.as_ref().unwrap().strategy.clone().unwrap();
+            assert_eq!(
+                strategy.type_.as_deref(),
+                Some("Recreate"),
+                "{name}: no overlap without leader election"
+            );
+        }
+
+        // RBAC: the same rules as the manifests, cluster-wide or in the watched namespace.
+        let watch_ns = env_value("WATCH_NAMESPACE");
+        let (kind, binding) = if watch_ns.is_empty() {
+            ("ClusterRole", "ClusterRoleBinding")
+        } else {
+            ("Role", "RoleBinding")
+        };
+        let role = find(objects, kind)
+            .into_iter()
+            .find(|r| {
+                !r["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .ends_with("-leader-election")
+            })
+            .unwrap_or_else(|| panic!("{name}: no {kind} for the operator"));
+        let rules: Vec<PolicyRule> = serde_json::from_value(role["rules"].clone()).unwrap();
+        assert_eq!(
+            rule_set(&rules),
+            rbac_expected,
+            "{name}: chart RBAC differs from manifests/rbac.yaml"
+        );
+        assert!(!find(objects, binding).is_empty(), "{name}: no {binding}");
+        if !watch_ns.is_empty() {
+            assert_eq!(
+                role["metadata"]["namespace"],
+                watch_ns.as_str(),
+                "{name}: Role in the watched namespace"
+            );
+            assert!(
+                find(objects, "ClusterRole").is_empty(),
+                "{name}: namespace-scoped but a ClusterRole"
+            );
+        }
+        let has_lease_role = find(objects, "Role").iter().any(|r| {
+            r["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("-leader-election")
+        });
+        assert_eq!(
+            has_lease_role,
+            env_value("LEADER_ELECTION") == "true",
+            "{name}: Lease Role iff leader election"
+        );
+    }
+
+    // Per-case expectations.
+    let case = |n: &str| &cases.iter().find(|(name, _)| name == n).unwrap().1;
+    let defaults = case("values");
+    let crd = find(defaults, "CustomResourceDefinition");
+    assert_eq!(crd.len(), 1, "crds.install defaults to true");
+    assert_eq!(
+        crd[0]["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+        "crds.keep defaults to true"
+    );
+    let mut problems = Vec::new();
+    let generated = serde_json::to_value(FlashcardPipeline::crd()).unwrap();
+    let mut rendered = crd[0].clone();
+    rendered["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    for k in ["resourceVersion", "uid", "labels"] {
+        rendered["metadata"].as_object_mut().unwrap().remove(k);
+    }
+    diff(&rendered, &generated, "", &mut problems);
+    diff(&generated, &rendered, "", &mut problems);
+    assert!(
+        problems.is_empty(),
+        "the chart's CRD is not FlashcardPipeline::crd(): {problems:?}"
+    );
+
+    let all = case("all-options-values");
+    assert!(
+        find(all, "CustomResourceDefinition")[0]["metadata"]["annotations"]
+            .get("helm.sh/resource-policy")
+            .is_none(),
+        "crds.keep=false"
+    );
+    for k in [
+        "ServiceMonitor",
+        "PodDisruptionBudget",
+        "StatefulSet",
+        "Secret",
+    ] {
+        assert!(!find(all, k).is_empty(), "all-options renders a {k}");
+    }
+    let sm = find(all, "ServiceMonitor")[0];
+    assert_eq!(
+        sm["metadata"]["labels"]["release"], "kube-prometheus-stack",
+        "ServiceMonitor labels"
+    );
+    let redis_secret = find(all, "Secret")[0];
+    assert!(
+        redis_secret["data"]["url"].is_string(),
+        "the Redis Secret has the key `url`"
+    );
+
+    let ns = case("namespaced-values");
+    assert!(
+        find(ns, "CustomResourceDefinition").is_empty(),
+        "crds.install=false"
+    );
+    assert!(
+        find(ns, "ServiceAccount").is_empty(),
+        "serviceAccount.create=false"
+    );
 }
