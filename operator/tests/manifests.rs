@@ -700,55 +700,32 @@ fn rbac_is_least_privilege_and_the_same_in_chart_and_manifests() {
             "the operator reads Secrets by name only; {v} on secrets is too much"
         );
     }
-    // What the operator's code uses (operator/src/rbac.rs documents each rule's source).
-    let expected: BTreeSet<(String, String, String)> = [
-        (
-            "flashcards.dev",
-            "flashcardpipelines",
-            &["get", "list", "watch"][..],
-        ),
-        (
-            "flashcards.dev",
-            "flashcardpipelines/status",
-            &["get", "patch"],
-        ),
-        ("apps", "deployments", &["get", "create", "patch"]),
-        ("", "services", &["get", "create", "patch"]),
-        ("", "configmaps", &["get", "create", "patch"]),
-        (
-            "networking.k8s.io",
-            "ingresses",
-            &["get", "create", "patch", "delete"],
-        ),
-        (
-            "monitoring.coreos.com",
-            "prometheusrules",
-            &["get", "create", "patch"],
-        ),
-        (
-            "monitoring.coreos.com",
-            "servicemonitors",
-            &["get", "create", "patch"],
-        ),
-        ("", "pods", &["patch"]),
-        ("", "secrets", &["get"]),
-        ("events.k8s.io", "events", &["create", "patch"]),
-        (
-            "coordination.k8s.io",
-            "leases",
-            &["get", "create", "update"],
-        ),
-    ]
-    .into_iter()
-    .flat_map(|(g, r, vs)| {
-        vs.iter()
-            .map(move |v| (g.to_owned(), r.to_owned(), (*v).to_owned()))
-    })
-    .collect();
+    // The operator's own list of what its code uses (operator/src/rbac.rs, each rule with its
+    // source) is the truth: all of it is granted (the Lease by the leader-election Role), nothing more.
+    let expected: BTreeSet<(String, String, String)> = flashcard_operator::rbac::RBAC_RULES
+        .iter()
+        .flat_map(|r| {
+            r.resources.iter().flat_map(move |res| {
+                r.verbs
+                    .iter()
+                    .map(move |v| (r.api_group.to_owned(), (*res).to_owned(), (*v).to_owned()))
+            })
+        })
+        .collect();
     assert_eq!(
         rule_set(&all),
         expected,
-        "the operator's RBAC changed: update this list"
+        "manifests/rbac.yaml and the chart must grant exactly operator/src/rbac.rs RBAC_RULES"
+    );
+    let leases: BTreeSet<_> = expected
+        .iter()
+        .filter(|(g, ..)| g == "coordination.k8s.io")
+        .cloned()
+        .collect();
+    assert_eq!(
+        rule_set(leader.rules.as_deref().unwrap_or_default()),
+        leases,
+        "the leader-election Role grants exactly the Lease rule"
     );
     let leases: BTreeSet<_> = expected
         .iter()
