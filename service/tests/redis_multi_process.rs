@@ -384,3 +384,85 @@ fn promtool_check_metrics(text: &str) -> (bool, String) {
     // parse errors count as failures.
     (output.status.success() || !report.contains("error"), report)
 }
+
+#[tokio::test]
+async fn sse_connection_limit_cleanup_and_heartbeat() {
+    let redis = RedisServer::start();
+    let api = api(
+        &redis,
+        &["--sse-max-connections", "1", "--sse-heartbeat-seconds", "1"],
+    )
+    .await;
+    // No worker runs, so the job stays waiting and the stream stays open.
+    let id = api.submit(STUDY_TEXT, "limit").await;
+    let url = api.url(&format!("/api/job-events?jobId={id}"));
+    let first = http().get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let refused = http().get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["code"],
+        "TOO_MANY_CONNECTIONS"
+    );
+    let (events, ended) = read_sse(first, 2, Duration::from_secs(5)).await;
+    assert!(!ended);
+    assert_eq!(events[0].event, "connected");
+    assert_eq!(events[1].event, "heartbeat");
+    assert_eq!(events[1].data["connections"], 1);
+    assert_eq!(events[1].data["jobId"], id.as_str());
+    // read_sse dropped the connection: the server notices and frees the slot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats: Value = http()
+            .get(api.url("/api/sse/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["connections"] == 0 && stats["subscribedJobs"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connection not cleaned up: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        http().get(&url).send().await.unwrap().status(),
+        200,
+        "slot is free again"
+    );
+}
+
+#[tokio::test]
+async fn cors_allows_configured_origins() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &["--cors-origins", "https://app.example.org"]).await;
+    let preflight = http()
+        .request(
+            reqwest::Method::OPTIONS,
+            api.url("/api/ai/generate-flashcards"),
+        )
+        .header("origin", "https://app.example.org")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example.org"
+    );
+    let other = http()
+        .get(api.url("/api/queue/stats"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+}

@@ -65,11 +65,12 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .layer(DefaultBodyLimit::max(state.settings.api.max_body_bytes));
     let cors = cors_layer(&state.settings.api.cors_origins);
-    let mut router = api.merge(operational_routes());
-    if let Some(cors) = cors {
-        router = router.layer(cors);
+    let router = finish(api.merge(operational_routes()), state);
+    // Outermost, so preflights are answered before routing and error answers carry CORS too.
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
     }
-    finish(router, state)
 }
 
 /// Routes of worker mode: health and metrics only.

@@ -192,3 +192,66 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(job: &str, seq: u64) -> StoredEvent {
+        StoredEvent {
+            job_id: job.into(),
+            seq,
+            body: json!({"seq": seq, "type": "active", "at": 0}),
+        }
+    }
+
+    fn hub(max: usize, buffer: usize) -> Arc<Hub> {
+        Hub::new(max, buffer, Arc::new(Metrics::new("test", "api")))
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_is_dropped_and_others_keep_receiving() {
+        let hub = hub(10, 2);
+        let mut fast = hub.subscribe("job").unwrap();
+        let mut slow = hub.subscribe("job").unwrap();
+        for seq in 1..=2 {
+            hub.dispatch(event("job", seq));
+            assert_eq!(fast.events.recv().await.unwrap().seq, seq);
+        }
+        // The slow one has read nothing: its buffer of 2 is full, so the third event drops it.
+        hub.dispatch(event("job", 3));
+        assert_eq!(fast.events.recv().await.unwrap().seq, 3);
+        assert_eq!(hub.stats().clients_dropped_slow, 1);
+        assert_eq!(hub.job_connections("job"), 1);
+        // The dropped client still gets what was buffered, then its stream ends.
+        assert_eq!(slow.events.recv().await.unwrap().seq, 1);
+        assert_eq!(slow.events.recv().await.unwrap().seq, 2);
+        assert!(slow.events.recv().await.is_none());
+    }
+
+    #[test]
+    fn connection_limit_and_cleanup() {
+        let hub = hub(2, 4);
+        let a = hub.subscribe("a").unwrap();
+        let b = hub.subscribe("b").unwrap();
+        assert!(hub.subscribe("c").is_none(), "third connection refused");
+        let stats = hub.stats();
+        assert_eq!((stats.connections, stats.subscribed_jobs), (2, 2));
+        drop(a);
+        drop(b);
+        let stats = hub.stats();
+        assert_eq!((stats.connections, stats.subscribed_jobs), (0, 0));
+        assert!(hub.subscribe("c").is_some());
+    }
+
+    #[test]
+    fn events_reach_only_their_job() {
+        let hub = hub(10, 4);
+        let mut a = hub.subscribe("a").unwrap();
+        hub.dispatch(event("b", 1));
+        assert!(a.events.try_recv().is_err());
+        hub.dispatch(event("a", 1));
+        assert_eq!(a.events.try_recv().unwrap().job_id, "a");
+    }
+}
