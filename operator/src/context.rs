@@ -103,8 +103,24 @@ impl Context {
             .clone()
     }
 
-    /// Forgets a deleted pipeline.
-    pub async fn forget(&self, key: &str) {
-        self.pipelines.lock().await.remove(key);
+    /// Forgets pipelines that no longer exist (memory, connection, gauges); `alive` holds the
+    /// `namespace/name` of every existing pipeline.
+    pub async fn prune(&self, alive: &std::collections::HashSet<String>) {
+        let gone: Vec<String> = {
+            let mut pipelines = self.pipelines.lock().await;
+            let gone = pipelines
+                .keys()
+                .filter(|k| !alive.contains(*k))
+                .cloned()
+                .collect();
+            pipelines.retain(|k, _| alive.contains(k));
+            gone
+        };
+        for key in gone {
+            self.connector.forget(&key).await;
+            if let Some((ns, name)) = key.split_once('/') {
+                self.metrics.forget(name, ns);
+            }
+        }
     }
 }

@@ -43,3 +43,7 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub mod connector;
+pub mod http;
+pub mod leader;
+pub mod telemetry;

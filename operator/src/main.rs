@@ -1,5 +1,7 @@
 //! `flashcard-operator`: `crd` prints the CRD, `run` runs the controller.
 
+mod run;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
@@ -22,9 +24,12 @@ enum Command {
         #[arg(long)]
         helm: bool,
     },
+    /// Run the controller (with leader election, /metrics, /healthz and /readyz).
+    Run(run::RunArgs),
 }
 
-fn main() -> Result<()> {
+#[tokio::main]
+async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { helm } => {
@@ -35,6 +40,7 @@ fn main() -> Result<()> {
             };
             print!("{yaml}");
         }
+        Command::Run(args) => run::run(args).await?,
     }
     Ok(())
 }

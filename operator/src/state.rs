@@ -50,6 +50,6 @@ pub trait Connector: Send + Sync {
     /// The store of `pipeline`; an error means "unreachable" (the reconciler keeps going).
     async fn connect(&self, pipeline: &FlashcardPipeline)
     -> Result<Arc<dyn PipelineState>, String>;
-    /// Forgets a deleted pipeline's connection.
-    async fn forget(&self, _pipeline: &FlashcardPipeline) {}
+    /// Forgets the connection of a deleted pipeline (`namespace/name`).
+    async fn forget(&self, _key: &str) {}
 }

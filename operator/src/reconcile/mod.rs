@@ -30,6 +30,8 @@ use crate::crd::FlashcardPipeline;
 use crate::scaling::{self, ScaleHistory};
 use crate::{Error, Result, render};
 
+/// Longest wait for the store in one poll (a hung Redis must not stall the autoscaler).
+pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Requeue delay after a failed reconcile.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 
