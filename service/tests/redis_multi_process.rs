@@ -466,3 +466,107 @@ async fn cors_allows_configured_origins() {
         .unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
 }
+
+fn sigterm(service: &Service) {
+    let pid = service.child.0.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn wait_exit(service: &mut Service, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if service.child.0.try_wait().unwrap().is_some() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "worker did not exit within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_running_jobs_finish_within_the_grace_period() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let mut worker = worker(
+        &redis,
+        &[
+            "--simulated-latency-ms",
+            "1200",
+            "--shutdown-grace-seconds",
+            "10",
+        ],
+    )
+    .await;
+    let id = api.submit(STUDY_TEXT, "drain").await;
+    let store = store(&redis).await;
+    while store.counts().await.unwrap().active == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigterm(&worker);
+    let took = wait_exit(&mut worker, Duration::from_secs(10)).await;
+    let job = api.wait_finished(&id, Duration::from_secs(1)).await;
+    assert_eq!(
+        job["status"], "completed",
+        "the draining worker finished its job"
+    );
+    assert!(
+        took >= Duration::from_millis(500),
+        "it waited for the job ({took:?})"
+    );
+    assert!(
+        store.workers().await.unwrap().is_empty(),
+        "heartbeat removed on exit"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_past_the_grace_period_hands_jobs_to_another_worker() {
+    let redis = RedisServer::start();
+    let api = api(&redis, &[]).await;
+    let mut leaving = worker(
+        &redis,
+        &[
+            "--simulated-latency-ms",
+            "5000",
+            "--shutdown-grace-seconds",
+            "0",
+        ],
+    )
+    .await;
+    let id = api.submit(STUDY_TEXT, "handover").await;
+    let store = store(&redis).await;
+    while store.counts().await.unwrap().active == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigterm(&leaving);
+    let took = wait_exit(&mut leaving, Duration::from_secs(5)).await;
+    assert!(
+        took < Duration::from_secs(3),
+        "no waiting past the grace period ({took:?})"
+    );
+    let job = store.job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        job.state.as_str(),
+        "waiting",
+        "released at once, not after a lease expiry"
+    );
+    assert_eq!(job.attempts_made, 0, "a released attempt does not count");
+    let _next = worker(&redis, &[]).await;
+    let done = api.wait_finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "completed");
+    let kinds: Vec<String> = store
+        .events_after(&id, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind().to_owned())
+        .collect();
+    assert_eq!(kinds, ["active", "waiting", "active", "completed"]);
+}
