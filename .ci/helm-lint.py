@@ -10,10 +10,15 @@ Fails (exit 1) on any message of severity 3 (error) or any exception. helm-sdkpy
 message's error as `{}`, so the path is all Helm tells us; for values.yaml errors the script adds
 the schema violations it finds itself (python jsonschema).
 
+Each values file is then installed with the real Helm install action into a fake API server
+(see render()): that renders every template outside lint mode, where `fail` and `required` are
+real errors. `--render-to DIR` writes those renders to DIR/<values file>.yaml instead and exits;
+operator/tests/manifests.rs parses them strictly.
+
 A self-test follows: values that must be rejected (wrong types, unknown keys) have to produce a
 severity-3 message, which proves the schema and this script really catch mistakes.
 
-Usage: helm-lint.py [CHART_DIR]   (default: charts/flashcard-operator)
+Usage: helm-lint.py [--render-to DIR] [CHART_DIR]   (default: charts/flashcard-operator)
 """
 
 from __future__ import annotations

@@ -1068,4 +1068,11 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
         find(ns, "ServiceAccount").is_empty(),
         "serviceAccount.create=false"
     );
+    for kind in ["StatefulSet", "Secret"] {
+        assert_eq!(
+            find(ns, kind)[0]["metadata"]["namespace"],
+            "study",
+            "the try-it-out Redis goes to the watched namespace"
+        );
+    }
 }

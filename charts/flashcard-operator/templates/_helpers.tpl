@@ -85,6 +85,14 @@ Namespace of the pipelines the operator watches ("" = every namespace).
 {{- end }}
 
 {{/*
+Namespace of the try-it-out Redis and the example pipeline: the watched namespace when the operator
+watches only one, else the release namespace.
+*/}}
+{{- define "flashcard-operator.workloadNamespace" -}}
+{{- default .Release.Namespace .Values.watchNamespace }}
+{{- end }}
+
+{{/*
 Names of the optional try-it-out Redis.
 */}}
 {{- define "flashcard-operator.redis.fullname" -}}
@@ -116,7 +124,7 @@ Secret (so upgrades keep it), else a new random one.
 {{- if .Values.redis.auth.password }}
 {{- .Values.redis.auth.password }}
 {{- else }}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "flashcard-operator.redis.fullname" .) }}
+{{- $existing := lookup "v1" "Secret" (include "flashcard-operator.workloadNamespace" .) (include "flashcard-operator.redis.fullname" .) }}
 {{- if and $existing $existing.data (hasKey $existing.data "password") }}
 {{- index $existing.data "password" | b64dec }}
 {{- else }}
