@@ -1,0 +1,257 @@
+//! The operator against a real redis-server, through the service crate's `RedisStore`: queue
+//! depth and worker reading, the kill-switch on/off/never-clear-admin cycle, and the connector
+//! reading the Redis URL from a Secret (served by a mock API server).
+//!
+//! Needs `redis-server` on PATH (Debian: `apt-get install redis-server`); a missing binary fails
+//! the test, it is never skipped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flashcard_operator::connector::RedisConnector;
+use flashcard_operator::crd::FlashcardPipeline;
+use flashcard_operator::reconcile::observe::observe;
+use flashcard_operator::state::{Connector, PipelineState};
+use flashcard_service::budget::usd_to_micros;
+use flashcard_service::job::{JobRequest, TokenUsage};
+use flashcard_service::keyspace::PipelineName;
+use flashcard_service::store::redis::RedisStore;
+use flashcard_service::store::{EnqueueOptions, KillSwitch, SetBy, Store, WorkerInfo};
+use kube::client::Body;
+use serde_json::json;
+
+/// A redis-server on a free loopback port, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "redis-server is required for this test (apt-get install -y redis-server): {e}"
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pipeline(limit_usd: f64) -> FlashcardPipeline {
+    serde_json::from_value(json!({
+        "apiVersion": "flashcards.dev/v1alpha1",
+        "kind": "FlashcardPipeline",
+        "metadata": {"name": "biology", "namespace": "study", "uid": "u1", "generation": 1},
+        "spec": {
+            "redis": {"urlSecretRef": {"name": "redis", "key": "url"}},
+            "budget": {"limitUsd": limit_usd}
+        }
+    }))
+    .unwrap()
+}
+
+async fn store(redis: &RedisServer) -> RedisStore {
+    RedisStore::connect(&redis.url(), &PipelineName::new("biology").unwrap())
+        .await
+        .unwrap()
+}
+
+fn request(i: u32) -> JobRequest {
+    JobRequest {
+        content: format!("Photosynthesis converts light into chemical energy. Item {i}."),
+        subject: "biology".into(),
+        topic: "cells".into(),
+        user_id: "u".into(),
+        card_count: 3,
+    }
+}
+
+#[tokio::test]
+async fn reads_queue_depth_and_workers() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    for i in 0..5 {
+        let options = EnqueueOptions {
+            idempotency_key: None,
+            max_attempts: 3,
+        };
+        s.enqueue(request(i), options).await.unwrap();
+    }
+    s.claim("w1", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a job to claim");
+    let info = WorkerInfo {
+        id: "w1".into(),
+        pod: "biology-worker-abc".into(),
+        active: 1,
+        concurrency: 4,
+        breaker: "closed".into(),
+        draining: false,
+        last_seen: 0,
+    };
+    s.heartbeat(&info, Duration::from_secs(30)).await.unwrap();
+
+    let state: Arc<dyn PipelineState> = Arc::new(s);
+    let seen = observe(&pipeline(0.0), &state, jiff::Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!((seen.queue.waiting, seen.queue.active), (4, 1));
+    assert_eq!(seen.workers.len(), 1);
+    assert_eq!(
+        (seen.workers[0].pod.as_str(), seen.workers[0].active),
+        ("biology-worker-abc", 1)
+    );
+}
+
+#[tokio::test]
+async fn kill_switch_follows_the_budget_but_never_clears_an_admin_switch() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let now = jiff::Timestamp::now();
+    let period = flashcard_service::budget::BudgetPeriod::Monthly.key(now);
+    let cost = usd_to_micros(12.5);
+    s.reserve(&period, cost, 0).await.unwrap();
+    let usage = TokenUsage {
+        input_tokens: 1000,
+        output_tokens: 1000,
+    };
+    s.settle(&period, cost, cost, usage).await.unwrap();
+    let state: Arc<dyn PipelineState> = Arc::new(store(&redis).await);
+
+    // Over the $10 limit: on, set by the operator.
+    let o = observe(&pipeline(10.0), &state, now).await.unwrap();
+    assert_eq!(o.spent_micros, cost);
+    let ks = Store::kill_switch(&s).await.unwrap();
+    assert!(ks.enabled);
+    assert_eq!(ks.set_by, Some(SetBy::Operator));
+    assert!(ks.reason.unwrap().contains("$12.50 of $10.00"));
+
+    // Limit raised to $20: off again.
+    observe(&pipeline(20.0), &state, now).await.unwrap();
+    assert!(!Store::kill_switch(&s).await.unwrap().enabled);
+
+    // A person switches it on through the admin API: the operator leaves it on.
+    let admin = KillSwitch {
+        enabled: true,
+        reason: Some("incident".into()),
+        set_by: Some(SetBy::Admin),
+        since: Some(1),
+    };
+    Store::set_kill_switch(&s, &admin).await.unwrap();
+    let o = observe(&pipeline(20.0), &state, now).await.unwrap();
+    assert_eq!(o.budget.action, flashcard_operator::budget::Action::Keep);
+    let ks = Store::kill_switch(&s).await.unwrap();
+    assert!(ks.enabled);
+    assert_eq!(ks.set_by, Some(SetBy::Admin));
+
+    // Next period: the spend key changes, so an operator switch would be cleared.
+    Store::clear_kill_switch_if(&s, SetBy::Admin).await.unwrap();
+    observe(&pipeline(10.0), &state, now).await.unwrap();
+    assert!(Store::kill_switch(&s).await.unwrap().enabled);
+    let next_month = now + jiff::SignedDuration::from_hours(24 * 32);
+    observe(&pipeline(10.0), &state, next_month).await.unwrap();
+    assert!(
+        !Store::kill_switch(&s).await.unwrap().enabled,
+        "new period, no spend yet"
+    );
+}
+
+#[tokio::test]
+async fn connector_reads_the_url_from_the_secret_once() {
+    use base64_free::encode;
+    let redis = RedisServer::start();
+    let (service, handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let client = kube::Client::new(service, "default");
+    let url = redis.url();
+    let server = tokio::spawn(async move {
+        let mut handle = std::pin::pin!(handle);
+        let (req, send) = handle.next_request().await.expect("secret read");
+        assert_eq!(req.method(), http::Method::GET);
+        assert_eq!(req.uri().path(), "/api/v1/namespaces/study/secrets/redis");
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"},
+                            "data": {"url": encode(url.as_bytes())}});
+        send.send_response(http::Response::new(Body::from(
+            serde_json::to_vec(&secret).unwrap(),
+        )));
+    });
+    let connector = RedisConnector::new(client);
+    let p = pipeline(0.0);
+    let state = connector.connect(&p).await.unwrap();
+    assert_eq!(state.counts().await.unwrap().waiting, 0);
+    let again = connector.connect(&p).await.unwrap();
+    assert!(Arc::ptr_eq(&state, &again), "cached store reused");
+    server.await.unwrap();
+}
+
+/// Standard base64 (the Secret's `data` encoding), to avoid a dependency for one test.
+mod base64_free {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(input: &[u8]) -> String {
+        let mut out = String::new();
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn known_vectors() {
+        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(encode(b"fooba"), "Zm9vYmE=");
+        assert_eq!(encode(b"foob"), "Zm9vYg==");
+    }
+}
