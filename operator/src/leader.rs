@@ -251,4 +251,112 @@ mod tests {
             Step::Acquire
         );
     }
+
+    mod with_api {
+        use super::*;
+        use http::{Method, Request, Response, StatusCode};
+        use kube::client::Body;
+        use serde_json::{Value, json};
+
+        /// Runs `try_once` against scripted answers; returns the result and the request bodies.
+        async fn round(answers: Vec<(Method, StatusCode, Value)>) -> (bool, Vec<Value>) {
+            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+            let client = kube::Client::new(service, "default");
+            let server = tokio::spawn(async move {
+                let mut handle = std::pin::pin!(handle);
+                let mut bodies = Vec::new();
+                for (method, status, reply) in answers {
+                    let (req, send) = handle.next_request().await.expect("request");
+                    assert_eq!(req.method(), method);
+                    assert!(
+                        req.uri()
+                            .path()
+                            .starts_with("/apis/coordination.k8s.io/v1/namespaces/ops/leases")
+                    );
+                    let bytes = req.into_body().collect_bytes().await.unwrap();
+                    bodies.push(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                    let resp = Response::builder().status(status);
+                    send.send_response(
+                        resp.body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                            .unwrap(),
+                    );
+                }
+                bodies
+            });
+            let e = Elector::new(
+                Api::namespaced(client, "ops"),
+                "flashcard-operator",
+                "pod-a",
+            );
+            let leader = e.try_once().await.unwrap();
+            (leader, server.await.unwrap())
+        }
+
+        fn not_found() -> Value {
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+        }
+
+        fn lease(holder: &str, renewed: Timestamp) -> Value {
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": "flashcard-operator", "resourceVersion": "7"},
+                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                            "renewTime": renewed.to_string(), "leaseTransitions": 2}})
+        }
+
+        #[tokio::test]
+        async fn creates_a_missing_lease() {
+            let created = lease("pod-a", Timestamp::now());
+            let (leader, bodies) = round(vec![
+                (Method::GET, StatusCode::NOT_FOUND, not_found()),
+                (Method::POST, StatusCode::CREATED, created),
+            ])
+            .await;
+            assert!(leader);
+            assert_eq!(bodies[1]["spec"]["holderIdentity"], "pod-a");
+            assert_eq!(bodies[1]["spec"]["leaseDurationSeconds"], 15);
+        }
+
+        #[tokio::test]
+        async fn follows_a_live_holder_without_writing() {
+            let (leader, bodies) = round(vec![(
+                Method::GET,
+                StatusCode::OK,
+                lease("pod-b", Timestamp::now()),
+            )])
+            .await;
+            assert!(!leader);
+            assert_eq!(bodies.len(), 1);
+        }
+
+        #[tokio::test]
+        async fn takes_over_an_expired_lease_with_its_resource_version() {
+            let old = Timestamp::now() - jiff::SignedDuration::from_secs(60);
+            let (leader, bodies) = round(vec![
+                (Method::GET, StatusCode::OK, lease("pod-b", old)),
+                (
+                    Method::PUT,
+                    StatusCode::OK,
+                    lease("pod-a", Timestamp::now()),
+                ),
+            ])
+            .await;
+            assert!(leader);
+            assert_eq!(bodies[1]["metadata"]["resourceVersion"], "7");
+            assert_eq!(bodies[1]["spec"]["holderIdentity"], "pod-a");
+            assert_eq!(bodies[1]["spec"]["leaseTransitions"], 3);
+        }
+
+        #[tokio::test]
+        async fn losing_the_write_race_is_not_leading() {
+            let old = Timestamp::now() - jiff::SignedDuration::from_secs(60);
+            let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                  "reason": "Conflict", "code": 409});
+            let (leader, _) = round(vec![
+                (Method::GET, StatusCode::OK, lease("pod-b", old)),
+                (Method::PUT, StatusCode::CONFLICT, conflict),
+            ])
+            .await;
+            assert!(!leader);
+        }
+    }
 }
