@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.budget.summary","description":"spent/limit in USD this period"}"#,
     printcolumn = r#"{"name":"Kill-Switch","type":"boolean","jsonPath":".status.budget.killSwitch"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("size(self.metadata.name) <= 63").message("the pipeline name is a Redis hash tag and a label value: at most 63 characters")
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("the pipeline name is a Redis hash tag and a label value: at most 63 characters of a-z, 0-9 and '-'")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FlashcardPipelineSpec {
@@ -122,6 +122,7 @@ mod tests {
             "self.queueDepthHigh < self.queueDepthCritical",
             "has(self.apiKeySecretRef)",
             "size(self.reason) > 0",
+            "self.metadata.name.matches(",
         ] {
             assert!(rules.contains(rule), "missing rule {rule}");
         }
