@@ -365,6 +365,8 @@ struct ServiceMonitorEndpoint {
     interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scrape_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    honor_labels: Option<bool>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     relabelings: Vec<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
