@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::budget::{BudgetPeriod, Prices};
+use crate::budget::{BudgetPeriod, Prices, micros_to_usd};
 use crate::job::{JobResult, now_ms};
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
@@ -47,6 +47,11 @@ pub struct Worker {
     active: AtomicU32,
     draining: AtomicBool,
 }
+
+/// Longest wait for other jobs' budget reservations to settle.
+const MAX_BUDGET_WAIT: Duration = Duration::from_secs(600);
+/// Pause between reservation attempts while other jobs hold reservations.
+const BUDGET_RETRY: Duration = Duration::from_millis(200);
 
 /// Error message of jobs refused because the budget is spent.
 pub const BUDGET_EXHAUSTED: &str =
@@ -300,14 +305,7 @@ impl Worker {
         let reserved = prices.cost_micros(bound.input_tokens, bound.output_tokens);
         let period = self.options.budget_period.current_key();
         let limit = self.options.budget_limit_micros;
-        match self.store.reserve(&period, reserved, limit).await {
-            Ok(Reservation::Granted) => {}
-            Ok(Reservation::Refused) => {
-                self.switch_off_for_budget().await;
-                return Err(ProviderError::Unusable(BUDGET_EXHAUSTED.to_owned()));
-            }
-            Err(e) => return Err(ProviderError::Transport(format!("budget store: {e}"))),
-        }
+        self.reserve(&period, reserved, limit).await?;
         let generated = self.provider.generate(request).await;
         let (usage, cost) = match &generated {
             Ok(generation) => {
@@ -320,11 +318,10 @@ impl Worker {
             Err(_) => (Default::default(), 0),
         };
         match self.store.settle(&period, reserved, cost, usage).await {
-            Ok(spend) => {
-                if limit > 0 && spend.spent_micros >= limit {
-                    self.switch_off_for_budget().await;
-                }
+            Ok(spend) if limit > 0 && spend.spent_micros >= limit => {
+                self.switch_on_for_budget(&period, spend.spent_micros).await;
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not settle spend"),
         }
         let generation = generated?;
@@ -345,20 +342,53 @@ impl Worker {
         })
     }
 
+    /// Reserves the job's maximum cost. A refusal while other jobs hold reservations may pass
+    /// once they settle (they usually cost less than reserved), so it waits for them; a refusal
+    /// with nothing in flight means the period's budget cannot cover this job.
+    async fn reserve(&self, period: &str, amount: u64, limit: u64) -> Result<(), ProviderError> {
+        let deadline = Instant::now() + MAX_BUDGET_WAIT;
+        loop {
+            match self.store.reserve(period, amount, limit).await {
+                Ok(Reservation::Granted) => return Ok(()),
+                Ok(Reservation::Refused) => {}
+                Err(e) => return Err(ProviderError::Transport(format!("budget store: {e}"))),
+            }
+            let spend = self
+                .store
+                .spend(period)
+                .await
+                .map_err(|e| ProviderError::Transport(format!("budget store: {e}")))?;
+            if spend.reserved_micros == 0 {
+                self.switch_on_for_budget(period, spend.spent_micros).await;
+                return Err(ProviderError::Unusable(BUDGET_EXHAUSTED.to_owned()));
+            }
+            if Instant::now() >= deadline {
+                return Err(ProviderError::Transport(
+                    "budget: other jobs' reservations did not settle in time".to_owned(),
+                ));
+            }
+            tokio::time::sleep(BUDGET_RETRY).await;
+        }
+    }
+
     /// Turns the kill-switch on because the budget is spent, unless it is on already (a person's
-    /// switch keeps its reason and owner).
-    async fn switch_off_for_budget(&self) {
+    /// switch keeps its reason and owner). The API clears it when the period rolls over.
+    async fn switch_on_for_budget(&self, period: &str, spent_micros: u64) {
         match self.store.kill_switch().await {
             Ok(current) if current.enabled => {}
             Ok(_) => {
                 let state = KillSwitch {
                     enabled: true,
-                    reason: Some("Budget limit reached".to_owned()),
+                    reason: Some(format!(
+                        "Budget limit reached: ${:.2} of ${:.2} spent in period {period}",
+                        micros_to_usd(spent_micros),
+                        micros_to_usd(self.options.budget_limit_micros)
+                    )),
                     set_by: Some(SetBy::Budget),
                     since: Some(now_ms()),
                 };
                 match self.store.set_kill_switch(&state).await {
-                    Ok(()) => tracing::warn!("budget limit reached: kill-switch on"),
+                    Ok(()) => tracing::warn!(period, "budget limit reached: kill-switch on"),
                     Err(e) => tracing::error!(error = %e, "could not switch the kill-switch on"),
                 }
             }

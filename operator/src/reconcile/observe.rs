@@ -34,7 +34,15 @@ pub async fn observe(
     let spend = store.spend(&period).await?;
     let before = store.kill_switch().await?;
     let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
-    let decision = budget::decide(&p.spec.budget, spend.spent_micros, &before, &period, now_ms);
+    let previous_limit = p.status.as_ref().map(|s| s.budget.limit_usd);
+    let decision = budget::decide(
+        &p.spec.budget,
+        spend.spent_micros,
+        &before,
+        &period,
+        now_ms,
+        previous_limit,
+    );
     match &decision.action {
         Action::Keep => {}
         Action::Enable(ks) => store.set_kill_switch(ks).await?,

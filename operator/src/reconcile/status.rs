@@ -173,6 +173,7 @@ pub fn build(p: &FlashcardPipeline, f: &Facts<'_>) -> FlashcardPipelineStatus {
                     Some(h) => {
                         let reason = match h {
                             Holder::Operator => "LimitReached",
+                            Holder::Budget => "BudgetCannotCoverJob",
                             Holder::Resource => "ManualKillSwitch",
                             Holder::Admin => "AdminKillSwitch",
                         };

@@ -37,15 +37,26 @@ impl BudgetGate {
     /// Refuses new jobs while the kill-switch is on or the period's spend reached the limit; in
     /// the latter case it switches the kill-switch on itself, before the operator reacts.
     pub async fn admit(&self, store: &dyn Store) -> Result<(), ApiError> {
-        if store.kill_switch().await?.enabled {
-            return Err(Self::refused());
+        let kill_switch = store.kill_switch().await?;
+        if kill_switch.enabled {
+            if !self.budget_switch_expired(&kill_switch)
+                || !store.clear_kill_switch_if(SetBy::Budget).await?
+            {
+                return Err(Self::refused());
+            }
+            tracing::info!("new budget period: the budget kill-switch is off again");
         }
         if self.limit_micros > 0 {
             let spend = store.spend(&self.period.current_key()).await?;
             if spend.spent_micros >= self.limit_micros {
                 let state = KillSwitch {
                     enabled: true,
-                    reason: Some("Budget limit reached".into()),
+                    reason: Some(format!(
+                        "Budget limit reached: ${:.2} of ${:.2} spent in period {}",
+                        micros_to_usd(spend.spent_micros),
+                        micros_to_usd(self.limit_micros),
+                        self.period.current_key()
+                    )),
                     set_by: Some(SetBy::Budget),
                     since: Some(now_ms()),
                 };
@@ -54,6 +65,20 @@ impl BudgetGate {
             }
         }
         Ok(())
+    }
+}
+
+impl BudgetGate {
+    /// A kill-switch the service set for an earlier budget period ends with that period.
+    fn budget_switch_expired(&self, kill_switch: &KillSwitch) -> bool {
+        let Some(since) = kill_switch
+            .since
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms as i64).ok())
+        else {
+            return false;
+        };
+        kill_switch.set_by == Some(SetBy::Budget)
+            && self.period.key(since) != self.period.current_key()
     }
 }
 
@@ -140,4 +165,71 @@ pub async fn set_kill_switch(
         "killSwitch": kill_switch_json(&ks),
         "message": if ks.enabled { "Kill-switch activated: new jobs are refused" } else { "Kill-switch deactivated: jobs are accepted" },
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn gate() -> BudgetGate {
+        BudgetGate {
+            limit_micros: 1_000_000,
+            period: BudgetPeriod::Daily,
+            warn_ratio: 0.8,
+        }
+    }
+
+    async fn switched(store: &MemoryStore, set_by: SetBy, since: u64) {
+        let ks = KillSwitch {
+            enabled: true,
+            reason: Some("x".into()),
+            set_by: Some(set_by),
+            since: Some(since),
+        };
+        store.set_kill_switch(&ks).await.unwrap();
+    }
+
+    const TWO_DAYS_MS: u64 = 2 * 24 * 3600 * 1000;
+
+    #[tokio::test]
+    async fn budget_switch_of_an_earlier_period_is_cleared() {
+        let store = MemoryStore::new();
+        switched(&store, SetBy::Budget, now_ms() - TWO_DAYS_MS).await;
+        assert!(gate().admit(&store).await.is_ok());
+        assert!(!store.kill_switch().await.unwrap().enabled);
+    }
+
+    #[tokio::test]
+    async fn budget_switch_of_this_period_refuses() {
+        let store = MemoryStore::new();
+        switched(&store, SetBy::Budget, now_ms()).await;
+        let refused = gate().admit(&store).await.unwrap_err();
+        assert_eq!(refused.code, "BUDGET_LIMIT_EXCEEDED");
+    }
+
+    #[tokio::test]
+    async fn a_person_s_switch_never_expires() {
+        for set_by in [SetBy::Admin, SetBy::Resource, SetBy::Operator] {
+            let store = MemoryStore::new();
+            switched(&store, set_by, now_ms() - TWO_DAYS_MS).await;
+            assert!(gate().admit(&store).await.is_err(), "{set_by:?}");
+            assert!(store.kill_switch().await.unwrap().enabled);
+        }
+    }
+
+    #[tokio::test]
+    async fn spend_at_the_limit_switches_on() {
+        let store = MemoryStore::new();
+        let period = BudgetPeriod::Daily.current_key();
+        store.reserve(&period, 1_000_000, 0).await.unwrap();
+        store
+            .settle(&period, 1_000_000, 1_000_000, Default::default())
+            .await
+            .unwrap();
+        assert!(gate().admit(&store).await.is_err());
+        let ks = store.kill_switch().await.unwrap();
+        assert_eq!((ks.enabled, ks.set_by), (true, Some(SetBy::Budget)));
+        assert!(ks.reason.unwrap().contains(&period));
+    }
 }

@@ -132,9 +132,14 @@ pub struct WorkerInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SetBy {
+    /// A person, through the admin API.
     Admin,
+    /// The operator, because the pipeline's budget was reached.
     Operator,
+    /// The service itself, because the period's budget cannot cover another job.
     Budget,
+    /// A person, through the pipeline's `spec.budget.killSwitch` (applied by the operator).
+    Resource,
 }
 
 impl SetBy {
@@ -143,6 +148,7 @@ impl SetBy {
             SetBy::Admin => "admin",
             SetBy::Operator => "operator",
             SetBy::Budget => "budget",
+            SetBy::Resource => "resource",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -150,6 +156,7 @@ impl SetBy {
             "admin" => SetBy::Admin,
             "operator" => SetBy::Operator,
             "budget" => SetBy::Budget,
+            "resource" => SetBy::Resource,
             _ => return None,
         })
     }
