@@ -48,10 +48,7 @@ async fn seed_post_is_accepted_fast_and_completes_with_cards_from_the_text() {
 #[tokio::test]
 async fn card_count_is_honoured() {
     let svc = standalone(&[]).await;
-    let response = http()
-        .post(svc.url("/api/ai/generate-flashcards"))
-        .json(&json!({"content": STUDY_TEXT, "subject": "s", "topic": "t", "userId": "u", "cardCount": 3}))
-        .send()
+    let response = svc.post_job(json!({"content": STUDY_TEXT, "subject": "s", "topic": "t", "userId": "u", "cardCount": 3}))
         .await
         .unwrap();
     let id = response.json::<Value>().await.unwrap()["jobId"]
@@ -263,14 +260,7 @@ async fn idempotency_key_returns_the_same_job() {
         );
     }
     assert_eq!(ids[0], ids[1]);
-    let stats: Value = http()
-        .get(svc.url("/api/queue/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = svc.get_json("/api/queue/stats").await;
     let s = &stats["stats"];
     assert_eq!(
         s["waiting"].as_u64().unwrap()
@@ -375,14 +365,7 @@ async fn seed_kill_switch_scenario_with_bearer_token() {
             .status(),
         200
     );
-    let alerts: Value = http()
-        .get(svc.url("/api/metrics/alerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts = svc.get_json("/api/metrics/alerts").await;
     assert_eq!(alerts["alerts"]["killSwitchActive"], true);
 
     // The seed deactivates without a content type.
@@ -393,10 +376,8 @@ async fn seed_kill_switch_scenario_with_bearer_token() {
             .status(),
         200
     );
-    let accepted = http()
-        .post(svc.url("/api/ai/generate-flashcards"))
-        .json(&json!({"content": "test", "subject": "test", "topic": "test", "userId": "test"}))
-        .send()
+    let accepted = svc
+        .post_job(json!({"content": "test", "subject": "test", "topic": "test", "userId": "test"}))
         .await
         .unwrap();
     assert_eq!(accepted.status(), 202);
@@ -436,10 +417,7 @@ async fn budget_reservation_stops_overshoot_under_concurrency() {
     let mut ids = Vec::new();
     let mut refused = 0;
     let posts = (0..50).map(|n| {
-        http()
-            .post(svc.url("/api/ai/generate-flashcards"))
-            .json(&json!({"content": STUDY_TEXT, "subject": "s", "topic": "t", "userId": format!("u{n}"), "cardCount": 3}))
-            .send()
+        svc.post_job(json!({"content": STUDY_TEXT, "subject": "s", "topic": "t", "userId": format!("u{n}"), "cardCount": 3}))
     });
     for response in futures::future::join_all(posts).await {
         let response = response.unwrap();
@@ -471,14 +449,7 @@ async fn budget_reservation_stops_overshoot_under_concurrency() {
             );
         }
     }
-    let status: Value = http()
-        .get(svc.url("/api/admin/budget/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = svc.get_json("/api/admin/budget/status").await;
     let spent = status["budget"]["spentUsd"].as_f64().unwrap();
     assert!(
         (1..50).contains(&completed),
@@ -489,10 +460,8 @@ async fn budget_reservation_stops_overshoot_under_concurrency() {
     assert!(spent >= 0.5, "the budget was used, spent {spent}");
     assert_eq!(status["killSwitch"]["enabled"], true, "{status}");
     assert_eq!(status["killSwitch"]["setBy"], "budget");
-    let after = http()
-        .post(svc.url("/api/ai/generate-flashcards"))
-        .json(&json!({"content": "x", "subject": "s", "topic": "t", "userId": "late"}))
-        .send()
+    let after = svc
+        .post_job(json!({"content": "x", "subject": "s", "topic": "t", "userId": "late"}))
         .await
         .unwrap();
     assert_eq!(after.status(), 429);

@@ -80,10 +80,9 @@ async fn two_hundred_jobs_survive_a_killed_worker_and_complete_once() {
     let _survivor = worker(&redis, &slow).await;
     let started = Instant::now();
     let posts = (0..200).map(|n| {
-        http()
-            .post(api.url("/api/ai/generate-flashcards"))
-            .json(&json!({"content": STUDY_TEXT, "subject": "s", "topic": "t", "userId": format!("u{n}")}))
-            .send()
+        api.post_job(
+            json!({"content": STUDY_TEXT, "subject": "s", "topic": "t", "userId": format!("u{n}")}),
+        )
     });
     let mut ids = Vec::new();
     for response in futures::future::join_all(posts).await {
@@ -203,14 +202,7 @@ async fn sse_events_cross_processes_in_order_with_resume() {
     assert_eq!(resumed, [("connected", None), ("completed", Some("2"))]);
     // Resume after the terminal event: 204 tells EventSource to stop.
     assert_eq!(subscribe(Some("2")).await.unwrap().status(), 204);
-    let stats: Value = http()
-        .get(api.url("/api/sse/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = api.get_json("/api/sse/stats").await;
     assert_eq!(stats["connections"], 0, "{stats}");
     assert!(stats["eventsSent"].as_u64().unwrap() >= 10);
 }
@@ -286,14 +278,7 @@ async fn seed_alert_scenario_queue_depth_with_no_worker() {
     let critical = alerts().await;
     assert_eq!(critical["alerts"]["queueDepthCritical"], true, "{critical}");
     // The queue stats of the seed's runbook (`.stats.waiting`).
-    let stats: Value = http()
-        .get(api.url("/api/queue/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = api.get_json("/api/queue/stats").await;
     assert_eq!(stats["stats"]["waiting"], 110);
     assert_eq!(stats["stats"]["workers"], 0);
 }
@@ -414,14 +399,7 @@ async fn sse_connection_limit_cleanup_and_heartbeat() {
     // read_sse dropped the connection: the server notices and frees the slot.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stats: Value = http()
-            .get(api.url("/api/sse/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = api.get_json("/api/sse/stats").await;
         if stats["connections"] == 0 && stats["subscribedJobs"] == 0 {
             break;
         }

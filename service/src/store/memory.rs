@@ -524,11 +524,9 @@ impl Store for MemoryStore {
     }
 
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {
-        let minute = now_ms() / 60_000;
-        let minutes = window.as_secs().div_ceil(60).max(1);
         let state = self.lock();
         let mut total = OutcomeCounts::default();
-        for m in (minute + 1).saturating_sub(minutes)..=minute {
+        for m in super::outcome_minutes(now_ms(), window) {
             if let Some(c) = state.outcomes.get(&m) {
                 total.completed += c.completed;
                 total.failed += c.failed;
@@ -543,9 +541,8 @@ impl Store for MemoryStore {
         window: Duration,
         max: u64,
     ) -> StoreResult<RateDecision> {
-        let window_ms = window.as_millis().max(1) as u64;
         let now = now_ms();
-        let index = now / window_ms;
+        let (index, window_ms) = super::rate_window(now, window);
         let mut state = self.lock();
         state.rate.retain(|(_, w), _| *w + 1 >= index);
         let count = state.rate.entry((user.to_owned(), index)).or_default();

@@ -234,6 +234,19 @@ impl Default for Retention {
     }
 }
 
+/// The minute buckets (minutes since the epoch) that cover the last `window` at `now_ms`.
+pub(crate) fn outcome_minutes(now_ms: u64, window: Duration) -> std::ops::RangeInclusive<u64> {
+    let minute = now_ms / 60_000;
+    let minutes = window.as_secs().div_ceil(60).max(1);
+    (minute + 1).saturating_sub(minutes)..=minute
+}
+
+/// The fixed rate-limit window containing `now_ms`: its index and its length in ms.
+pub(crate) fn rate_window(now_ms: u64, window: Duration) -> (u64, u64) {
+    let window_ms = window.as_millis().max(1) as u64;
+    (now_ms / window_ms, window_ms)
+}
+
 /// All shared state. Every method that changes more than one key is atomic.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -204,6 +204,29 @@ impl Service {
         format!("{}{path}", self.base)
     }
 
+    /// POSTs `body` to the job endpoint.
+    pub fn post_job(
+        &self,
+        body: serde_json::Value,
+    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+        http()
+            .post(self.url("/api/ai/generate-flashcards"))
+            .json(&body)
+            .send()
+    }
+
+    /// GETs `path` and parses the JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        http()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     /// Submits a seed-style job and returns its id.
     pub async fn submit(&self, content: &str, user: &str) -> String {
         let response = http()

@@ -504,10 +504,8 @@ impl Store for RedisStore {
     }
 
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {
-        let minute = now_ms() / 60_000;
-        let minutes = window.as_secs().div_ceil(60).max(1);
         let mut pipe = redis::pipe();
-        for m in (minute + 1).saturating_sub(minutes)..=minute {
+        for m in super::outcome_minutes(now_ms(), window) {
             pipe.hmget(self.keys.outcomes(m), &["completed", "failed"]);
         }
         let buckets: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut self.conn()).await?;
@@ -525,8 +523,7 @@ impl Store for RedisStore {
         window: Duration,
         max: u64,
     ) -> StoreResult<RateDecision> {
-        let window_ms = window.as_millis().max(1) as u64;
-        let index = now_ms() / window_ms;
+        let (index, window_ms) = super::rate_window(now_ms(), window);
         let (count, ttl_ms): (u64, i64) = self
             .scripts
             .rate_limit
