@@ -143,6 +143,7 @@ fn check_object(doc: &Value) -> Result<(), String> {
         ("networking.k8s.io/v1", "Ingress") => strict::<Ingress>(doc).map(drop),
         ("policy/v1", "PodDisruptionBudget") => strict::<PodDisruptionBudget>(doc).map(drop),
         ("monitoring.coreos.com/v1", "ServiceMonitor") => strict::<ServiceMonitor>(doc).map(drop),
+        ("monitoring.coreos.com/v1", "PrometheusRule") => strict::<PrometheusRule>(doc).map(drop),
         ("flashcards.dev/v1alpha1", "FlashcardPipeline") => {
             strict::<FlashcardPipeline>(doc).map(drop)
         }
@@ -371,6 +372,22 @@ struct ServiceMonitorEndpoint {
     relabelings: Vec<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     metric_relabelings: Vec<Value>,
+}
+
+/// monitoring.coreos.com/v1 PrometheusRule, with the rule types of the alert source.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PrometheusRule {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: PrometheusRuleSpec,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrometheusRuleSpec {
+    groups: Vec<flashcard_service::alerts::RuleGroup>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1042,8 +1059,22 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
             .is_none(),
         "crds.keep=false"
     );
+    let rule = find(all, "PrometheusRule")[0];
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let rules = &rule["spec"]["groups"][0]["rules"];
+    assert_eq!(rules[0]["alert"], "FlashcardOperatorDown");
+    assert!(
+        rules[1]["annotations"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("{{ $labels.error }}")),
+        "Prometheus templates survive Helm: {rules}"
+    );
     for k in [
         "ServiceMonitor",
+        "PrometheusRule",
         "PodDisruptionBudget",
         "StatefulSet",
         "Secret",

@@ -41,6 +41,29 @@ fn rules_file_is_current() {
 }
 
 #[test]
+fn chart_prometheus_rule_is_current() {
+    let groups: Vec<_> = rule_groups(&AlertThresholds::default(), None)
+        .into_iter()
+        .filter(|g| g.name == alerts::OPERATOR_GROUP)
+        .collect();
+    assert_eq!(groups.len(), 1);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../charts/flashcard-operator/templates/prometheusrule.yaml");
+    let expected = alerts::helm_prometheus_rule_template(&groups);
+    if std::env::var_os("UPDATE_GENERATED").is_some() {
+        std::fs::write(&path, &expected).unwrap();
+        return;
+    }
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{} is out of date; run `UPDATE_GENERATED=1 cargo test -p flashcard-service --test \
+         alerts_generated` and commit the result",
+        path.display()
+    );
+}
+
+#[test]
 fn dashboard_is_current() {
     check_or_update("grafana-dashboard.json", &dashboard::dashboard_json());
 }

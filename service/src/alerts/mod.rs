@@ -200,6 +200,64 @@ pub fn rules_file_yaml(groups: &[RuleGroup]) -> String {
     yaml::rules_file(groups)
 }
 
+/// A Helm template of a `PrometheusRule` holding `groups`, for the operator chart (the
+/// operator's own alerts: one copy per cluster, not per pipeline). Prometheus' `{{ ... }}`
+/// templates in the annotations are escaped so Helm passes them through.
+pub fn helm_prometheus_rule_template(groups: &[RuleGroup]) -> String {
+    let body: String = yaml::rules_file(groups)
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| {
+            let escaped = escape_helm(line);
+            if escaped.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("  {escaped}\n")
+            }
+        })
+        .collect();
+    format!(
+        "{{{{- /* Generated from service/src/alerts (flashcard_service::alerts). Do not edit by hand:\n\
+         run `UPDATE_GENERATED=1 cargo test -p flashcard-service --test alerts_generated`. */}}}}\n\
+         {{{{- if .Values.prometheusRule.enabled }}}}\n\
+         apiVersion: monitoring.coreos.com/v1\n\
+         kind: PrometheusRule\n\
+         metadata:\n\
+         \x20 name: {{{{ include \"flashcard-operator.fullname\" . }}}}\n\
+         \x20 namespace: {{{{ default .Release.Namespace .Values.prometheusRule.namespace }}}}\n\
+         \x20 labels:\n\
+         \x20   {{{{- include \"flashcard-operator.labels\" . | nindent 4 }}}}\n\
+         \x20   {{{{- with .Values.prometheusRule.labels }}}}\n\
+         \x20   {{{{- toYaml . | nindent 4 }}}}\n\
+         \x20   {{{{- end }}}}\n\
+         spec:\n\
+         {body}\
+         {{{{- end }}}}\n"
+    )
+}
+
+/// Escapes Go template delimiters so Helm renders them literally.
+fn escape_helm(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("{{") {
+            out.push_str("{{ \"{{\" }}");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("}}") {
+            out.push_str("{{ \"}}\" }}");
+            rest = after;
+        } else {
+            out.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The `spec` of a `monitoring.coreos.com/v1` `PrometheusRule` holding `groups`.
 pub fn prometheus_rule_spec(groups: &[RuleGroup]) -> serde_json::Value {
     serde_json::Value::Object(
