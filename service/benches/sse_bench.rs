@@ -769,6 +769,7 @@ fn main() {
 
         let rss_per_conn = best.map(|b| b.rss_kb.saturating_sub(rss_before) as f64 / b.held.max(1) as f64);
         let current = json!({
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "idle": {
                 "connectionsHeld": best.map(|b| b.held).unwrap_or(0),
                 "rssPerConnectionKiB": rss_per_conn,
