@@ -309,13 +309,14 @@ async fn idle_connections(redis: &RedisServer, steps: &[usize]) -> (u64, Vec<Idl
             let opening = opening.clone();
             pending.push(tokio::spawn(async move {
                 let _permit = opening.acquire_owned().await.map_err(|e| e.to_string())?;
+                let began = Instant::now();
                 let mut sse =
                     tokio::time::timeout(Duration::from_secs(20), RawSse::connect(addr, &job))
                         .await
                         .map_err(|_| "connect timed out".to_owned())??;
                 // Wait for `connected`: the subscription is in place once it arrives.
                 match tokio::time::timeout(Duration::from_secs(20), sse.next()).await {
-                    Ok(Ok(Some(f))) if f.event == "connected" => Ok(sse),
+                    Ok(Ok(Some(f))) if f.event == "connected" => Ok((sse, began.elapsed())),
                     Ok(Ok(other)) => Err(format!("first event: {:?}", other.map(|f| f.event))),
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err("no connected event".into()),
@@ -324,10 +325,14 @@ async fn idle_connections(redis: &RedisServer, steps: &[usize]) -> (u64, Vec<Idl
         }
         let mut failed = 0;
         let mut first_error = None;
+        let mut setup_us = Vec::new();
         for task in pending {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, task).await {
-                Ok(Ok(Ok(sse))) => held.push(sse),
+                Ok(Ok(Ok((sse, took)))) => {
+                    held.push(sse);
+                    setup_us.push(took.as_secs_f64() * 1e6);
+                }
                 Ok(Ok(Err(e))) => {
                     failed += 1;
                     first_error.get_or_insert(e);
@@ -336,6 +341,7 @@ async fn idle_connections(redis: &RedisServer, steps: &[usize]) -> (u64, Vec<Idl
             }
         }
         failed_total += failed;
+        let setup = summarize(setup_us);
         let open_seconds = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let stats = sse_stats(&api).await;
@@ -350,11 +356,15 @@ async fn idle_connections(redis: &RedisServer, steps: &[usize]) -> (u64, Vec<Idl
         let per_conn = (step.rss_kb.saturating_sub(rss_before)) as f64 / step.held.max(1) as f64;
         println!(
             "  idle step {:>6}: held {:>6} (failed {failed}), stats.connections {:>6}, api RSS {:>7.1} MiB, \
-             {per_conn:>5.1} KiB/connection, opened in {open_seconds:.1} s{}",
+             {per_conn:>5.1} KiB/connection, opened in {open_seconds:.2} s \
+             (connect -> `connected` p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms){}",
             step.target,
             step.held,
             step.stats_connections,
             step.rss_kb as f64 / 1024.0,
+            setup.p50_us / 1e3,
+            setup.p99_us / 1e3,
+            setup.max_us / 1e3,
             first_error
                 .map(|e| format!(" (first error: {e})"))
                 .unwrap_or_default()
