@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every tool the tests use, only when missing: redis-server, Prometheus tools
-# (promtool, prometheus, amtool, prometheus-alertmanager) and Chromium. Idempotent.
+# (promtool, prometheus, amtool, prometheus-alertmanager), Chromium and kubectl. Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -12,6 +12,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
   # The tests start their own servers on free loopback ports; stop a packaged daemon if any.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server 2>/dev/null || true; fi
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  # The machine image ships kubectl; Debian's (older) client is the fallback for `kubectl kustomize`.
+  echo "install-test-tools: installing kubernetes-client (kubectl)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
 "$here/install-alert-tools.sh"
 "$here/install-browser.sh"
