@@ -462,7 +462,7 @@ async fn wait_exit(service: &mut Service, within: Duration) -> Duration {
         }
         assert!(
             started.elapsed() < within,
-            "worker did not exit within {within:?}"
+            "process did not exit within {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -547,4 +547,25 @@ async fn sigterm_past_the_grace_period_hands_jobs_to_another_worker() {
         .map(|e| e.kind().to_owned())
         .collect();
     assert_eq!(kinds, ["active", "waiting", "active", "completed"]);
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_sse_streams_so_the_api_exits_promptly() {
+    let redis = RedisServer::start();
+    let mut api = api(&redis, &[]).await;
+    // No worker: the stream stays open until the server ends it.
+    let id = api.submit(STUDY_TEXT, "shutdown").await;
+    let stream = http()
+        .get(api.url(&format!("/api/job-events?jobId={id}")))
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(read_sse(stream, 100, Duration::from_secs(20)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&api);
+    let took = wait_exit(&mut api, Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(5), "api exit took {took:?}");
+    let (events, ended) = reader.await.unwrap();
+    assert!(ended, "the server closed the stream");
+    assert_eq!(events[0].event, "connected");
 }

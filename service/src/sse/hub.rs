@@ -45,6 +45,8 @@ pub struct Hub {
     events_sent: AtomicU64,
     dropped: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Fires when the process shuts down: open streams end so clients resume on another pod.
+    closing: CancellationToken,
 }
 
 /// A held connection slot and subscription; dropping it unsubscribes.
@@ -73,14 +75,21 @@ impl Hub {
             events_sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             metrics,
+            closing: CancellationToken::new(),
         })
+    }
+
+    /// Fires when the process shuts down.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the dispatcher: reads the store's feed until `stop` fires.
+    /// Starts the dispatcher: reads the store's feed until `stop` fires, which also ends every
+    /// open stream (an HTTP server's graceful shutdown would otherwise wait for them forever).
     pub async fn start(
         self: &Arc<Self>,
         store: &dyn Store,
@@ -88,6 +97,12 @@ impl Hub {
     ) -> StoreResult<()> {
         let mut feed = store.event_feed().await?;
         let hub = self.clone();
+        let closing = self.closing.clone();
+        let stop_streams = stop.clone();
+        tokio::spawn(async move {
+            stop_streams.cancelled().await;
+            closing.cancel();
+        });
         tokio::spawn(async move {
             loop {
                 tokio::select! {

@@ -182,7 +182,11 @@ impl Connection {
                 if conn.done {
                     return None;
                 }
+                let closing = conn.state.hub.closing().clone();
                 tokio::select! {
+                    // Shutting down: end the stream; EventSource reconnects (to another pod)
+                    // with Last-Event-ID and misses nothing.
+                    _ = closing.cancelled() => return None,
                     received = conn.subscription.events.recv() => match received {
                         Some(event) => conn.queue_stored(event),
                         // Dropped by the hub as too slow: end; the client resumes by id.
