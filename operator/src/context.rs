@@ -30,8 +30,10 @@ pub struct PipelineMemory {
     /// Hash of each child as last applied (`Kind/name` -> hash).
     pub applied: HashMap<String, u64>,
     pub last_full_apply: Option<Instant>,
-    /// An Ingress was applied by this process (so removing it from the spec deletes it).
-    pub ingress_applied: bool,
+    /// The pipeline's Ingress is known not to exist (deleted or never there since this process
+    /// started). Unknown after a restart, so an Ingress dropped from the spec while the operator
+    /// was down is still removed.
+    pub ingress_absent: bool,
     /// Deletion cost last written per pod.
     pub pod_costs: HashMap<String, u32>,
     /// The budget level last seen (for warn Events on transitions).

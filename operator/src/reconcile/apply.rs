@@ -105,20 +105,32 @@ pub async fn apply_children(
     a.typed::<Service>(&children.api_service).await?;
     if let Some(ing) = &children.ingress {
         a.typed::<Ingress>(ing).await?;
-        a.mem.ingress_applied = true;
-    } else if a.mem.ingress_applied {
-        // The spec dropped its Ingress: remove the one this process applied.
+        a.mem.ingress_absent = false;
+    } else if !a.mem.ingress_absent {
+        // The spec has no Ingress (any more): remove one an earlier spec left, but only if it is
+        // ours (a user's own Ingress of the same name stays).
         let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
-        match api
-            .delete(&names::pipeline(pipeline), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e),
+        let name = names::pipeline(pipeline);
+        if let Some(existing) = api.get_opt(&name).await? {
+            let ours = existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| {
+                    o.kind == "FlashcardPipeline"
+                        && o.name == pipeline
+                        && o.controller == Some(true)
+                });
+            if ours {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        a.mem.ingress_applied = false;
-        a.applied_any = true;
+        a.mem.ingress_absent = true;
     }
     a.typed::<Deployment>(&children.worker_deployment).await?;
     a.typed::<Service>(&children.worker_service).await?;

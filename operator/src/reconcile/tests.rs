@@ -132,6 +132,7 @@ async fn missing_monitoring_crds_are_a_condition_not_a_failure() {
             expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
             expect(Method::PATCH, &format!("{APPS}/deployments/biology-api")),
             expect(Method::PATCH, &format!("{NS}/services/biology-api")),
+            no_ingress(),
             expect(Method::PATCH, &format!("{APPS}/deployments/biology-worker")),
             expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
             expect(Method::PATCH, STATUS),
@@ -147,11 +148,20 @@ async fn missing_monitoring_crds_are_a_condition_not_a_failure() {
     assert_eq!(status.workers.desired, 0, "idle queue, min 0");
 }
 
+const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/study/ingresses/biology";
+
+/// A pipeline without an Ingress: the first apply after start looks for one an earlier spec may
+/// have left (404 when there is none).
+fn no_ingress() -> Expect {
+    expect(Method::GET, INGRESS).reply(StatusCode::NOT_FOUND, status_error(404, "NotFound"))
+}
+
 fn minimal_children() -> Vec<Expect> {
     vec![
         expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
         expect(Method::PATCH, &format!("{APPS}/deployments/biology-api")),
         expect(Method::PATCH, &format!("{NS}/services/biology-api")),
+        no_ingress(),
         expect(Method::PATCH, &format!("{APPS}/deployments/biology-worker")),
         expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
     ]
@@ -175,7 +185,7 @@ async fn unchanged_pipeline_sends_nothing() {
     p.status = Some(status_of(&record.lock().unwrap()));
     run(&ctx, &p).await.unwrap();
     let seen = server.await.unwrap();
-    assert_eq!(seen.len(), 8);
+    assert_eq!(seen.len(), 9);
     let status = status_of(&seen);
     assert_eq!(condition(&status, "Progressing").status, "False");
     // Third poll with that status: nothing to send (the mock is gone, so a request would fail).
@@ -219,9 +229,9 @@ async fn scale_down_marks_idle_pods_cheapest_first() {
     assert_eq!(cost(&seen[2]), "0");
     assert!(seen[1].uri.contains("fieldManager=flashcard-operator"));
     // ceil(2 / 4) = 1 worker.
-    assert_eq!(seen[6].body["spec"]["replicas"], 1);
-    assert_eq!(seen[8].body["reason"], "Scaled");
-    assert!(seen[8].body["note"].as_str().unwrap().contains("3 -> 1"));
+    assert_eq!(seen[7].body["spec"]["replicas"], 1);
+    assert_eq!(seen[9].body["reason"], "Scaled");
+    assert!(seen[9].body["note"].as_str().unwrap().contains("3 -> 1"));
     let status = status_of(&seen);
     assert_eq!(status.workers.desired, 1);
     assert_eq!(status.workers.current, 2);
@@ -251,8 +261,8 @@ async fn store_down_keeps_the_workers_and_says_so() {
     let (server, _) = serve(handle, &p, script);
     run(&ctx, &p).await.unwrap();
     let seen = server.await.unwrap();
-    assert_eq!(seen[4].body["spec"]["replicas"], 4, "last good count kept");
-    assert_eq!(seen[6].body["reason"], "StoreUnavailable");
+    assert_eq!(seen[5].body["spec"]["replicas"], 4, "last good count kept");
+    assert_eq!(seen[7].body["reason"], "StoreUnavailable");
     let status = status_of(&seen);
     let ready = condition(&status, "Ready");
     assert_eq!(
@@ -325,4 +335,68 @@ async fn conflict_is_requeued_and_counted() {
 #[tokio::test]
 async fn server_error_is_requeued_and_counted() {
     failing_apply(500, "InternalError", "kube").await;
+}
+
+fn ingress_owned_by(kind: &str, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": "biology",
+            "namespace": "study",
+            "ownerReferences": [{
+                "apiVersion": "flashcards.dev/v1alpha1",
+                "kind": kind,
+                "name": name,
+                "uid": "1234",
+                "controller": true
+            }]
+        }
+    })
+}
+
+/// After an operator restart, an Ingress the spec no longer has is removed if it is ours.
+#[tokio::test]
+async fn dropped_ingress_of_the_pipeline_is_deleted_after_a_restart() {
+    let (ctx, handle, _, _) = context();
+    let p = minimal();
+    let script = vec![
+        no_monitoring(),
+        expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
+        expect(Method::PATCH, &format!("{APPS}/deployments/biology-api")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-api")),
+        expect(Method::GET, INGRESS).reply(
+            StatusCode::OK,
+            ingress_owned_by("FlashcardPipeline", "biology"),
+        ),
+        expect(Method::DELETE, INGRESS).reply(StatusCode::OK, status_error(200, "Success")),
+        expect(Method::PATCH, &format!("{APPS}/deployments/biology-worker")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
+        expect(Method::PATCH, STATUS),
+    ];
+    let (server, _) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(seen[5].method, Method::DELETE);
+}
+
+/// A user's own Ingress that happens to have the pipeline's name is left alone.
+#[tokio::test]
+async fn foreign_ingress_with_the_same_name_is_kept() {
+    let (ctx, handle, _, _) = context();
+    let p = minimal();
+    let script = vec![
+        no_monitoring(),
+        expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
+        expect(Method::PATCH, &format!("{APPS}/deployments/biology-api")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-api")),
+        expect(Method::GET, INGRESS).reply(StatusCode::OK, ingress_owned_by("Deployment", "other")),
+        expect(Method::PATCH, &format!("{APPS}/deployments/biology-worker")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
+        expect(Method::PATCH, STATUS),
+    ];
+    let (server, _) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    assert!(seen.iter().all(|s| s.method != Method::DELETE));
 }
