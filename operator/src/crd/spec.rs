@@ -49,6 +49,28 @@ pub struct ApiSpec {
     /// An Ingress for client apps. Omit it to reach the API only inside the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Browser origins allowed to call the API (CORS), e.g. `https://app.example.org`; `*` allows
+    /// any. Empty: no CORS headers (same-origin clients and non-browser clients need none).
+    /// Passed as `CORS_ORIGINS`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
+    /// Jobs one user (`userId`) may submit per `rateLimitWindowSeconds`; more get 429
+    /// `RATE_LIMITED` with `Retry-After`. 0 disables the limit. Passed as `RATE_LIMIT_JOBS`.
+    #[serde(default = "default_rate_limit_jobs")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub rate_limit_jobs: u32,
+    /// Window of the per-user rate limit in seconds. Passed as `RATE_LIMIT_WINDOW_SECONDS`.
+    #[serde(default = "default_rate_limit_window_seconds")]
+    #[schemars(range(min = 1, max = 86_400))]
+    pub rate_limit_window_seconds: u32,
+}
+
+fn default_rate_limit_jobs() -> u32 {
+    30
+}
+
+fn default_rate_limit_window_seconds() -> u32 {
+    60
 }
 
 impl Default for ApiSpec {
@@ -59,6 +81,9 @@ impl Default for ApiSpec {
             resources: None,
             admin_token_secret_ref: None,
             ingress: None,
+            cors_origins: Vec::new(),
+            rate_limit_jobs: default_rate_limit_jobs(),
+            rate_limit_window_seconds: default_rate_limit_window_seconds(),
         }
     }
 }

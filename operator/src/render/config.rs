@@ -49,6 +49,12 @@ pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
             "ALERT_WORKER_STALLED_SECONDS",
             s.alerts.worker_stalled_seconds.to_string(),
         ),
+        ("CORS_ORIGINS", s.api.cors_origins.join(",")),
+        ("RATE_LIMIT_JOBS", s.api.rate_limit_jobs.to_string()),
+        (
+            "RATE_LIMIT_WINDOW_SECONDS",
+            s.api.rate_limit_window_seconds.to_string(),
+        ),
         ("WORKER_CONCURRENCY", s.worker.concurrency.to_string()),
         (
             "SHUTDOWN_GRACE_SECONDS",
