@@ -141,9 +141,11 @@ pub struct Metrics {
     http_duration: Family<RouteLatencyLabels, Histogram, Buckets>,
 }
 
-/// Counter names are registered without `_total`; the encoder appends it.
-fn counter_name(name: &str) -> &str {
-    name.strip_suffix("_total").unwrap_or(name)
+/// Registers `metric` under its contract `name` with the contract's help text. Counters are
+/// registered without `_total`, which the encoder appends.
+fn register(registry: &mut Registry, name: &str, metric: impl prometheus_client::registry::Metric) {
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    registry.register(base, help(name), metric);
 }
 
 fn help(name: &str) -> &'static str {
@@ -199,91 +201,75 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_buckets),
         };
-        registry.register(BUILD_INFO, help(BUILD_INFO), build_info);
-        registry.register(QUEUE_JOBS, help(QUEUE_JOBS), metrics.queue_jobs.clone());
-        registry.register(
-            counter_name(JOBS_TOTAL),
-            help(JOBS_TOTAL),
-            metrics.jobs.clone(),
-        );
-        registry.register(
+        register(&mut registry, BUILD_INFO, build_info);
+        register(&mut registry, QUEUE_JOBS, metrics.queue_jobs.clone());
+        register(&mut registry, JOBS_TOTAL, metrics.jobs.clone());
+        register(
+            &mut registry,
             JOB_DURATION_SECONDS,
-            help(JOB_DURATION_SECONDS),
             metrics.job_duration.clone(),
         );
-        registry.register(
-            counter_name(PROVIDER_TOKENS_TOTAL),
-            help(PROVIDER_TOKENS_TOTAL),
-            metrics.tokens.clone(),
-        );
-        registry.register(
-            counter_name(PROVIDER_COST_USD_TOTAL),
-            help(PROVIDER_COST_USD_TOTAL),
-            metrics.cost.clone(),
-        );
-        registry.register(
+        register(&mut registry, PROVIDER_TOKENS_TOTAL, metrics.tokens.clone());
+        register(&mut registry, PROVIDER_COST_USD_TOTAL, metrics.cost.clone());
+        register(
+            &mut registry,
             BUDGET_SPENT_USD,
-            help(BUDGET_SPENT_USD),
             metrics.budget_spent.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
             BUDGET_LIMIT_USD,
-            help(BUDGET_LIMIT_USD),
             metrics.budget_limit.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
             BUDGET_WARN_RATIO,
-            help(BUDGET_WARN_RATIO),
             metrics.budget_warn_ratio.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
             KILL_SWITCH_ACTIVE,
-            help(KILL_SWITCH_ACTIVE),
             metrics.kill_switch.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
             CIRCUIT_BREAKER_STATE,
-            help(CIRCUIT_BREAKER_STATE),
             metrics.breaker.clone(),
         );
-        registry.register(
-            WORKERS_LIVE,
-            help(WORKERS_LIVE),
-            metrics.workers_live.clone(),
-        );
-        registry.register(
+        register(&mut registry, WORKERS_LIVE, metrics.workers_live.clone());
+        register(
+            &mut registry,
             WORKER_HEARTBEAT_TIMESTAMP_SECONDS,
-            help(WORKER_HEARTBEAT_TIMESTAMP_SECONDS),
             metrics.heartbeat.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
             SSE_CONNECTIONS,
-            help(SSE_CONNECTIONS),
             metrics.sse_connections.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
             SSE_CONNECTIONS_LIMIT,
-            help(SSE_CONNECTIONS_LIMIT),
             metrics.sse_limit.clone(),
         );
-        registry.register(
-            counter_name(SSE_EVENTS_SENT_TOTAL),
-            help(SSE_EVENTS_SENT_TOTAL),
+        register(
+            &mut registry,
+            SSE_EVENTS_SENT_TOTAL,
             metrics.sse_events.clone(),
         );
-        registry.register(
-            counter_name(SSE_CLIENTS_DROPPED_TOTAL),
-            help(SSE_CLIENTS_DROPPED_TOTAL),
+        register(
+            &mut registry,
+            SSE_CLIENTS_DROPPED_TOTAL,
             metrics.sse_dropped.clone(),
         );
-        registry.register(
-            counter_name(HTTP_REQUESTS_TOTAL),
-            help(HTTP_REQUESTS_TOTAL),
+        register(
+            &mut registry,
+            HTTP_REQUESTS_TOTAL,
             metrics.http_requests.clone(),
         );
-        registry.register(
+        register(
+            &mut registry,
             HTTP_REQUEST_DURATION_SECONDS,
-            help(HTTP_REQUEST_DURATION_SECONDS),
             metrics.http_duration.clone(),
         );
         // Families without a sample yet still show their names, so dashboards see zeros.
