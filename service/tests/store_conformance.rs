@@ -124,7 +124,7 @@ async fn retries_through_delayed_then_fails(store: DynStore) {
     let claim = store.claim("w", LEASE).await.unwrap().unwrap();
     let failure = Failure {
         error: "provider timed out".into(),
-        retry_after: Some(Duration::from_millis(150)),
+        retry_after: Some(Duration::from_millis(600)),
         duration_ms: 12,
     };
     assert_eq!(
@@ -140,7 +140,7 @@ async fn retries_through_delayed_then_fails(store: DynStore) {
         store.claim("w", LEASE).await.unwrap().is_none(),
         "not due yet"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let claim = store
         .claim("w", LEASE)
         .await
@@ -188,7 +188,7 @@ async fn permanent_failure_skips_retries(store: DynStore) {
 async fn expired_lease_requeues_and_result_is_recorded_once(store: DynStore) {
     let id = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
     let stale = store
-        .claim("dead-worker", Duration::from_millis(100))
+        .claim("dead-worker", Duration::from_millis(500))
         .await
         .unwrap()
         .unwrap();
@@ -197,7 +197,7 @@ async fn expired_lease_requeues_and_result_is_recorded_once(store: DynStore) {
         0,
         "lease still valid"
     );
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let report = store.recover_stalled(2).await.unwrap();
     assert_eq!((report.requeued, report.failed), (1, 0));
     let job = store.job(&id).await.unwrap().unwrap();
@@ -375,7 +375,7 @@ async fn worker_heartbeats_expire(store: DynStore) {
         last_seen: 0,
     };
     store
-        .heartbeat(&info, Duration::from_millis(150))
+        .heartbeat(&info, Duration::from_millis(600))
         .await
         .unwrap();
     let workers = store.workers().await.unwrap();
@@ -385,7 +385,7 @@ async fn worker_heartbeats_expire(store: DynStore) {
         ("worker-abc", 2)
     );
     assert!(workers[0].last_seen > 0);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(store.workers().await.unwrap().is_empty());
     store.heartbeat(&info, LEASE).await.unwrap();
     store.remove_worker("w1").await.unwrap();
