@@ -13,6 +13,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # The tests start their own servers on free loopback ports; stop a packaged daemon if any.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server 2>/dev/null || true; fi
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+  # Makes the throwaway CA of the Redis TLS test.
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
 if ! command -v kubectl >/dev/null 2>&1; then
   # The machine image ships kubectl; Debian's (older) client is the fallback for `kubectl kustomize`.
   echo "install-test-tools: installing kubernetes-client (kubectl)"
@@ -22,7 +28,7 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 "$here/install-alert-tools.sh"
 "$here/install-browser.sh"
-for tool in redis-server promtool amtool prometheus prometheus-alertmanager chromium kubectl; do
+for tool in redis-server promtool amtool prometheus prometheus-alertmanager chromium kubectl openssl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-tools: $tool is still missing" >&2; exit 1; }
 done
 echo "install-test-tools: all test tools present"

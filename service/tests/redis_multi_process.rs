@@ -569,3 +569,36 @@ async fn sigterm_ends_open_sse_streams_so_the_api_exits_promptly() {
     assert!(ended, "the server closed the stream");
     assert_eq!(events[0].event, "connected");
 }
+
+#[tokio::test]
+async fn rediss_urls_connect_over_tls_and_verify_the_certificate() {
+    let redis = RedisServer::start_tls();
+    let url = format!("rediss://localhost:{}/", redis.port);
+    let ca = redis.ca_file();
+    let ca = ca.to_str().unwrap();
+    // The server's certificate is checked against the trusted roots: SSL_CERT_FILE names ours.
+    let args = ["--redis-url", url.as_str(), "--pipeline", PIPELINE];
+    let api = Service::start("api", &args, &[("SSL_CERT_FILE", ca)]).await;
+    let _worker = Service::start("worker", &args, &[("SSL_CERT_FILE", ca)]).await;
+    assert_eq!(
+        http()
+            .get(api.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let id = api.submit(STUDY_TEXT, "tls").await;
+    let done = api.wait_finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "completed");
+    // Without our CA the certificate is rejected, with a clear message.
+    let untrusted = std::process::Command::new(env!("CARGO_BIN_EXE_flashcard-service"))
+        .args(["api", "--listen", "127.0.0.1:0", "--redis-url", &url])
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+}
