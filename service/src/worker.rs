@@ -100,11 +100,9 @@ impl Worker {
                     Err(_) => break,
                 },
             };
-            let claimed = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                claimed = self.store.claim(&self.options.id, self.options.lease) => claimed,
-            };
-            match claimed {
+            // Not raced with shutdown: a claim dropped mid-flight may still have taken a job,
+            // which would then wait for its lease to expire.
+            match self.store.claim(&self.options.id, self.options.lease).await {
                 Ok(Some(claim)) => {
                     let worker = self.clone();
                     let abandon = abandon.clone();
