@@ -602,3 +602,78 @@ async fn rediss_urls_connect_over_tls_and_verify_the_certificate() {
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
     assert!(stderr.contains("certificate"), "{stderr}");
 }
+
+/// Polls `url` until it answers `status`, or panics after `within`.
+async fn wait_status(url: &str, status: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = http().get(url).send().await
+            && r.status().as_u16() == status
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer {status} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn api_and_worker_ride_out_a_redis_restart() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let api = api(&redis, &[]).await;
+    // Jobs take 800 ms, so the last one is still running when its subscriber connects.
+    let _worker = worker(
+        &redis,
+        &["--poll-interval-ms", "200", "--simulated-latency-ms", "800"],
+    )
+    .await;
+    let first = api.submit(STUDY_TEXT, "before").await;
+    assert_eq!(
+        api.wait_finished(&first, Duration::from_secs(10)).await["status"],
+        "completed"
+    );
+
+    drop(redis);
+    wait_status(&api.url("/readyz"), 503, Duration::from_secs(10)).await;
+    let refused = api
+        .post_job(json!({"content": "x", "subject": "s", "topic": "t", "userId": "during"}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["code"],
+        "STORE_UNAVAILABLE"
+    );
+    assert_eq!(
+        http()
+            .get(api.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "alive"
+    );
+
+    let _redis = RedisServer::start_on(port);
+    wait_status(&api.url("/readyz"), 200, Duration::from_secs(20)).await;
+    // New work flows again: the worker reconnected, and so did the api's event stream reader.
+    let id = api.submit(STUDY_TEXT, "after").await;
+    let events = http()
+        .get(api.url(&format!("/api/job-events?jobId={id}")))
+        .send()
+        .await
+        .unwrap();
+    let (events, ended) = read_sse(events, 10, Duration::from_secs(20)).await;
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names.last(), Some(&"completed"), "{names:?}");
+    assert!(ended);
+    // The job was still running at `connected`, so `completed` came through the live feed,
+    // which had to reconnect after the restart.
+    assert_ne!(events[0].data["status"], "completed", "{:?}", events[0]);
+}

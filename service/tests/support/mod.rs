@@ -25,7 +25,11 @@ impl RedisServer {
     /// Starts redis-server. Panics (fails the test) if it is not installed: Redis tests must
     /// never be skipped silently. `.ci/test.sh` installs it.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts redis-server on a given loopback port (to restart one in the same place).
+    pub fn start_on(port: u16) -> Self {
         let dir = std::env::temp_dir().join(format!("fc-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let child = Command::new("redis-server")
