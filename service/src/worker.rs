@@ -304,6 +304,17 @@ impl Worker {
         let period = self.options.budget_period.current_key();
         let limit = self.options.budget_limit_micros;
         self.reserve(&period, reserved, limit).await?;
+        self.report_progress(
+            claim,
+            "generating",
+            10,
+            format!(
+                "Generating {} flashcards with {}",
+                request.card_count,
+                self.provider.model()
+            ),
+        )
+        .await;
         let generated = self.provider.generate(request).await;
         let (usage, cost) = match &generated {
             Ok(generation) => {
@@ -338,6 +349,21 @@ impl Worker {
             model: self.provider.model().to_owned(),
             cost_micros: cost,
         })
+    }
+
+    /// Tells the job's followers where the attempt stands (SSE `progress`). Best effort: a
+    /// failure to report never fails the job.
+    async fn report_progress(&self, claim: &Claim, stage: &str, percent: u8, message: String) {
+        let event = json!({
+            "type": "progress",
+            "at": now_ms(),
+            "stage": stage,
+            "percent": percent,
+            "message": message,
+        });
+        if let Err(e) = self.store.progress(&claim.lease, &event).await {
+            tracing::warn!(job = %claim.lease.job_id, error = %e, "could not report progress");
+        }
     }
 
     /// Reserves the job's maximum cost. A refusal while other jobs hold reservations may pass

@@ -167,11 +167,22 @@ async fn sse_events_cross_processes_in_order_with_resume() {
     for reader in readers {
         let (events, ended) = reader.await.unwrap();
         let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-        assert_eq!(names, ["connected", "active", "completed"], "{events:?}");
+        assert_eq!(
+            names,
+            ["connected", "active", "progress", "completed"],
+            "{events:?}"
+        );
         assert!(ended, "the server ends the stream after the terminal event");
-        assert_eq!(events[1].id.as_deref(), Some("1"));
-        assert_eq!(events[2].id.as_deref(), Some("2"));
-        let completed = &events[2].data;
+        let ids: Vec<Option<&str>> = events.iter().map(|e| e.id.as_deref()).collect();
+        assert_eq!(ids, [None, Some("1"), Some("2"), Some("3")]);
+        assert_eq!(events[2].data["stage"], "generating");
+        assert!(
+            events[2].data["message"]
+                .as_str()
+                .unwrap()
+                .contains("10 flashcards")
+        );
+        let completed = &events[3].data;
         assert_eq!(completed["jobId"], id.as_str());
         assert!(completed["duration"].as_u64().is_some());
         assert!(completed["timestamp"].as_str().unwrap().ends_with('Z'));
@@ -186,11 +197,11 @@ async fn sse_events_cross_processes_in_order_with_resume() {
     // Late subscriber: gets the whole history at once, and the stream ends.
     let (late, ended) = read_sse(subscribe(None).await.unwrap(), 10, Duration::from_secs(5)).await;
     let names: Vec<&str> = late.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(names, ["connected", "active", "completed"]);
+    assert_eq!(names, ["connected", "active", "progress", "completed"]);
     assert!(ended);
-    // Resume after `active`: exactly the missing event, no duplicate.
+    // Resume after `progress`: exactly the missing event, no duplicate.
     let (resumed, _) = read_sse(
-        subscribe(Some("1")).await.unwrap(),
+        subscribe(Some("2")).await.unwrap(),
         10,
         Duration::from_secs(5),
     )
@@ -199,9 +210,9 @@ async fn sse_events_cross_processes_in_order_with_resume() {
         .iter()
         .map(|e| (e.event.as_str(), e.id.as_deref()))
         .collect();
-    assert_eq!(resumed, [("connected", None), ("completed", Some("2"))]);
+    assert_eq!(resumed, [("connected", None), ("completed", Some("3"))]);
     // Resume after the terminal event: 204 tells EventSource to stop.
-    assert_eq!(subscribe(Some("2")).await.unwrap().status(), 204);
+    assert_eq!(subscribe(Some("3")).await.unwrap().status(), 204);
     let stats = api.get_json("/api/sse/stats").await;
     assert_eq!(stats["connections"], 0, "{stats}");
     assert!(stats["eventsSent"].as_u64().unwrap() >= 10);
@@ -214,16 +225,16 @@ async fn resume_in_the_middle_of_a_running_job() {
     let _worker = worker(&redis, &["--simulated-latency-ms", "1500"]).await;
     let id = api.submit(STUDY_TEXT, "resume").await;
     let url = api.url(&format!("/api/job-events?jobId={id}"));
-    // First connection: read `connected` and `active`, then drop it mid-job.
+    // First connection: read up to `progress`, then drop it mid-job.
     let (events, _) = read_sse(
         http().get(&url).send().await.unwrap(),
-        2,
+        3,
         Duration::from_secs(10),
     )
     .await;
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(names, ["connected", "active"]);
-    let last = events[1].id.clone().unwrap();
+    assert_eq!(names, ["connected", "active", "progress"]);
+    let last = events[2].id.clone().unwrap();
     // Reconnect while the job still runs: only `completed` follows, exactly once.
     let response = http()
         .get(&url)
@@ -236,7 +247,7 @@ async fn resume_in_the_middle_of_a_running_job() {
         .iter()
         .map(|e| (e.event.as_str(), e.id.as_deref()))
         .collect();
-    assert_eq!(names, [("connected", None), ("completed", Some("2"))]);
+    assert_eq!(names, [("connected", None), ("completed", Some("3"))]);
     assert!(ended);
 }
 
@@ -546,7 +557,17 @@ async fn sigterm_past_the_grace_period_hands_jobs_to_another_worker() {
         .iter()
         .map(|e| e.kind().to_owned())
         .collect();
-    assert_eq!(kinds, ["active", "waiting", "active", "completed"]);
+    assert_eq!(
+        kinds,
+        [
+            "active",
+            "progress",
+            "waiting",
+            "active",
+            "progress",
+            "completed"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -96,6 +96,19 @@ async fn enqueue_claim_complete(store: DynStore) {
     assert_eq!(store.events_after(&job.id, 0).await.unwrap().len(), 2);
 }
 
+async fn progress_is_recorded_only_for_the_lease_holder(store: DynStore) {
+    let id = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
+    let claim = store.claim("w", LEASE).await.unwrap().unwrap();
+    let event = json!({"type": "progress", "at": 1, "stage": "generating", "percent": 10});
+    assert!(store.progress(&claim.lease, &event).await.unwrap());
+    let events = store.events_after(&id, 1).await.unwrap();
+    assert_eq!((events[0].seq, events[0].kind()), (2, "progress"));
+    assert_eq!(events[0].body["percent"], 10);
+    assert!(store.release(&claim.lease).await.unwrap());
+    assert!(!store.progress(&claim.lease, &event).await.unwrap());
+    assert_eq!(store.events_after(&id, 0).await.unwrap().len(), 3);
+}
+
 async fn claim_is_fifo_and_empty_is_none(store: DynStore) {
     assert!(store.claim("w", LEASE).await.unwrap().is_none());
     let a = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
@@ -524,6 +537,7 @@ macro_rules! conformance {
 conformance!(
     enqueue_claim_complete,
     claim_is_fifo_and_empty_is_none,
+    progress_is_recorded_only_for_the_lease_holder,
     idempotency_key_returns_existing_job,
     retries_through_delayed_then_fails,
     permanent_failure_skips_retries,

@@ -268,6 +268,15 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn progress(&self, lease: &Lease, event: &Value) -> StoreResult<bool> {
+        let mut state = self.lock();
+        if !Self::lease_is(&state, lease) {
+            return Ok(false);
+        }
+        self.append_event(&mut state, &lease.job_id, event.clone());
+        Ok(true)
+    }
+
     async fn fail(&self, lease: &Lease, failure: &Failure) -> StoreResult<FailOutcome> {
         let now = now_ms();
         let mut state = self.lock();

@@ -269,6 +269,9 @@ pub trait Store: Send + Sync + 'static {
         result: &crate::job::JobResult,
         event: &serde_json::Value,
     ) -> StoreResult<bool>;
+    /// Appends a `progress` event (a JSON object without `seq`) while `lease` is held; false if
+    /// it was lost.
+    async fn progress(&self, lease: &Lease, event: &serde_json::Value) -> StoreResult<bool>;
     /// Ends a failed attempt: retry through `delayed`, or fail the job. Appends `retrying` or
     /// `failed`.
     async fn fail(&self, lease: &Lease, failure: &Failure) -> StoreResult<FailOutcome>;

@@ -41,6 +41,7 @@ struct Scripts {
     claim: Script,
     renew: Script,
     complete: Script,
+    progress: Script,
     fail: Script,
     release: Script,
     recover: Script,
@@ -58,6 +59,7 @@ impl Scripts {
             claim: script!("claim"),
             renew: script!("renew"),
             complete: script!("complete"),
+            progress: script!("progress"),
             fail: script!("fail"),
             release: script!("release"),
             recover: script!("recover"),
@@ -234,6 +236,20 @@ impl Store for RedisStore {
             .invoke_async(&mut self.conn())
             .await?;
         Ok(done == 1)
+    }
+
+    async fn progress(&self, lease: &Lease, event: &serde_json::Value) -> StoreResult<bool> {
+        let appended: i64 = self
+            .scripts
+            .progress
+            .key(self.keys.job(&lease.job_id))
+            .arg(self.prefix())
+            .arg(&lease.job_id)
+            .arg(&lease.token)
+            .arg(event.to_string())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(appended == 1)
     }
 
     async fn fail(&self, lease: &Lease, failure: &Failure) -> StoreResult<FailOutcome> {
