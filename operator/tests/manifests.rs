@@ -279,12 +279,12 @@ impl HttpRoute {
         }
         for rule in &self.spec.rules {
             for m in &rule.matches {
-                if let Some(t) = m.path.as_ref().and_then(|p| p.type_.as_deref()) {
-                    if !["Exact", "PathPrefix", "RegularExpression"].contains(&t) {
-                        return Err(format!(
-                            "path match type {t:?} is not Exact, PathPrefix or RegularExpression"
-                        ));
-                    }
+                if let Some(t) = m.path.as_ref().and_then(|p| p.type_.as_deref())
+                    && !["Exact", "PathPrefix", "RegularExpression"].contains(&t)
+                {
+                    return Err(format!(
+                        "path match type {t:?} is not Exact, PathPrefix or RegularExpression"
+                    ));
                 }
             }
             if let Some(t) = &rule.timeouts {

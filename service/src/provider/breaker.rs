@@ -254,12 +254,12 @@ impl CircuitBreaker {
 
     fn release_trial(&self, epoch: u64) {
         let mut inner = self.lock();
-        if inner.epoch == epoch {
-            if let Phase::HalfOpen { .. } = inner.phase {
-                inner.phase = Phase::HalfOpen {
-                    trial_in_flight: false,
-                };
-            }
+        if inner.epoch == epoch
+            && let Phase::HalfOpen { .. } = inner.phase
+        {
+            inner.phase = Phase::HalfOpen {
+                trial_in_flight: false,
+            };
         }
     }
 
