@@ -10,13 +10,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::budget::{BudgetPeriod, Prices, micros_to_usd};
+use crate::budget::{BudgetPeriod, Prices};
 use crate::job::{JobResult, now_ms};
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::{Provider, ProviderError};
 use crate::store::{
-    Claim, FailOutcome, Failure, KillSwitch, Reservation, Retention, SetBy, Store, WorkerInfo,
+    Claim, FailOutcome, Failure, KillSwitch, Reservation, Retention, Store, WorkerInfo,
 };
 
 /// How a worker behaves; built from the command line.
@@ -401,16 +401,11 @@ impl Worker {
         match self.store.kill_switch().await {
             Ok(current) if current.enabled => {}
             Ok(_) => {
-                let state = KillSwitch {
-                    enabled: true,
-                    reason: Some(format!(
-                        "Budget limit reached: ${:.2} of ${:.2} spent in period {period}",
-                        micros_to_usd(spent_micros),
-                        micros_to_usd(self.options.budget_limit_micros)
-                    )),
-                    set_by: Some(SetBy::Budget),
-                    since: Some(now_ms()),
-                };
+                let state = KillSwitch::budget_exhausted(
+                    spent_micros,
+                    self.options.budget_limit_micros,
+                    period,
+                );
                 match self.store.set_kill_switch(&state).await {
                     Ok(()) => tracing::warn!(period, "budget limit reached: kill-switch on"),
                     Err(e) => tracing::error!(error = %e, "could not switch the kill-switch on"),

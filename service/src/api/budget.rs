@@ -47,28 +47,18 @@ impl BudgetGate {
             tracing::info!("new budget period: the budget kill-switch is off again");
         }
         if self.limit_micros > 0 {
-            let spend = store.spend(&self.period.current_key()).await?;
+            let period = self.period.current_key();
+            let spend = store.spend(&period).await?;
             if spend.spent_micros >= self.limit_micros {
-                let state = KillSwitch {
-                    enabled: true,
-                    reason: Some(format!(
-                        "Budget limit reached: ${:.2} of ${:.2} spent in period {}",
-                        micros_to_usd(spend.spent_micros),
-                        micros_to_usd(self.limit_micros),
-                        self.period.current_key()
-                    )),
-                    set_by: Some(SetBy::Budget),
-                    since: Some(now_ms()),
-                };
+                let state =
+                    KillSwitch::budget_exhausted(spend.spent_micros, self.limit_micros, &period);
                 store.set_kill_switch(&state).await?;
                 return Err(Self::refused());
             }
         }
         Ok(())
     }
-}
 
-impl BudgetGate {
     /// A kill-switch the service set for an earlier budget period ends with that period.
     fn budget_switch_expired(&self, kill_switch: &KillSwitch) -> bool {
         let Some(since) = kill_switch

@@ -39,6 +39,29 @@ pub struct AppState {
     pub local_breaker: Option<Arc<dyn Fn() -> &'static str + Send + Sync>>,
 }
 
+impl AppState {
+    /// Reads the shared state the gauges and alert flags describe (the store reads in parallel).
+    pub async fn shared_state(&self) -> Result<SharedState, ApiError> {
+        let store = &self.store;
+        let period = self.budget.period.current_key();
+        let (counts, workers, kill_switch, spend) = tokio::try_join!(
+            store.counts(),
+            store.workers(),
+            store.kill_switch(),
+            store.spend(&period),
+        )?;
+        Ok(SharedState {
+            counts,
+            workers,
+            kill_switch,
+            spend,
+            period,
+            limit_micros: self.budget.limit_micros,
+            warn_ratio: self.budget.warn_ratio,
+        })
+    }
+}
+
 /// The interactive SSE demo page (the seed's `sse-example.html`).
 const DEMO_PAGE: &str = include_str!("../../static/sse-example.html");
 
@@ -164,25 +187,9 @@ async fn sse_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let store = &state.store;
-    let counts = store.counts().await?;
-    let workers = store.workers().await?;
-    let kill_switch = store.kill_switch().await?;
-    let period = state.budget.period.current_key();
-    let spend = store.spend(&period).await?;
+    let shared = state.shared_state().await?;
     let local = state.local_breaker.as_ref().map(|f| f());
-    state.metrics.observe_shared(
-        &SharedState {
-            counts,
-            workers: &workers,
-            kill_switch: &kill_switch,
-            spend,
-            period: &period,
-            limit_micros: state.budget.limit_micros,
-            warn_ratio: state.budget.warn_ratio,
-        },
-        local,
-    );
+    state.metrics.observe_shared(&shared, local);
     let text = state.metrics.encode().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

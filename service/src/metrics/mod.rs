@@ -106,13 +106,16 @@ impl MetricConstructor<Histogram> for Buckets {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// A snapshot of shared state for the store-backed gauges.
-pub struct SharedState<'a> {
+/// A snapshot of shared state (read from the store) with the budget in force: what the
+/// store-backed gauges and the alert flags are computed from.
+#[derive(Debug, Clone)]
+pub struct SharedState {
     pub counts: QueueCounts,
-    pub workers: &'a [WorkerInfo],
-    pub kill_switch: &'a KillSwitch,
+    pub workers: Vec<WorkerInfo>,
+    pub kill_switch: KillSwitch,
     pub spend: Spend,
-    pub period: &'a str,
+    /// Key of the current budget period.
+    pub period: String,
     pub limit_micros: u64,
     pub warn_ratio: f64,
 }
@@ -383,7 +386,7 @@ impl Metrics {
     }
 
     /// Sets the gauges that mirror shared state; `local_breaker` is this process's own breaker.
-    pub fn observe_shared(&self, shared: &SharedState<'_>, local_breaker: Option<&str>) {
+    pub fn observe_shared(&self, shared: &SharedState, local_breaker: Option<&str>) {
         let p = &self.pipeline;
         let state = |s: &str| StateLabels {
             pipeline: p.clone(),

@@ -182,6 +182,21 @@ impl KillSwitch {
             since: None,
         }
     }
+
+    /// The switch the service turns on itself when a period's budget is spent.
+    pub fn budget_exhausted(spent_micros: u64, limit_micros: u64, period: &str) -> Self {
+        use crate::budget::micros_to_usd;
+        Self {
+            enabled: true,
+            reason: Some(format!(
+                "Budget limit reached: ${:.2} of ${:.2} spent in period {period}",
+                micros_to_usd(spent_micros),
+                micros_to_usd(limit_micros)
+            )),
+            set_by: Some(SetBy::Budget),
+            since: Some(crate::job::now_ms()),
+        }
+    }
 }
 
 /// Spend of one budget period, in micro-dollars.
