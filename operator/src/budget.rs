@@ -1,27 +1,34 @@
-//! The budget decision: compare the period's spend with the spec and say what to do with the
-//! store's kill-switch. Pure; the reconciler applies the action.
+//! The budget decision: what the operator writes into the pipeline's store. Pure; the
+//! reconciler applies it.
 //!
-//! - automatic: on at the limit (`setBy=operator`), off again when the spend is below the limit
-//!   (next period, raised or removed limit, automatic switched off);
+//! - the budget in force (limit, period, warn percent, enforcement from
+//!   `spec.budget.killSwitch.automatic`) is written to the store whenever it differs, so every
+//!   api and worker pod follows a change at once, without a rollout;
+//! - the automatic budget stop (`setBy=budget`) is the store's own: it switches on when spend
+//!   reaches the enforced limit and ends by itself when the limit covers the spend again or the
+//!   period rolls over (see `flashcard_service::store::budget_stop_lapsed`);
 //! - manual (`spec.budget.killSwitch.manual`): on with the given reason, `setBy=resource`;
 //!   cleared only when the manual switch is turned off again;
-//! - the service's own budget switch (`setBy=budget`, set when the period's budget cannot cover
-//!   another job): cleared when the period rolls over, or the limit is raised or removed;
+//! - a switch an earlier operator version set (`setBy=operator`) is cleared: the budget stop
+//!   now does its job;
 //! - a kill-switch a person set through the admin API is never cleared.
+//!
+//! After the store lost its data ([`restore`]), the period's spend is restored from the last
+//! value the status recorded.
 
-use flashcard_service::budget::{BudgetPeriod, usd_to_micros};
-use flashcard_service::store::{KillSwitch, SetBy};
+use flashcard_service::budget::usd_to_micros;
+use flashcard_service::store::{BudgetConfig, BudgetSource, BudgetState, KillSwitch, SetBy};
 
-use crate::crd::BudgetSpec;
+use crate::crd::{BudgetSpec, BudgetStatus};
 
 /// Who holds the kill-switch, as the status reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {
-    /// The operator, because the budget was reached.
+    /// An earlier operator version, because the budget was reached.
     Operator,
     /// A person, through `spec.budget.killSwitch.manual`.
     Resource,
-    /// The service, because the period's budget cannot cover another job.
+    /// The automatic budget stop: spend reached the limit in force.
     Budget,
     /// A person, through the admin API.
     Admin,
@@ -84,6 +91,8 @@ impl Level {
 /// The decision and the facts behind it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The budget to write, when the store's differs from the spec.
+    pub write: Option<BudgetConfig>,
     pub action: Action,
     pub level: Level,
     /// Spend as percent of the limit (0 without a limit).
@@ -92,17 +101,23 @@ pub struct Decision {
     pub after: KillSwitch,
 }
 
-/// Decides. `period` is the current period key; `now_ms` stamps a new kill-switch;
-/// `previous_limit_usd` is the limit the last status reported (to notice a raised limit).
-pub fn decide(
-    spec: &BudgetSpec,
-    spent_micros: u64,
-    current: &KillSwitch,
-    period: &str,
-    now_ms: u64,
-    previous_limit_usd: Option<f64>,
-) -> Decision {
-    let limit_micros = usd_to_micros(spec.limit_usd);
+/// The budget in force that `spec` asks for.
+pub fn desired(spec: &BudgetSpec) -> BudgetConfig {
+    BudgetConfig {
+        limit_micros: usd_to_micros(spec.limit_usd),
+        period: spec.period.into(),
+        warn_percent: spec.warn_at_percent,
+        enforce: spec.kill_switch.automatic,
+        source: BudgetSource::Operator,
+    }
+}
+
+/// Decides from the spec and what the store holds; `now_ms` stamps a new kill-switch.
+pub fn decide(spec: &BudgetSpec, state: &BudgetState, now_ms: u64) -> Decision {
+    let want = desired(spec);
+    let write = (!state.stored || state.config != want).then_some(want);
+    let limit_micros = want.limit_micros;
+    let spent_micros = state.spend.spent_micros;
     let percent = if limit_micros == 0 {
         0.0
     } else {
@@ -117,51 +132,26 @@ pub fn decide(
     } else {
         Level::WithinBudget
     };
-    let enable = |set_by: SetBy, reason: String| {
-        Action::Enable(KillSwitch {
-            enabled: true,
-            reason: Some(reason),
-            set_by: Some(set_by),
-            since: Some(now_ms),
-        })
-    };
+    let current = &state.kill_switch;
     let holder = Holder::of(current);
     let ks = &spec.kill_switch;
-    let over = level == Level::LimitReached && ks.automatic;
-    let budget_switch_stale = || {
-        let rolled_over = current
-            .since
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms as i64).ok())
-            .is_some_and(|since| BudgetPeriod::from(spec.period).key(since) != period);
-        let raised = previous_limit_usd.is_some_and(|before| spec.limit_usd > before);
-        rolled_over || raised || limit_micros == 0
-    };
     let action = if ks.manual {
-        let reason = ks.reason.clone();
         match holder {
-            Some(Holder::Resource) if current.reason.as_deref() == Some(reason.as_str()) => {
+            Some(Holder::Resource) if current.reason.as_deref() == Some(ks.reason.as_str()) => {
                 Action::Keep
             }
             Some(Holder::Admin) => Action::Keep,
-            _ => enable(SetBy::Resource, reason),
+            _ => Action::Enable(KillSwitch::manual(
+                SetBy::Resource,
+                Some(ks.reason.clone()),
+                now_ms,
+            )),
         }
     } else {
         match holder {
-            Some(Holder::Admin) => Action::Keep,
-            Some(Holder::Budget) if budget_switch_stale() => Action::Clear(SetBy::Budget),
-            Some(Holder::Budget) => Action::Keep,
-            Some(Holder::Resource) if over => enable(
-                SetBy::Operator,
-                limit_reason(spent_micros, limit_micros, period),
-            ),
             Some(Holder::Resource) => Action::Clear(SetBy::Resource),
-            Some(Holder::Operator) if over => Action::Keep,
             Some(Holder::Operator) => Action::Clear(SetBy::Operator),
-            None if over => enable(
-                SetBy::Operator,
-                limit_reason(spent_micros, limit_micros, period),
-            ),
-            None => Action::Keep,
+            Some(Holder::Budget | Holder::Admin) | None => Action::Keep,
         }
     };
     let after = match &action {
@@ -170,6 +160,7 @@ pub fn decide(
         Action::Clear(_) => KillSwitch::off(),
     };
     Decision {
+        write,
         action,
         level,
         percent,
@@ -177,18 +168,50 @@ pub fn decide(
     }
 }
 
-fn limit_reason(spent: u64, limit: u64, period: &str) -> String {
-    format!(
-        "budget reached: spent ${:.2} of ${:.2} in period {period}",
-        flashcard_service::budget::micros_to_usd(spent),
-        flashcard_service::budget::micros_to_usd(limit)
-    )
+/// What to do about the store's epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// The store has the epoch the status recorded.
+    Nothing,
+    /// No epoch was recorded yet (first reconcile, or an upgrade): adopt the store's, creating
+    /// one if it has none.
+    Adopt,
+    /// The store lost its data (its epoch is gone or another): raise the period's spend back to
+    /// what the status recorded, then adopt a new epoch.
+    Restore { period: String, spent_micros: u64 },
+}
+
+/// Compares the store's epoch with the one the status recorded.
+pub fn restore(recorded: Option<&BudgetStatus>, state: &BudgetState) -> Restore {
+    let seen = state.epoch.as_ref().map(|e| e.id.as_str());
+    match recorded.and_then(|b| b.store_epoch.as_deref()) {
+        None => {
+            if seen.is_some() {
+                Restore::Nothing
+            } else {
+                Restore::Adopt
+            }
+        }
+        Some(epoch) if Some(epoch) == seen => Restore::Nothing,
+        Some(_) => {
+            let b = recorded.map(|b| (b.period.clone(), b.spent_micros));
+            match b {
+                // Spend of an earlier period is history: the new period starts at zero anyway.
+                Some((period, spent)) if period == state.period && spent > 0 => Restore::Restore {
+                    period,
+                    spent_micros: spent,
+                },
+                _ => Restore::Adopt,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::KillSwitchSpec;
+    use flashcard_service::store::{Epoch, Spend};
 
     fn spec(limit: f64) -> BudgetSpec {
         BudgetSpec {
@@ -197,112 +220,104 @@ mod tests {
         }
     }
 
-    fn usd(x: f64) -> u64 {
-        usd_to_micros(x)
-    }
-
-    fn on(set_by: SetBy, reason: &str) -> KillSwitch {
-        KillSwitch {
-            enabled: true,
-            reason: Some(reason.into()),
-            set_by: Some(set_by),
-            since: Some(1),
+    fn state(spec: &BudgetSpec, spent_usd: f64, ks: KillSwitch) -> BudgetState {
+        BudgetState {
+            config: desired(spec),
+            stored: true,
+            kill_switch: ks,
+            period: "2026-12".into(),
+            spend: Spend {
+                spent_micros: usd_to_micros(spent_usd),
+                ..Spend::default()
+            },
+            epoch: Some(Epoch {
+                id: "e1".into(),
+                created_ms: 1,
+            }),
         }
     }
 
-    #[test]
-    fn switches_on_at_the_limit() {
-        let d = decide(
-            &spec(100.0),
-            usd(100.0),
-            &KillSwitch::off(),
-            "2026-11",
-            42,
-            None,
-        );
-        assert_eq!(d.level, Level::LimitReached);
-        let Action::Enable(ks) = &d.action else {
-            panic!("{:?}", d.action)
-        };
-        assert_eq!(ks.set_by, Some(SetBy::Operator));
-        assert_eq!(ks.since, Some(42));
-        assert!(ks.reason.as_deref().unwrap().contains("$100.00 of $100.00"));
-        assert!(d.after.enabled);
+    fn on(set_by: SetBy, reason: &str) -> KillSwitch {
+        KillSwitch::manual(set_by, Some(reason.into()), 1)
     }
 
     #[test]
-    fn below_limit_does_nothing_but_warns() {
-        let d = decide(&spec(100.0), usd(85.0), &KillSwitch::off(), "p", 0, None);
+    fn writes_the_budget_only_when_the_store_differs() {
+        let s = spec(100.0);
+        let same = decide(&s, &state(&s, 0.0, KillSwitch::off()), 0);
+        assert_eq!(same.write, None);
+        let raised = spec(200.0);
+        let d = decide(&raised, &state(&s, 0.0, KillSwitch::off()), 0);
+        let written = d.write.expect("a changed limit is written");
+        assert_eq!(written.limit_micros, 200_000_000);
+        assert_eq!(written.source, BudgetSource::Operator);
+        assert!(written.enforce);
+        let mut missing = state(&s, 0.0, KillSwitch::off());
+        missing.stored = false;
+        assert!(
+            decide(&s, &missing, 0).write.is_some(),
+            "a lost budget is rewritten"
+        );
+        let mut advisory = spec(100.0);
+        advisory.kill_switch.automatic = false;
+        let d = decide(&advisory, &state(&s, 0.0, KillSwitch::off()), 0);
+        assert_eq!(d.write.map(|w| w.enforce), Some(false));
+    }
+
+    #[test]
+    fn levels_follow_the_spend() {
+        let s = spec(100.0);
+        let d = decide(&s, &state(&s, 85.0, KillSwitch::off()), 0);
         assert_eq!((d.action, d.level), (Action::Keep, Level::NearlyExhausted));
         assert!((d.percent - 85.0).abs() < 1e-9);
-        let d = decide(&spec(100.0), usd(10.0), &KillSwitch::off(), "p", 0, None);
-        assert_eq!(d.level, Level::WithinBudget);
+        assert_eq!(
+            decide(&s, &state(&s, 10.0, KillSwitch::off()), 0).level,
+            Level::WithinBudget
+        );
+        assert_eq!(
+            decide(&s, &state(&s, 100.0, KillSwitch::off()), 0).level,
+            Level::LimitReached
+        );
+        let none = spec(0.0);
+        assert_eq!(
+            decide(&none, &state(&none, 5.0, KillSwitch::off()), 0).level,
+            Level::NoLimit
+        );
     }
 
     #[test]
-    fn stays_on_while_over_and_off_when_the_limit_is_raised() {
-        let ours = on(SetBy::Operator, "budget reached");
-        let d = decide(&spec(100.0), usd(120.0), &ours, "p", 0, None);
+    fn the_budget_stop_is_left_to_the_store() {
+        let s = spec(100.0);
+        let stop = on(SetBy::Budget, "Budget limit reached");
+        let d = decide(&s, &state(&s, 120.0, stop.clone()), 0);
         assert_eq!(d.action, Action::Keep);
-        let d = decide(&spec(200.0), usd(120.0), &ours, "p", 0, None);
-        assert_eq!(d.action, Action::Clear(SetBy::Operator));
-        assert!(!d.after.enabled);
+        assert_eq!(Holder::of(&d.after), Some(Holder::Budget));
     }
 
     #[test]
-    fn period_roll_over_clears_the_operator_switch() {
-        // The new period's spend starts at zero.
-        let ours = on(SetBy::Operator, "budget reached");
-        let d = decide(&spec(100.0), 0, &ours, "2026-12", 0, None);
+    fn an_earlier_operator_switch_is_cleared() {
+        let s = spec(100.0);
+        let old = on(SetBy::Operator, "budget reached");
+        let d = decide(&s, &state(&s, 120.0, old), 0);
         assert_eq!(d.action, Action::Clear(SetBy::Operator));
-    }
-
-    #[test]
-    fn removing_the_limit_or_automatic_clears_the_operator_switch() {
-        let ours = on(SetBy::Operator, "budget reached");
-        assert_eq!(
-            decide(&spec(0.0), usd(500.0), &ours, "p", 0, None).action,
-            Action::Clear(SetBy::Operator)
-        );
-        let mut s = spec(100.0);
-        s.kill_switch.automatic = false;
-        assert_eq!(
-            decide(&s, usd(500.0), &ours, "p", 0, None).action,
-            Action::Clear(SetBy::Operator)
-        );
-        assert_eq!(
-            decide(&s, usd(500.0), &KillSwitch::off(), "p", 0, None).action,
-            Action::Keep
-        );
     }
 
     #[test]
     fn never_clears_an_admin_switch() {
         let admin = on(SetBy::Admin, "incident 42");
         for (limit, spent) in [(100.0, 0.0), (100.0, 500.0), (0.0, 0.0)] {
-            let d = decide(&spec(limit), usd(spent), &admin, "p", 0, None);
+            let s = spec(limit);
+            let d = decide(&s, &state(&s, spent, admin.clone()), 0);
             assert_eq!(d.action, Action::Keep);
             assert!(d.after.enabled);
         }
-    }
-
-    #[test]
-    fn service_budget_switch_ends_with_its_period_or_a_raised_limit() {
-        // Set on 2026-11-26 (monthly period 2026-11).
-        let since: jiff::Timestamp = "2026-11-26T12:00:00Z".parse().unwrap();
-        let budget = KillSwitch {
-            since: Some(since.as_millisecond() as u64),
-            ..on(SetBy::Budget, "cannot cover another job")
-        };
-        let keep = decide(&spec(100.0), usd(99.0), &budget, "2026-11", 0, Some(100.0));
-        assert_eq!(keep.action, Action::Keep);
-        assert_eq!(Holder::of(&budget), Some(Holder::Budget));
-        let next_period = decide(&spec(100.0), 0, &budget, "2026-12", 0, Some(100.0));
-        assert_eq!(next_period.action, Action::Clear(SetBy::Budget));
-        let raised = decide(&spec(150.0), usd(99.0), &budget, "2026-11", 0, Some(100.0));
-        assert_eq!(raised.action, Action::Clear(SetBy::Budget));
-        let removed = decide(&spec(0.0), usd(99.0), &budget, "2026-11", 0, Some(100.0));
-        assert_eq!(removed.action, Action::Clear(SetBy::Budget));
+        let mut manual = spec(0.0);
+        manual.kill_switch.manual = true;
+        manual.kill_switch.reason = "x".into();
+        assert_eq!(
+            decide(&manual, &state(&manual, 0.0, admin), 0).action,
+            Action::Keep
+        );
     }
 
     #[test]
@@ -313,39 +328,79 @@ mod tests {
             manual: true,
             reason: "maintenance".into(),
         };
-        let d = decide(&s, 0, &KillSwitch::off(), "p", 7, None);
+        let d = decide(&s, &state(&s, 0.0, KillSwitch::off()), 7);
         let Action::Enable(ks) = &d.action else {
             panic!("{:?}", d.action)
         };
-        assert_eq!(ks.set_by, Some(SetBy::Resource));
+        assert_eq!((ks.set_by, ks.since), (Some(SetBy::Resource), Some(7)));
         assert_eq!(ks.reason.as_deref(), Some("maintenance"));
-        assert_eq!(Holder::of(ks), Some(Holder::Resource));
-        // Applied: nothing more to do, even over the limit.
         let applied = ks.clone();
         assert_eq!(
-            decide(&s, usd(500.0), &applied, "p", 8, None).action,
+            decide(&s, &state(&s, 500.0, applied.clone()), 8).action,
             Action::Keep
         );
-        // An operator switch is taken over by the manual one (so it is no longer auto-cleared).
-        let d = decide(&s, 0, &on(SetBy::Operator, "x"), "p", 9, None);
+        // It takes over from the budget stop (a person's switch is never cleared by itself).
+        let d = decide(&s, &state(&s, 0.0, on(SetBy::Budget, "x")), 9);
         assert!(matches!(d.action, Action::Enable(ref k) if k.set_by == Some(SetBy::Resource)));
-        // Turned off in the resource: cleared.
         s.kill_switch.manual = false;
         assert_eq!(
-            decide(&s, 0, &applied, "p", 10, None).action,
+            decide(&s, &state(&s, 0.0, applied), 10).action,
             Action::Clear(SetBy::Resource)
         );
-        // ... unless the budget is exhausted: then the operator takes over.
-        let d = decide(&s, usd(100.0), &applied, "p", 11, None);
-        assert!(matches!(d.action, Action::Enable(ref k) if k.set_by == Some(SetBy::Operator)));
+    }
+
+    fn recorded(epoch: Option<&str>, period: &str, spent_micros: u64) -> BudgetStatus {
+        BudgetStatus {
+            period: period.into(),
+            spent_micros,
+            store_epoch: epoch.map(str::to_owned),
+            ..BudgetStatus::default()
+        }
     }
 
     #[test]
-    fn manual_switch_never_overrides_an_admin_switch() {
-        let mut s = spec(0.0);
-        s.kill_switch.manual = true;
-        s.kill_switch.reason = "x".into();
-        let admin = on(SetBy::Admin, "incident");
-        assert_eq!(decide(&s, 0, &admin, "p", 0, None).action, Action::Keep);
+    fn a_store_that_lost_its_data_gets_the_recorded_spend_back() {
+        let s = spec(100.0);
+        let mut lost = state(&s, 0.0, KillSwitch::off());
+        lost.epoch = None;
+        let status = recorded(Some("e1"), "2026-12", 37_000_000);
+        assert_eq!(
+            restore(Some(&status), &lost),
+            Restore::Restore {
+                period: "2026-12".into(),
+                spent_micros: 37_000_000
+            }
+        );
+        // A new epoch some process created in the meantime tells the same.
+        let mut other = state(&s, 0.0, KillSwitch::off());
+        other.epoch = Some(Epoch {
+            id: "e2".into(),
+            created_ms: 2,
+        });
+        assert!(matches!(
+            restore(Some(&status), &other),
+            Restore::Restore { .. }
+        ));
+        // The recorded spend belongs to an earlier period: nothing to bring back.
+        let old = recorded(Some("e1"), "2026-11", 37_000_000);
+        assert_eq!(restore(Some(&old), &lost), Restore::Adopt);
+    }
+
+    #[test]
+    fn the_same_epoch_or_none_recorded_restores_nothing() {
+        let s = spec(100.0);
+        let live = state(&s, 5.0, KillSwitch::off());
+        assert_eq!(
+            restore(Some(&recorded(Some("e1"), "2026-12", 1)), &live),
+            Restore::Nothing
+        );
+        assert_eq!(restore(None, &live), Restore::Nothing);
+        let mut fresh = live.clone();
+        fresh.epoch = None;
+        assert_eq!(restore(None, &fresh), Restore::Adopt);
+        assert_eq!(
+            restore(Some(&recorded(None, "2026-12", 9)), &fresh),
+            Restore::Adopt
+        );
     }
 }

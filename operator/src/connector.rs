@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use flashcard_service::keyspace::PipelineName;
+use flashcard_service::keyspace::PipelineId;
 use flashcard_service::store::redis::RedisStore;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -82,7 +82,8 @@ impl Connector for RedisConnector {
             e.checked = Instant::now();
             return Ok(e.store.clone());
         }
-        let pipeline = PipelineName::new(&p.name_any()).map_err(|e| e.to_string())?;
+        // The namespace is part of the keys: same-named pipelines of two namespaces never meet.
+        let pipeline = PipelineId::new(Some(&ns), &p.name_any()).map_err(|e| e.to_string())?;
         let store = tokio::time::timeout(CONNECT_TIMEOUT, RedisStore::connect(&url, &pipeline))
             .await
             .map_err(|_| "redis: connect timed out".to_owned())?

@@ -40,6 +40,8 @@ pub struct PipelineMemory {
     pub budget_level: Option<crate::budget::Level>,
     /// Whether the store was reachable at the last poll.
     pub store_ok: Option<bool>,
+    /// Who held the kill-switch at the last poll (`Some(None)`: nobody), for Events on changes.
+    pub kill_switch_holder: Option<Option<crate::budget::Holder>>,
 }
 
 /// Context handed to every reconcile.

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use flashcard_service::store::{
-    KillSwitch, QueueCounts, SetBy, Spend, StoreError, StoreResult, WorkerInfo,
+    BudgetConfig, BudgetState, Epoch, KillSwitch, QueueCounts, SetBy, Spend, StoreError,
+    StoreResult, WorkerInfo, budget_stop_lapsed,
 };
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
@@ -25,6 +26,10 @@ pub struct FakeState {
     pub workers: Mutex<Vec<WorkerInfo>>,
     pub kill_switch: Mutex<Option<KillSwitch>>,
     pub spent_micros: Mutex<u64>,
+    pub budget: Mutex<Option<BudgetConfig>>,
+    pub epoch: Mutex<Option<Epoch>>,
+    /// Every budget written, in order.
+    pub budget_writes: Mutex<Vec<BudgetConfig>>,
 }
 
 impl FakeState {
@@ -57,8 +62,60 @@ impl PipelineState for FakeState {
     async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
         Ok(self.workers.lock().unwrap().clone())
     }
-    async fn kill_switch(&self) -> StoreResult<KillSwitch> {
-        Ok(self.kill_switch_now())
+    async fn budget_state(&self) -> StoreResult<BudgetState> {
+        let stored = *self.budget.lock().unwrap();
+        let config = stored.unwrap_or_else(BudgetConfig::unlimited);
+        let now = jiff::Timestamp::now();
+        let spent_micros = *self.spent_micros.lock().unwrap();
+        let ks = self.kill_switch_now();
+        if budget_stop_lapsed(&ks, &config, spent_micros, now) {
+            *self.kill_switch.lock().unwrap() = None;
+        }
+        Ok(BudgetState {
+            config,
+            stored: stored.is_some(),
+            kill_switch: self.kill_switch_now(),
+            period: config.period_key(now),
+            spend: Spend {
+                spent_micros,
+                ..Spend::default()
+            },
+            epoch: self.epoch.lock().unwrap().clone(),
+        })
+    }
+    async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()> {
+        *self.budget.lock().unwrap() = Some(*budget);
+        self.budget_writes.lock().unwrap().push(*budget);
+        // As the real store does: the automatic stop at an enforced limit.
+        let spent = *self.spent_micros.lock().unwrap();
+        let limit = budget.enforced_limit();
+        if limit > 0 && spent >= limit && !self.kill_switch_now().enabled {
+            *self.kill_switch.lock().unwrap() = Some(KillSwitch {
+                limit_micros: Some(budget.limit_micros),
+                period: Some(budget.period_key(jiff::Timestamp::now())),
+                ..KillSwitch::manual(SetBy::Budget, Some("Budget limit reached".into()), 1)
+            });
+        }
+        Ok(())
+    }
+    async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)> {
+        let mut epoch = self.epoch.lock().unwrap();
+        match &*epoch {
+            Some(e) => Ok((e.clone(), false)),
+            None => {
+                let e = Epoch::new(1);
+                *epoch = Some(e.clone());
+                Ok((e, true))
+            }
+        }
+    }
+    async fn restore_spend(&self, _period: &str, spent_micros: u64) -> StoreResult<Spend> {
+        let mut spent = self.spent_micros.lock().unwrap();
+        *spent = (*spent).max(spent_micros);
+        Ok(Spend {
+            spent_micros: *spent,
+            ..Spend::default()
+        })
     }
     async fn set_kill_switch(&self, state: &KillSwitch) -> StoreResult<()> {
         *self.kill_switch.lock().unwrap() = Some(state.clone());
@@ -74,12 +131,6 @@ impl PipelineState for FakeState {
             return Ok(true);
         }
         Ok(false)
-    }
-    async fn spend(&self, _period: &str) -> StoreResult<Spend> {
-        Ok(Spend {
-            spent_micros: *self.spent_micros.lock().unwrap(),
-            ..Spend::default()
-        })
     }
 }
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flashcard_service::store::{
-    KillSwitch, QueueCounts, SetBy, Spend, Store, StoreResult, WorkerInfo,
+    BudgetConfig, BudgetState, Epoch, KillSwitch, QueueCounts, SetBy, Spend, Store, StoreResult,
+    WorkerInfo,
 };
 
 use crate::crd::FlashcardPipeline;
@@ -16,10 +17,12 @@ use crate::crd::FlashcardPipeline;
 pub trait PipelineState: Send + Sync {
     async fn counts(&self) -> StoreResult<QueueCounts>;
     async fn workers(&self) -> StoreResult<Vec<WorkerInfo>>;
-    async fn kill_switch(&self) -> StoreResult<KillSwitch>;
+    async fn budget_state(&self) -> StoreResult<BudgetState>;
+    async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()>;
     async fn set_kill_switch(&self, state: &KillSwitch) -> StoreResult<()>;
     async fn clear_kill_switch_if(&self, set_by: SetBy) -> StoreResult<bool>;
-    async fn spend(&self, period: &str) -> StoreResult<Spend>;
+    async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)>;
+    async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend>;
 }
 
 #[async_trait]
@@ -30,8 +33,11 @@ impl<T: Store> PipelineState for T {
     async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
         Store::workers(self).await
     }
-    async fn kill_switch(&self) -> StoreResult<KillSwitch> {
-        Store::kill_switch(self).await
+    async fn budget_state(&self) -> StoreResult<BudgetState> {
+        Store::budget_state(self).await
+    }
+    async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()> {
+        Store::set_budget(self, budget).await
     }
     async fn set_kill_switch(&self, state: &KillSwitch) -> StoreResult<()> {
         Store::set_kill_switch(self, state).await
@@ -39,8 +45,11 @@ impl<T: Store> PipelineState for T {
     async fn clear_kill_switch_if(&self, set_by: SetBy) -> StoreResult<bool> {
         Store::clear_kill_switch_if(self, set_by).await
     }
-    async fn spend(&self, period: &str) -> StoreResult<Spend> {
-        Store::spend(self, period).await
+    async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)> {
+        Store::ensure_epoch(self).await
+    }
+    async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend> {
+        Store::restore_spend(self, period, spent_micros).await
     }
 }
 

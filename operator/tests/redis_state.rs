@@ -1,5 +1,6 @@
 //! The operator against a real redis-server, through the service crate's `RedisStore`: queue
-//! depth and worker reading, the kill-switch on/off/never-clear-admin cycle, and the connector
+//! depth and worker reading, the budget written to the store and its stop, spend restored after
+//! Redis lost its data, and the connector
 //! reading the Redis URL from a Secret (served by a mock API server).
 //!
 //! Needs `redis-server` on PATH (Debian: `apt-get install redis-server`); a missing binary fails
@@ -15,10 +16,13 @@ use flashcard_operator::crd::FlashcardPipeline;
 use flashcard_operator::reconcile::observe::observe;
 use flashcard_operator::state::{Connector, PipelineState};
 use flashcard_service::budget::usd_to_micros;
-use flashcard_service::job::{JobRequest, TokenUsage};
-use flashcard_service::keyspace::PipelineName;
+use flashcard_service::job::{JobRequest, JobResult, TokenUsage, new_job_id};
+use flashcard_service::keyspace::PipelineId;
 use flashcard_service::store::redis::RedisStore;
-use flashcard_service::store::{EnqueueOptions, KillSwitch, SetBy, Store, WorkerInfo};
+use flashcard_service::store::{
+    Admission, BudgetSource, ClaimRequest, Cost, KillSwitch, Outcome, Pricing, SetBy, Store,
+    Submission, WorkerInfo,
+};
 use kube::client::Body;
 use serde_json::json;
 
@@ -91,9 +95,12 @@ fn pipeline(limit_usd: f64) -> FlashcardPipeline {
 }
 
 async fn store(redis: &RedisServer) -> RedisStore {
-    RedisStore::connect(&redis.url(), &PipelineName::new("biology").unwrap())
-        .await
-        .unwrap()
+    RedisStore::connect(
+        &redis.url(),
+        &PipelineId::new(Some("study"), "biology").unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 fn request(i: u32) -> JobRequest {
@@ -106,21 +113,68 @@ fn request(i: u32) -> JobRequest {
     }
 }
 
+async fn submit(s: &RedisStore, i: u32) {
+    let request = request(i);
+    let admission = s
+        .submit(Submission {
+            job_id: new_job_id(),
+            owner: request.user_id.clone(),
+            request,
+            idempotency: None,
+            rate_limit: None,
+            max_attempts: 3,
+            traceparent: None,
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(admission, Admission::Accepted { .. }),
+        "{admission:?}"
+    );
+}
+
+fn claim_request() -> ClaimRequest<'static> {
+    ClaimRequest {
+        worker_id: "w1",
+        lease: Duration::from_secs(30),
+        max_jobs: 1,
+        pricing: Pricing::default(),
+        started: None,
+    }
+}
+
+/// Runs one job that costs `micros`.
+async fn spend(s: &RedisStore, micros: u64) {
+    submit(s, 99).await;
+    let claim = s.claim(&claim_request()).await.unwrap().jobs.remove(0);
+    let result = JobResult {
+        flashcards: vec![],
+        token_usage: 0,
+        usage: TokenUsage::default(),
+        provider: "openai".into(),
+        model: "m".into(),
+        cost_micros: micros,
+    };
+    let cost = Cost {
+        micros,
+        usage: TokenUsage::default(),
+        called: true,
+    };
+    let outcome = Outcome::Completed {
+        result: &result,
+        duration_ms: 1,
+    };
+    s.finish(&claim.lease, outcome, cost, None).await.unwrap();
+}
+
 #[tokio::test]
 async fn reads_queue_depth_and_workers() {
     let redis = RedisServer::start();
     let s = store(&redis).await;
     for i in 0..5 {
-        let options = EnqueueOptions {
-            idempotency_key: None,
-            max_attempts: 3,
-        };
-        s.enqueue(request(i), options).await.unwrap();
+        submit(&s, i).await;
     }
-    s.claim("w1", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .expect("a job to claim");
+    assert_eq!(s.claim(&claim_request()).await.unwrap().jobs.len(), 1);
     let info = WorkerInfo {
         id: "w1".into(),
         pod: "biology-worker-abc".into(),
@@ -145,55 +199,92 @@ async fn reads_queue_depth_and_workers() {
 }
 
 #[tokio::test]
-async fn kill_switch_follows_the_budget_but_never_clears_an_admin_switch() {
+async fn the_budget_is_written_to_the_store_and_its_stop_follows_the_limit() {
     let redis = RedisServer::start();
     let s = store(&redis).await;
-    let now = jiff::Timestamp::now();
-    let period = flashcard_service::budget::BudgetPeriod::Monthly.key(now);
-    let cost = usd_to_micros(12.5);
-    s.reserve(&period, cost, 0).await.unwrap();
-    let usage = TokenUsage {
-        input_tokens: 1000,
-        output_tokens: 1000,
-    };
-    s.settle(&period, cost, cost, usage).await.unwrap();
     let state: Arc<dyn PipelineState> = Arc::new(store(&redis).await);
+    let now = jiff::Timestamp::now();
 
-    // Over the $10 limit: on, set by the operator.
+    // The operator writes the $10 budget; every pod reads it from there.
+    observe(&pipeline(10.0), &state, now).await.unwrap();
+    let budget = Store::budget_state(&s).await.unwrap();
+    assert!(budget.stored);
+    assert_eq!(budget.config.limit_micros, usd_to_micros(10.0));
+    assert_eq!(budget.config.source, BudgetSource::Operator);
+
+    // A job costs $12.50: the store's own stop switches on as it settles.
+    spend(&s, usd_to_micros(12.5)).await;
     let o = observe(&pipeline(10.0), &state, now).await.unwrap();
-    assert_eq!(o.spent_micros, cost);
-    let ks = Store::kill_switch(&s).await.unwrap();
-    assert!(ks.enabled);
-    assert_eq!(ks.set_by, Some(SetBy::Operator));
+    assert_eq!(o.spent_micros, usd_to_micros(12.5));
+    let ks = Store::budget_state(&s).await.unwrap().kill_switch;
+    assert_eq!((ks.enabled, ks.set_by), (true, Some(SetBy::Budget)));
     assert!(ks.reason.unwrap().contains("$12.50 of $10.00"));
 
-    // Limit raised to $20: off again.
+    // Limit raised to $20: the operator writes it and the stop ends at once.
     observe(&pipeline(20.0), &state, now).await.unwrap();
-    assert!(!Store::kill_switch(&s).await.unwrap().enabled);
+    assert!(!Store::budget_state(&s).await.unwrap().kill_switch.enabled);
 
     // A person switches it on through the admin API: the operator leaves it on.
-    let admin = KillSwitch {
-        enabled: true,
-        reason: Some("incident".into()),
-        set_by: Some(SetBy::Admin),
-        since: Some(1),
-    };
+    let admin = KillSwitch::manual(SetBy::Admin, Some("incident".into()), 1);
     Store::set_kill_switch(&s, &admin).await.unwrap();
     let o = observe(&pipeline(20.0), &state, now).await.unwrap();
     assert_eq!(o.budget.action, flashcard_operator::budget::Action::Keep);
-    let ks = Store::kill_switch(&s).await.unwrap();
-    assert!(ks.enabled);
-    assert_eq!(ks.set_by, Some(SetBy::Admin));
+    let ks = Store::budget_state(&s).await.unwrap().kill_switch;
+    assert_eq!((ks.enabled, ks.set_by), (true, Some(SetBy::Admin)));
 
-    // Next period: the spend key changes, so an operator switch would be cleared.
+    // Lowered below the spend again (admin switch gone): the stop is back.
     Store::clear_kill_switch_if(&s, SetBy::Admin).await.unwrap();
     observe(&pipeline(10.0), &state, now).await.unwrap();
-    assert!(Store::kill_switch(&s).await.unwrap().enabled);
-    let next_month = now + jiff::SignedDuration::from_hours(24 * 32);
-    observe(&pipeline(10.0), &state, next_month).await.unwrap();
-    assert!(
-        !Store::kill_switch(&s).await.unwrap().enabled,
-        "new period, no spend yet"
+    let ks = Store::budget_state(&s).await.unwrap().kill_switch;
+    assert_eq!((ks.enabled, ks.set_by), (true, Some(SetBy::Budget)));
+}
+
+#[tokio::test]
+async fn spend_survives_a_redis_that_lost_its_data() {
+    let redis = RedisServer::start();
+    let s = store(&redis).await;
+    let state: Arc<dyn PipelineState> = Arc::new(store(&redis).await);
+    let now = jiff::Timestamp::now();
+    let mut p = pipeline(100.0);
+    spend(&s, usd_to_micros(37.0)).await;
+    let o = observe(&p, &state, now).await.unwrap();
+    let epoch = o.epoch.clone().expect("the operator adopts an epoch");
+    // What the status records (reconcile writes exactly these fields).
+    p.status = Some(flashcard_operator::crd::FlashcardPipelineStatus {
+        budget: flashcard_operator::crd::BudgetStatus {
+            period: o.period.clone(),
+            spent_micros: o.spent_micros,
+            store_epoch: Some(epoch.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert_eq!(o.restored_micros, None);
+
+    // Redis restarts empty.
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(
+            &mut redis::Client::open(redis.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(Store::budget_state(&s).await.unwrap().spend.spent_micros, 0);
+
+    let o = observe(&p, &state, now).await.unwrap();
+    assert_eq!(o.restored_micros, Some(usd_to_micros(37.0)));
+    assert_eq!(o.spent_micros, usd_to_micros(37.0));
+    let after = Store::budget_state(&s).await.unwrap();
+    assert_eq!(after.spend.spent_micros, usd_to_micros(37.0));
+    assert_eq!(after.spend.restored_micros, usd_to_micros(37.0));
+    assert_ne!(after.epoch.map(|e| e.id), Some(epoch), "a new epoch");
+    assert_eq!(
+        after.config.limit_micros,
+        usd_to_micros(100.0),
+        "budget rewritten"
     );
 }
 

@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashcard_service::job::JobRequest;
-use flashcard_service::keyspace::PipelineName;
+use flashcard_service::keyspace::PipelineId;
 use flashcard_service::store::redis::RedisStore;
-use flashcard_service::store::{EnqueueOptions, Failure, Store};
+use flashcard_service::store::{Admission, ClaimRequest, Cost, Outcome, Pricing, Store, Submission};
 use serde_json::{Value, json};
 use support::{RedisServer, Service, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -555,24 +555,26 @@ async fn event_latency(
     .await;
     let addr: SocketAddr = format!("127.0.0.1:{}", api.port).parse().expect("addr");
     let store = Arc::new(
-        RedisStore::connect(&url, &PipelineName::new(pipeline).expect("pipeline"))
+        RedisStore::connect(&url, &PipelineId::new(None, pipeline).expect("pipeline"))
             .await
             .expect("connect store"),
     );
     let mut job_ids = Vec::new();
     for i in 0..jobs {
-        let options = EnqueueOptions {
-            idempotency_key: None,
+        let request = request(i);
+        let submission = Submission {
+            job_id: flashcard_service::job::new_job_id(),
+            owner: request.user_id.clone(),
+            request,
+            idempotency: None,
+            rate_limit: None,
             max_attempts: 1_000_000,
+            traceparent: None,
         };
-        job_ids.push(
-            store
-                .enqueue(request(i), options)
-                .await
-                .expect("enqueue")
-                .job
-                .id,
-        );
+        match store.submit(submission).await.expect("submit") {
+            Admission::Accepted { job_id } => job_ids.push(job_id),
+            other => panic!("not accepted: {other:?}"),
+        }
     }
     let job_index: Arc<HashMap<String, usize>> = Arc::new(
         job_ids
@@ -641,12 +643,12 @@ async fn event_latency(
                     match lease {
                         // Odd step: the attempt fails with an immediate retry (`retrying`).
                         Some((lease, job, seq)) => {
-                            let failure = Failure {
-                                error: "bench: retry".into(),
-                                retry_after: Some(Duration::ZERO),
+                            let retry = Outcome::Retry {
+                                error: "bench: retry",
+                                delay: Duration::ZERO,
                                 duration_ms: 1,
                             };
-                            if store.fail(&lease, &failure).await.is_ok()
+                            if store.finish(&lease, retry, Cost::default(), None).await.is_ok()
                                 && let Ok(mut s) = sent.lock()
                             {
                                 s.insert((job, seq + 1), t0);
@@ -654,9 +656,18 @@ async fn event_latency(
                         }
                         // Even step: claim the next job (`active`).
                         None => {
-                            if let Ok(Some(claim)) = store
-                                .claim("bench-producer", Duration::from_secs(120))
+                            let request = ClaimRequest {
+                                worker_id: "bench-producer",
+                                lease: Duration::from_secs(120),
+                                max_jobs: 1,
+                                pricing: Pricing::default(),
+                                started: None,
+                            };
+                            if let Some(claim) = store
+                                .claim(&request)
                                 .await
+                                .ok()
+                                .and_then(|c| c.jobs.into_iter().next())
                             {
                                 let job = index.get(&claim.job.id).copied().unwrap_or(usize::MAX);
                                 if let Ok(mut s) = sent.lock() {

@@ -8,17 +8,16 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::auth::AdminAccess;
-use crate::api::budget::BudgetGate;
 use crate::api::{self, AppState};
-use crate::budget::usd_to_micros;
 use crate::config::{Mode, Settings};
-use crate::keyspace::PipelineName;
+use crate::keyspace::PipelineId;
 use crate::metrics::Metrics;
 use crate::provider;
 use crate::sse::hub::Hub;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Retention, Store};
+use crate::store_watch::StoreWatch;
 use crate::worker::{Worker, WorkerOptions};
 
 /// Opens the store the mode needs: Redis when a URL is given (required outside standalone),
@@ -26,14 +25,13 @@ use crate::worker::{Worker, WorkerOptions};
 async fn open_store(
     mode: &Mode,
     settings: &Settings,
-    pipeline: &PipelineName,
+    pipeline: &PipelineId,
 ) -> anyhow::Result<Arc<dyn Store>> {
     match (&settings.redis_url, mode) {
         (Some(url), _) => {
             let store = RedisStore::connect(url, pipeline)
                 .await
-                .context("cannot reach Redis at --redis-url / REDIS_URL (is it running, and is the URL right?)")?
-                .with_idempotency_ttl(Duration::from_secs(settings.queue.retention_seconds.max(1)));
+                .context("cannot reach Redis at --redis-url / REDIS_URL (is it running, and is the URL right?)")?;
             Ok(Arc::new(store))
         }
         (None, Mode::Standalone(_)) => Ok(Arc::new(MemoryStore::new())),
@@ -91,27 +89,25 @@ fn worker_options(settings: &Settings) -> WorkerOptions {
             max_count: q.retention_count,
         },
         prices: settings.provider.prices(),
-        budget_limit_micros: usd_to_micros(settings.budget.budget_limit_usd),
-        budget_period: settings.budget.budget_period,
     }
 }
 
 /// Runs `mode` until `shutdown` fires (SIGTERM / Ctrl-C in the binary).
 pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = Arc::new(mode.settings().clone());
-    let pipeline = PipelineName::new(&settings.pipeline)?;
+    let pipeline = PipelineId::new(Some(&settings.pipeline_namespace), &settings.pipeline)?;
     let store = open_store(&mode, &settings, &pipeline).await?;
-    let metrics = Arc::new(Metrics::new(pipeline.as_str(), mode.name()));
+    let metrics = Arc::new(Metrics::new(pipeline.name().as_str(), mode.name()));
+    let store_watch = StoreWatch::new(
+        store.clone(),
+        settings.budget.config(matches!(mode, Mode::Standalone(_))),
+    );
+    store_watch.start(shutdown.clone()).await;
     let hub = Hub::new(
         settings.api.sse_max_connections,
         settings.api.sse_client_buffer,
         metrics.clone(),
     );
-    let budget = BudgetGate {
-        limit_micros: usd_to_micros(settings.budget.budget_limit_usd),
-        period: settings.budget.budget_period,
-        warn_ratio: (settings.budget.budget_warn_percent / 100.0).clamp(0.0, 1.0),
-    };
     let runs_worker = !matches!(mode, Mode::Api(_));
     let runs_api = !matches!(mode, Mode::Worker(_));
 
@@ -142,7 +138,7 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
         hub: hub.clone(),
         metrics,
         settings: settings.clone(),
-        budget,
+        store_watch,
         admin: admin_access(&mode, &settings)?,
         local_breaker,
     };

@@ -49,16 +49,29 @@ pub struct Prices {
 }
 
 impl Prices {
-    /// Cost in micro-dollars, rounded up so spend is never under-counted.
-    pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
-        let micros = (input_tokens as f64 * self.input_per_1k
-            + output_tokens as f64 * self.output_per_1k)
-            * 1_000.0;
-        if micros.is_finite() && micros > 0.0 {
-            micros.ceil() as u64
-        } else {
-            0
+    /// Micro-dollars per input and per output token.
+    pub fn per_token_micros(&self) -> (f64, f64) {
+        (self.input_per_1k * 1_000.0, self.output_per_1k * 1_000.0)
+    }
+
+    /// The reservation pricing of a provider with these prices and token bounds.
+    pub fn pricing(&self, bounds: crate::provider::TokenBounds) -> crate::store::Pricing {
+        let (input, output) = self.per_token_micros();
+        crate::store::Pricing {
+            input_micros_per_token: input,
+            output_micros_per_token: output,
+            prompt_overhead_tokens: bounds.prompt_overhead_tokens,
+            output_tokens_per_card: bounds.output_tokens_per_card,
+            output_overhead_tokens: bounds.output_overhead_tokens,
         }
+    }
+
+    /// Cost in micro-dollars, rounded up so spend is never under-counted; the same arithmetic
+    /// as reservations ([`crate::store::Pricing::cost`]), so a call that uses exactly its bound
+    /// costs exactly its reservation.
+    pub fn cost_micros(&self, input_tokens: u64, output_tokens: u64) -> u64 {
+        self.pricing(Default::default())
+            .cost(input_tokens, output_tokens)
     }
 }
 
@@ -69,6 +82,16 @@ pub fn usd_to_micros(usd: f64) -> u64 {
     } else {
         0
     }
+}
+
+/// An amount for people: `$1.37`, or enough digits to tell sub-cent amounts apart
+/// (`$0.000183`), never `$0.00` for something that is not zero.
+pub fn format_usd(micros: u64) -> String {
+    if micros == 0 || micros >= 10_000 {
+        return format!("${:.2}", micros_to_usd(micros));
+    }
+    let text = format!("{:.6}", micros_to_usd(micros));
+    format!("${}", text.trim_end_matches('0'))
 }
 
 /// Micro-dollars to US dollars.
@@ -88,6 +111,15 @@ mod tests {
         assert_eq!(BudgetPeriod::Monthly.key(at), "2026-11");
         let new_year: jiff::Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
         assert_eq!(BudgetPeriod::Weekly.key(new_year), "2026-W53");
+    }
+
+    #[test]
+    fn amounts_keep_their_digits() {
+        assert_eq!(format_usd(0), "$0.00");
+        assert_eq!(format_usd(1_370_000), "$1.37");
+        assert_eq!(format_usd(183), "$0.000183");
+        assert_eq!(format_usd(5_000), "$0.005");
+        assert_eq!(format_usd(10_000), "$0.01");
     }
 
     #[test]

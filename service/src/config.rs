@@ -63,9 +63,14 @@ pub struct Settings {
     /// Redis URL (redis:// or rediss://). Required in api and worker modes.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Pipeline name: all keys live under `fc:{<pipeline>}:`.
+    /// Pipeline name.
     #[arg(long, env = "PIPELINE", default_value = "default")]
     pub pipeline: String,
+    /// Namespace of the pipeline (set by the operator): keys live under
+    /// `fc:{<namespace>.<pipeline>}:`, so same-named pipelines of two namespaces never share a
+    /// key. Empty: `fc:{<pipeline>}:`.
+    #[arg(long, env = "PIPELINE_NAMESPACE", default_value = "")]
+    pub pipeline_namespace: String,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: LogFormat,
@@ -231,17 +236,43 @@ pub struct ApiSettings {
     pub cors_origins: Vec<String>,
 }
 
+/// The budget from the command line. The budget in force lives in the store: with the
+/// operator it comes from the `FlashcardPipeline` and these are ignored; without it, a process
+/// given any of them writes them to the store when it has none (standalone always does).
 #[derive(Debug, Clone, Args)]
 pub struct BudgetSettings {
     /// Budget per period in US dollars (0 = no limit).
-    #[arg(long, env = "BUDGET_LIMIT_USD", default_value_t = 0.0)]
-    pub budget_limit_usd: f64,
+    #[arg(long, env = "BUDGET_LIMIT_USD")]
+    pub budget_limit_usd: Option<f64>,
     /// Budget period.
-    #[arg(long, env = "BUDGET_PERIOD", default_value = "monthly")]
-    pub budget_period: BudgetPeriod,
+    #[arg(long, env = "BUDGET_PERIOD")]
+    pub budget_period: Option<BudgetPeriod>,
     /// Percent of the budget at which `budgetNearlyExhausted` turns on.
-    #[arg(long, env = "BUDGET_WARN_PERCENT", default_value_t = 80.0)]
-    pub budget_warn_percent: f64,
+    #[arg(long, env = "BUDGET_WARN_PERCENT")]
+    pub budget_warn_percent: Option<f64>,
+}
+
+impl BudgetSettings {
+    /// The budget these flags describe, if any was given (or `always`, with defaults).
+    pub fn config(&self, always: bool) -> Option<crate::store::BudgetConfig> {
+        let given = self.budget_limit_usd.is_some()
+            || self.budget_period.is_some()
+            || self.budget_warn_percent.is_some();
+        if !given && !always {
+            return None;
+        }
+        let defaults = crate::store::BudgetConfig::unlimited();
+        Some(crate::store::BudgetConfig {
+            limit_micros: crate::budget::usd_to_micros(self.budget_limit_usd.unwrap_or(0.0)),
+            period: self.budget_period.unwrap_or(defaults.period),
+            warn_percent: self
+                .budget_warn_percent
+                .unwrap_or(defaults.warn_percent)
+                .clamp(0.0, 100.0),
+            enforce: true,
+            source: crate::store::BudgetSource::Flags,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -108,8 +108,14 @@ pub struct JobRecord {
     pub finished_at: Option<u64>,
     pub result: Option<JobResult>,
     pub error: Option<String>,
+    /// Stable code of the failure, when it has one (`BUDGET_LIMIT_EXCEEDED`, `JOB_STALLED`).
+    pub error_code: Option<String>,
     /// Sequence number of the job's newest event (0 = none yet).
     pub event_seq: u64,
+    /// The client identity that submitted the job (rate limits and ownership).
+    pub owner: String,
+    /// W3C `traceparent` of the submitting request, so workers join its trace.
+    pub traceparent: Option<String>,
 }
 
 /// A new job id: `generate-flashcards-<uuid v7>` (time-ordered, like the seed's ids).
@@ -132,4 +138,17 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// ISO-8601 UTC time of a millisecond timestamp (`2025-10-12T10:30:00.000Z`).
+pub fn iso(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// UTF-8 bytes of the request text a model reads (content, subject, topic): byte-level BPE
+/// tokenizers never emit more tokens than input bytes, so this bounds the request's tokens.
+pub fn input_bytes(request: &JobRequest) -> u64 {
+    (request.content.len() + request.subject.len() + request.topic.len()) as u64
 }

@@ -1,22 +1,31 @@
-//! The worker: claims jobs, calls the provider under a budget reservation, records results and
-//! events, renews leases, heartbeats, recovers stalled jobs, and drains on shutdown.
+//! The worker: claims jobs (several at once, with their budget reservations), calls the
+//! provider, finishes each job and claims the next in one store call, renews leases, heartbeats,
+//! recovers stalled jobs, and drains on shutdown.
+//!
+//! It follows the provider's circuit breaker: while the breaker is open it claims nothing; when
+//! half-open it claims one job for the trial call; a job refused by an open breaker, or whose
+//! failure opened it, goes back to the head of the queue without using an attempt. A provider
+//! outage of any length makes jobs wait; jobs fail only on their own errors. A job whose lease is
+//! lost has its provider call cancelled rather than paid for and thrown away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use tokio::sync::Semaphore;
+use backon::BackoffBuilder;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::budget::{BudgetPeriod, Prices};
-use crate::job::{JobResult, now_ms};
+use crate::budget::Prices;
+use crate::events::WaitReason;
+use crate::job::JobResult;
 use crate::metrics::Metrics;
-use crate::provider::breaker::CircuitBreaker;
-use crate::provider::{Provider, ProviderError};
+use crate::provider::breaker::{BreakerState, CircuitBreaker, Outcome as Health};
+use crate::provider::{Generation, Provider, ProviderError};
 use crate::store::{
-    Claim, FailOutcome, Failure, KillSwitch, Reservation, Retention, Store, WorkerInfo,
+    Claim, ClaimRequest, Cost, FinishOutcome, Finished, Outcome, Pricing, ProgressNote, Retention,
+    Store, WorkerInfo,
 };
 
 /// How a worker behaves; built from the command line.
@@ -33,9 +42,12 @@ pub struct WorkerOptions {
     pub shutdown_grace: Duration,
     pub retention: Retention,
     pub prices: Prices,
-    pub budget_limit_micros: u64,
-    pub budget_period: BudgetPeriod,
 }
+
+/// Longest retry delay, whatever the attempt.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often a worker that may not claim (breaker open, trial running) looks again.
+const BREAKER_POLL: Duration = Duration::from_millis(100);
 
 /// A running worker's shared parts.
 pub struct Worker {
@@ -44,18 +56,20 @@ pub struct Worker {
     breaker: Arc<CircuitBreaker>,
     metrics: Arc<Metrics>,
     options: WorkerOptions,
+    pricing: Pricing,
+    started_message: String,
     active: AtomicU32,
     draining: AtomicBool,
 }
 
-/// Longest wait for other jobs' budget reservations to settle.
-const MAX_BUDGET_WAIT: Duration = Duration::from_secs(600);
-/// Pause between reservation attempts while other jobs hold reservations.
-const BUDGET_RETRY: Duration = Duration::from_millis(200);
-
-/// Error message of jobs refused because the budget is spent.
-pub const BUDGET_EXHAUSTED: &str =
-    "Budget limit reached: job not processed (BUDGET_LIMIT_EXCEEDED)";
+/// How one attempt ended on the worker's side.
+enum Attempt {
+    Done(Result<Generation, ProviderError>, Duration),
+    /// The lease was lost: the call was cancelled and nothing is recorded.
+    LeaseLost,
+    /// Shutdown's grace period is over: give the job back.
+    Abandoned,
+}
 
 impl Worker {
     pub fn new(
@@ -65,12 +79,16 @@ impl Worker {
         metrics: Arc<Metrics>,
         options: WorkerOptions,
     ) -> Arc<Self> {
+        let pricing = options.prices.pricing(provider.token_bounds());
+        let started_message = format!("Generating flashcards with {}", provider.model());
         Arc::new(Self {
             store,
             provider,
             breaker,
             metrics,
             options,
+            pricing,
+            started_message,
             active: AtomicU32::new(0),
             draining: AtomicBool::new(false),
         })
@@ -81,6 +99,27 @@ impl Worker {
         self.breaker.state().as_str()
     }
 
+    fn claim_request(&self, max_jobs: u32) -> ClaimRequest<'_> {
+        ClaimRequest {
+            worker_id: &self.options.id,
+            lease: self.options.lease,
+            max_jobs,
+            pricing: self.pricing,
+            started: Some(ProgressNote {
+                stage: "generating",
+                percent: 10,
+                message: &self.started_message,
+            }),
+        }
+    }
+
+    /// Jobs to claim after finishing one: none while draining or while the breaker is not
+    /// closed (the claim loop takes the half-open trial itself).
+    fn next_wanted(&self) -> u32 {
+        let closed = self.breaker.state() == BreakerState::Closed;
+        u32::from(closed && !self.draining.load(Ordering::SeqCst))
+    }
+
     /// Runs until `shutdown` fires, then stops claiming, waits up to the grace period for running
     /// jobs, and gives the rest back to the queue.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
@@ -89,42 +128,71 @@ impl Worker {
         let background = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(background.clone()));
         let maintenance = tokio::spawn(self.clone().maintenance_loop(background.clone()));
-        let permits = Arc::new(Semaphore::new(self.options.concurrency.max(1) as usize));
-        tracing::info!(worker = %self.options.id, concurrency = self.options.concurrency, "worker started");
+        let slots = self.options.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(slots as usize));
+        tracing::info!(worker = %self.options.id, concurrency = slots, "worker started");
 
         loop {
-            let permit = tokio::select! {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if !self.breaker.admits_call() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(BREAKER_POLL) => continue,
+                }
+            }
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => break,
                 },
             };
-            // Not raced with shutdown: a claim dropped mid-flight may still have taken a job,
-            // which would then wait for its lease to expire.
-            match self.store.claim(&self.options.id, self.options.lease).await {
-                Ok(Some(claim)) => {
-                    let worker = self.clone();
-                    let abandon = abandon.clone();
-                    jobs.spawn(async move {
-                        worker.process(claim, abandon).await;
-                        drop(permit);
-                    });
+            // Half-open: exactly one trial call; closed: as many jobs as there are free slots.
+            let batch = if self.breaker.state() == BreakerState::Closed {
+                slots
+            } else {
+                1
+            };
+            let mut held = vec![first];
+            while (held.len() as u32) < batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => break,
                 }
-                Ok(None) => {
-                    drop(permit);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        waited = self.store.wait_for_work(self.options.poll_interval) => {
-                            if let Err(e) = waited {
-                                tracing::warn!(error = %e, "waiting for work failed");
-                                tokio::time::sleep(self.options.poll_interval).await;
+            }
+            // Not raced with shutdown: a claim dropped mid-flight may still have taken jobs,
+            // which would then wait for their leases to expire.
+            match self
+                .store
+                .claim(&self.claim_request(held.len() as u32))
+                .await
+            {
+                Ok(claimed) => {
+                    if claimed.budget_failed > 0 {
+                        self.metrics
+                            .jobs_budget_refused(u64::from(claimed.budget_failed));
+                    }
+                    let idle = claimed.jobs.is_empty();
+                    for (claim, permit) in claimed.jobs.into_iter().zip(held.drain(..)) {
+                        jobs.spawn(self.clone().job_task(claim, permit, abandon.clone()));
+                    }
+                    drop(held);
+                    if idle {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            waited = self.store.wait_for_work(self.options.poll_interval) => {
+                                if let Err(e) = waited {
+                                    tracing::warn!(error = %e, "waiting for work failed");
+                                    tokio::time::sleep(self.options.poll_interval).await;
+                                }
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(held);
                     tracing::warn!(error = %e, "claim failed; retrying");
                     tokio::time::sleep(self.options.poll_interval).await;
                 }
@@ -202,216 +270,264 @@ impl Worker {
         }
     }
 
-    async fn process(self: Arc<Self>, claim: Claim, abandon: CancellationToken) {
-        self.active.fetch_add(1, Ordering::SeqCst);
-        let started = Instant::now();
-        let lease = claim.lease.clone();
-        tracing::info!(job = %lease.job_id, attempt = claim.job.attempts_made, "job started");
-        let work = self.attempt(&claim);
-        tokio::pin!(work);
-        let renew_every = self.options.lease / 3;
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut work => break Some(outcome),
-                _ = abandon.cancelled() => break None,
-                _ = tokio::time::sleep(renew_every) => {
-                    match self.store.renew(&lease, self.options.lease).await {
-                        Ok(true) => {}
-                        Ok(false) => tracing::warn!(job = %lease.job_id, "lease lost; result will be discarded"),
-                        Err(e) => tracing::warn!(job = %lease.job_id, error = %e, "lease renewal failed"),
-                    }
+    /// Runs jobs one after another on one slot: each finish claims the next job.
+    async fn job_task(
+        self: Arc<Self>,
+        claim: Claim,
+        permit: OwnedSemaphorePermit,
+        abandon: CancellationToken,
+    ) {
+        let mut next = Some(claim);
+        while let Some(claim) = next.take() {
+            self.active.fetch_add(1, Ordering::SeqCst);
+            next = self.process(claim, &abandon).await;
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+        drop(permit);
+    }
+
+    /// One attempt of one job; returns the next job claimed on the way, if any.
+    async fn process(&self, claim: Claim, abandon: &CancellationToken) -> Option<Claim> {
+        let lease = &claim.lease;
+        tracing::info!(
+            job = %lease.job_id,
+            attempt = claim.job.attempts_made,
+            reserved_micros = claim.reserved_micros,
+            "job started"
+        );
+        let (result, elapsed) = match self.attempt(&claim, abandon).await {
+            Attempt::Done(result, elapsed) => (result, elapsed),
+            Attempt::LeaseLost => {
+                self.metrics.job_finished("lease_lost", 0.0);
+                tracing::warn!(job = %lease.job_id, "lease lost: provider call cancelled");
+                return None;
+            }
+            Attempt::Abandoned => {
+                let release = Outcome::Release {
+                    reason: WaitReason::Released,
+                };
+                match self
+                    .store
+                    .finish(lease, release, Cost::default(), None)
+                    .await
+                {
+                    Ok(_) => tracing::info!(job = %lease.job_id, "job released on shutdown"),
+                    Err(e) => tracing::warn!(job = %lease.job_id, error = %e,
+                        "release failed; lease expiry will requeue it"),
                 }
+                return None;
             }
         };
-        let duration_ms = started.elapsed().as_millis() as u64;
-        let seconds = started.elapsed().as_secs_f64();
-        match outcome {
-            None => match self.store.release(&lease).await {
-                Ok(_) => tracing::info!(job = %lease.job_id, "job released on shutdown"),
-                Err(e) => {
-                    tracing::warn!(job = %lease.job_id, error = %e, "release failed; lease expiry will requeue it")
-                }
+        let duration_ms = elapsed.as_millis() as u64;
+        let (cost, job_result) = match &result {
+            Ok(generation) => {
+                let usage = generation.usage;
+                let micros = self
+                    .options
+                    .prices
+                    .cost_micros(usage.input_tokens, usage.output_tokens);
+                let job_result = JobResult {
+                    token_usage: usage.total(),
+                    flashcards: generation.flashcards.clone(),
+                    usage,
+                    provider: self.provider.name().to_owned(),
+                    model: self.provider.model().to_owned(),
+                    cost_micros: micros,
+                };
+                let cost = Cost {
+                    micros,
+                    usage,
+                    called: true,
+                };
+                (cost, Some(job_result))
+            }
+            Err(ProviderError::CircuitOpen) => (Cost::default(), None),
+            Err(_) => (
+                Cost {
+                    called: true,
+                    ..Cost::default()
+                },
+                None,
+            ),
+        };
+        let error_text = result.as_ref().err().map(ToString::to_string);
+        let outcome = match (&result, &job_result) {
+            (Ok(_), Some(job_result)) => Outcome::Completed {
+                result: job_result,
+                duration_ms,
             },
-            Some(Ok(result)) => {
-                let event = json!({
-                    "type": "completed",
-                    "at": now_ms(),
-                    "result": result,
-                    "duration": duration_ms,
-                });
-                match self.store.complete(&lease, &result, &event).await {
-                    Ok(true) => {
-                        self.metrics.job_finished("completed", seconds);
-                        tracing::info!(job = %lease.job_id, duration_ms, cards = result.flashcards.len(), "job completed");
-                    }
-                    Ok(false) => {
-                        tracing::warn!(job = %lease.job_id, "lease lost before completion; result discarded")
-                    }
-                    Err(e) => {
-                        tracing::error!(job = %lease.job_id, error = %e, "could not record result; the job will be retried after its lease expires")
-                    }
+            (Err(error), _) => self.failure_outcome(
+                error,
+                error_text.as_deref().unwrap_or(""),
+                claim.job.attempts_made,
+                duration_ms,
+            ),
+            (Ok(_), None) => Outcome::Failed {
+                error: "internal: result missing",
+                code: None,
+                duration_ms,
+            },
+        };
+        let finished = self.finish_with_retries(&claim, outcome, cost).await?;
+        let seconds = elapsed.as_secs_f64();
+        match finished.outcome {
+            FinishOutcome::Completed => {
+                self.metrics.job_finished("completed", seconds);
+                if let Some(r) = &job_result {
+                    self.metrics.provider_usage(
+                        &r.provider,
+                        &r.model,
+                        r.usage.input_tokens,
+                        r.usage.output_tokens,
+                        r.cost_micros,
+                    );
+                    tracing::info!(job = %lease.job_id, duration_ms, cards = r.flashcards.len(),
+                        cost_micros = r.cost_micros, "job completed");
                 }
             }
-            Some(Err(error)) => {
-                let attempt = claim.job.attempts_made.max(1);
-                let retry_after = error.is_retryable().then(|| self.backoff(attempt, &error));
-                let failure = Failure {
-                    error: error.to_string(),
-                    retry_after,
-                    duration_ms,
-                };
-                match self.store.fail(&lease, &failure).await {
-                    Ok(FailOutcome::Retrying) => {
-                        self.metrics.job_finished("retried", seconds);
-                        tracing::warn!(job = %lease.job_id, error = %failure.error, "attempt failed; retrying");
-                    }
-                    Ok(FailOutcome::Failed) => {
-                        self.metrics.job_finished("failed", seconds);
-                        tracing::warn!(job = %lease.job_id, error = %failure.error, "job failed");
-                    }
-                    Ok(FailOutcome::LeaseLost) => {
-                        tracing::warn!(job = %lease.job_id, "lease lost before failure was recorded")
-                    }
-                    Err(e) => {
-                        tracing::error!(job = %lease.job_id, error = %e, "could not record failure")
+            FinishOutcome::Retrying => {
+                self.metrics.job_finished("retried", seconds);
+                tracing::warn!(job = %lease.job_id, error = ?error_text, "attempt failed; retrying");
+            }
+            FinishOutcome::Failed => {
+                self.metrics.job_finished("failed", seconds);
+                tracing::warn!(job = %lease.job_id, error = ?error_text, "job failed");
+            }
+            FinishOutcome::Released => {
+                self.metrics.job_finished("released", seconds);
+                tracing::info!(job = %lease.job_id, error = ?error_text,
+                    "provider unavailable: job back in the queue, attempt not counted");
+            }
+            FinishOutcome::LeaseLost => {
+                tracing::warn!(job = %lease.job_id, "lease lost before the outcome was recorded; its cost was counted");
+            }
+        }
+        if finished.overrun_micros > 0 {
+            self.metrics.budget_overrun(finished.overrun_micros);
+            tracing::warn!(
+                job = %lease.job_id,
+                reserved_micros = claim.reserved_micros,
+                overrun_micros = finished.overrun_micros,
+                "provider reported more than the reservation bound; the real cost was settled"
+            );
+        }
+        if finished.budget_stopped {
+            tracing::warn!(period = %lease.period, spent_micros = finished.spend.spent_micros,
+                "budget limit reached: kill-switch on");
+        }
+        if finished.claimed.budget_failed > 0 {
+            self.metrics
+                .jobs_budget_refused(u64::from(finished.claimed.budget_failed));
+        }
+        finished.claimed.jobs.into_iter().next()
+    }
+
+    /// What a failed call does to the job.
+    fn failure_outcome<'a>(
+        &self,
+        error: &ProviderError,
+        text: &'a str,
+        attempt: u32,
+        duration_ms: u64,
+    ) -> Outcome<'a> {
+        let provider_down = matches!(error, ProviderError::CircuitOpen)
+            || (Health::of_error(error) == Health::Unhealthy
+                && self.breaker.state() != BreakerState::Closed);
+        if provider_down {
+            // The provider is out, not the job: wait without spending an attempt.
+            return Outcome::Release {
+                reason: WaitReason::ProviderUnavailable,
+            };
+        }
+        if error.is_retryable() {
+            Outcome::Retry {
+                error: text,
+                delay: self.backoff(attempt, error),
+                duration_ms,
+            }
+        } else {
+            Outcome::Failed {
+                error: text,
+                code: None,
+                duration_ms,
+            }
+        }
+    }
+
+    /// Calls the provider while renewing the lease; a lost lease cancels the call.
+    async fn attempt(&self, claim: &Claim, abandon: &CancellationToken) -> Attempt {
+        let started = Instant::now();
+        let call = self.provider.generate(&claim.job.request);
+        tokio::pin!(call);
+        let renew_every = self.options.lease / 3;
+        let leases = std::slice::from_ref(&claim.lease);
+        loop {
+            tokio::select! {
+                result = &mut call => return Attempt::Done(result, started.elapsed()),
+                _ = abandon.cancelled() => return Attempt::Abandoned,
+                _ = tokio::time::sleep(renew_every) => {
+                    match self.store.renew(leases, self.options.lease).await {
+                        Ok(renewed) if renewed.first() == Some(&false) => return Attempt::LeaseLost,
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(job = %claim.lease.job_id, error = %e, "lease renewal failed"),
                     }
                 }
             }
         }
-        self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Exponential backoff from the base delay, or the provider's `Retry-After` if longer.
+    /// Records the outcome, retrying store errors for up to a lease (the store makes a repeated
+    /// finish harmless); after that the lease expires and stall recovery takes over.
+    async fn finish_with_retries(
+        &self,
+        claim: &Claim,
+        outcome: Outcome<'_>,
+        cost: Cost,
+    ) -> Option<Finished> {
+        let deadline = Instant::now() + self.options.lease;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let wanted = self.next_wanted();
+            let next = self.claim_request(wanted);
+            let next = (wanted > 0).then_some(&next);
+            match self.store.finish(&claim.lease, outcome, cost, next).await {
+                Ok(finished) => return Some(finished),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(job = %claim.lease.job_id, error = %e, "could not record the outcome; retrying");
+                    let delay = delays.next().unwrap_or(Duration::from_secs(1));
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    tracing::error!(job = %claim.lease.job_id, error = %e,
+                        "could not record the outcome; the job will be recovered after its lease expires");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter from the base delay, or the provider's `Retry-After` if
+    /// longer.
     fn backoff(&self, attempt: u32, error: &ProviderError) -> Duration {
-        let exponential = self
-            .options
-            .backoff_base
-            .saturating_mul(1u32 << (attempt - 1).min(16));
+        let exponential = backon::ExponentialBuilder::default()
+            .with_min_delay(self.options.backoff_base)
+            .with_max_delay(MAX_BACKOFF)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.options.backoff_base);
         match error {
             ProviderError::RateLimited {
                 retry_after: Some(after),
             } => exponential.max(*after),
             _ => exponential,
-        }
-    }
-
-    /// One attempt: reserve budget, call the provider, settle the real cost.
-    async fn attempt(&self, claim: &Claim) -> Result<JobResult, ProviderError> {
-        let request = &claim.job.request;
-        let prices = self.options.prices;
-        let bound = self.provider.max_usage(request);
-        let reserved = prices.cost_micros(bound.input_tokens, bound.output_tokens);
-        let period = self.options.budget_period.current_key();
-        let limit = self.options.budget_limit_micros;
-        self.reserve(&period, reserved, limit).await?;
-        self.report_progress(
-            claim,
-            "generating",
-            10,
-            format!(
-                "Generating {} flashcards with {}",
-                request.card_count,
-                self.provider.model()
-            ),
-        )
-        .await;
-        let generated = self.provider.generate(request).await;
-        let (usage, cost) = match &generated {
-            Ok(generation) => {
-                let usage = generation.usage;
-                (
-                    usage,
-                    prices.cost_micros(usage.input_tokens, usage.output_tokens),
-                )
-            }
-            Err(_) => (Default::default(), 0),
-        };
-        match self.store.settle(&period, reserved, cost, usage).await {
-            Ok(spend) if limit > 0 && spend.spent_micros >= limit => {
-                self.switch_on_for_budget(&period, spend.spent_micros).await;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not settle spend"),
-        }
-        let generation = generated?;
-        self.metrics.provider_usage(
-            self.provider.name(),
-            self.provider.model(),
-            usage.input_tokens,
-            usage.output_tokens,
-            cost,
-        );
-        Ok(JobResult {
-            token_usage: usage.total(),
-            flashcards: generation.flashcards,
-            usage,
-            provider: self.provider.name().to_owned(),
-            model: self.provider.model().to_owned(),
-            cost_micros: cost,
-        })
-    }
-
-    /// Tells the job's followers where the attempt stands (SSE `progress`). Best effort: a
-    /// failure to report never fails the job.
-    async fn report_progress(&self, claim: &Claim, stage: &str, percent: u8, message: String) {
-        let event = json!({
-            "type": "progress",
-            "at": now_ms(),
-            "stage": stage,
-            "percent": percent,
-            "message": message,
-        });
-        if let Err(e) = self.store.progress(&claim.lease, &event).await {
-            tracing::warn!(job = %claim.lease.job_id, error = %e, "could not report progress");
-        }
-    }
-
-    /// Reserves the job's maximum cost. A refusal while other jobs hold reservations may pass
-    /// once they settle (they usually cost less than reserved), so it waits for them; a refusal
-    /// with nothing in flight means the period's budget cannot cover this job.
-    async fn reserve(&self, period: &str, amount: u64, limit: u64) -> Result<(), ProviderError> {
-        let deadline = Instant::now() + MAX_BUDGET_WAIT;
-        loop {
-            match self.store.reserve(period, amount, limit).await {
-                Ok(Reservation::Granted) => return Ok(()),
-                Ok(Reservation::Refused) => {}
-                Err(e) => return Err(ProviderError::Transport(format!("budget store: {e}"))),
-            }
-            let spend = self
-                .store
-                .spend(period)
-                .await
-                .map_err(|e| ProviderError::Transport(format!("budget store: {e}")))?;
-            if spend.reserved_micros == 0 {
-                self.switch_on_for_budget(period, spend.spent_micros).await;
-                return Err(ProviderError::Unusable(BUDGET_EXHAUSTED.to_owned()));
-            }
-            if Instant::now() >= deadline {
-                return Err(ProviderError::Transport(
-                    "budget: other jobs' reservations did not settle in time".to_owned(),
-                ));
-            }
-            tokio::time::sleep(BUDGET_RETRY).await;
-        }
-    }
-
-    /// Turns the kill-switch on because the budget is spent, unless it is on already (a person's
-    /// switch keeps its reason and owner). The API clears it when the period rolls over.
-    async fn switch_on_for_budget(&self, period: &str, spent_micros: u64) {
-        match self.store.kill_switch().await {
-            Ok(current) if current.enabled => {}
-            Ok(_) => {
-                let state = KillSwitch::budget_exhausted(
-                    spent_micros,
-                    self.options.budget_limit_micros,
-                    period,
-                );
-                match self.store.set_kill_switch(&state).await {
-                    Ok(()) => tracing::warn!(period, "budget limit reached: kill-switch on"),
-                    Err(e) => tracing::error!(error = %e, "could not switch the kill-switch on"),
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "could not read the kill-switch"),
         }
     }
 }

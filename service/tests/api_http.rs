@@ -397,7 +397,8 @@ async fn admin_is_open_only_on_loopback_standalone_without_token() {
 
 #[tokio::test]
 async fn budget_reservation_stops_overshoot_under_concurrency() {
-    // At $0.50 per 1K tokens one small local job costs about $0.10: the $1 limit fits about ten.
+    // At $0.50 per 1K tokens one small local job costs about $0.10 and reserves its bound, about
+    // $0.64: the $3 limit holds four reservations at a time and covers about 25 jobs of 50.
     let svc = standalone(&[
         "--rate-limit-jobs",
         "0",
@@ -408,7 +409,7 @@ async fn budget_reservation_stops_overshoot_under_concurrency() {
         "--price-output-per-1k",
         "0.5",
         "--budget-limit-usd",
-        "1.0",
+        "3.0",
     ])
     .await;
     let mut ids = Vec::new();
@@ -453,8 +454,12 @@ async fn budget_reservation_stops_overshoot_under_concurrency() {
         "completed {completed}, refused {refused}"
     );
     assert!(max_job_cost > 0);
-    assert!(spent <= 1.0 + max_job_cost as f64 / 1e6, "spent {spent}");
-    assert!(spent >= 0.5, "the budget was used, spent {spent}");
+    assert!(spent <= 3.0 + max_job_cost as f64 / 1e6, "spent {spent}");
+    assert!(spent >= 1.5, "the budget was used, spent {spent}");
+    assert_eq!(
+        status["budget"]["reservedUsd"], 0.0,
+        "no reservation left behind"
+    );
     assert_eq!(status["killSwitch"]["enabled"], true, "{status}");
     assert_eq!(status["killSwitch"]["setBy"], "budget");
     let after = svc

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use flashcard_service::keyspace::PipelineName;
+use flashcard_service::keyspace::PipelineId;
 use flashcard_service::store::Store;
 use flashcard_service::store::redis::RedisStore;
 use serde_json::{Value, json};
@@ -36,7 +36,7 @@ async fn worker(redis: &RedisServer, extra: &[&str]) -> Service {
 }
 
 async fn store(redis: &RedisServer) -> RedisStore {
-    RedisStore::connect(&redis.url(), &PipelineName::new(PIPELINE).unwrap())
+    RedisStore::connect(&redis.url(), &PipelineId::new(None, PIPELINE).unwrap())
         .await
         .unwrap()
 }
@@ -123,7 +123,7 @@ async fn two_hundred_jobs_survive_a_killed_worker_and_complete_once() {
         assert_eq!(completed, 1, "job {id} completed {completed} times");
         stalled += events
             .iter()
-            .filter(|e| e.body["reason"] == "stalled")
+            .filter(|e| e.body()["reason"] == "stalled")
             .count();
     }
     assert!(
@@ -176,11 +176,12 @@ async fn sse_events_cross_processes_in_order_with_resume() {
         let ids: Vec<Option<&str>> = events.iter().map(|e| e.id.as_deref()).collect();
         assert_eq!(ids, [None, Some("1"), Some("2"), Some("3")]);
         assert_eq!(events[2].data["stage"], "generating");
+        assert_eq!(events[2].data["cardCount"], 10);
         assert!(
             events[2].data["message"]
                 .as_str()
                 .unwrap()
-                .contains("10 flashcards")
+                .contains("Generating flashcards")
         );
         let completed = &events[3].data;
         assert_eq!(completed["jobId"], id.as_str());

@@ -5,18 +5,23 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashcard_service::job::{JobRequest, JobResult, JobState, TokenUsage};
-use flashcard_service::keyspace::PipelineName;
+use flashcard_service::budget::BudgetPeriod;
+use flashcard_service::events::WaitReason;
+use flashcard_service::job::{JobRequest, JobResult, JobState, TokenUsage, new_job_id};
+use flashcard_service::keyspace::{PipelineId, fingerprint, idempotency_digest};
 use flashcard_service::store::memory::MemoryStore;
 use flashcard_service::store::redis::RedisStore;
 use flashcard_service::store::{
-    EnqueueOptions, FailOutcome, Failure, KillSwitch, RateDecision, Reservation, Retention, SetBy,
-    Store, WorkerInfo,
+    Admission, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, Claim, ClaimRequest, Cost,
+    FinishOutcome, Idempotency, KillSwitch, Outcome, Pricing, ProgressNote, RateLimit, Retention,
+    SetBy, Store, Submission, WorkerInfo,
 };
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::Value;
 
 type DynStore = Arc<dyn Store>;
+
+const LEASE: Duration = Duration::from_secs(30);
 
 fn request(n: u32) -> JobRequest {
     JobRequest {
@@ -28,11 +33,63 @@ fn request(n: u32) -> JobRequest {
     }
 }
 
-fn opts(max_attempts: u32) -> EnqueueOptions {
-    EnqueueOptions {
-        idempotency_key: None,
+fn submission(n: u32, max_attempts: u32) -> Submission {
+    let request = request(n);
+    Submission {
+        job_id: new_job_id(),
+        owner: request.user_id.clone(),
+        request,
+        idempotency: None,
+        rate_limit: None,
         max_attempts,
+        traceparent: None,
     }
+}
+
+fn with_key(mut s: Submission, owner: &str, key: &str) -> Submission {
+    s.owner = owner.to_owned();
+    s.idempotency = Some(Idempotency {
+        digest: idempotency_digest(owner, key),
+        fingerprint: fingerprint(&serde_json::to_string(&s.request).unwrap()),
+        ttl: Duration::from_secs(3600),
+    });
+    s
+}
+
+async fn submit(store: &DynStore, n: u32, max_attempts: u32) -> String {
+    match store.submit(submission(n, max_attempts)).await.unwrap() {
+        Admission::Accepted { job_id } => job_id,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+/// Claims at one micro-dollar per input byte, nothing for output: a job's reservation is the
+/// bytes of its content, subject and topic.
+fn pricing() -> Pricing {
+    Pricing {
+        input_micros_per_token: 1.0,
+        ..Pricing::default()
+    }
+}
+
+fn claim_request(max_jobs: u32) -> ClaimRequest<'static> {
+    ClaimRequest {
+        worker_id: "w1",
+        lease: LEASE,
+        max_jobs,
+        pricing: pricing(),
+        started: None,
+    }
+}
+
+async fn claim_one(store: &DynStore) -> Option<Claim> {
+    store
+        .claim(&claim_request(1))
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .next()
 }
 
 fn result() -> JobResult {
@@ -45,342 +102,549 @@ fn result() -> JobResult {
         },
         provider: "local".into(),
         model: "m".into(),
-        cost_micros: 0,
+        cost_micros: 5,
     }
 }
 
-const LEASE: Duration = Duration::from_secs(30);
+fn cost(micros: u64) -> Cost {
+    Cost {
+        micros,
+        usage: TokenUsage {
+            input_tokens: 7,
+            output_tokens: 3,
+        },
+        called: true,
+    }
+}
 
-async fn enqueue_claim_complete(store: DynStore) {
-    let job = store.enqueue(request(1), opts(3)).await.unwrap().job;
-    assert_eq!(job.state, JobState::Waiting);
+async fn complete(store: &DynStore, claim: &Claim, micros: u64) -> FinishOutcome {
+    let r = result();
+    let outcome = Outcome::Completed {
+        result: &r,
+        duration_ms: 5,
+    };
+    store
+        .finish(&claim.lease, outcome, cost(micros), None)
+        .await
+        .unwrap()
+        .outcome
+}
+
+async fn set_limit(store: &DynStore, limit_micros: u64) {
+    store
+        .set_budget(&BudgetConfig {
+            limit_micros,
+            period: BudgetPeriod::Monthly,
+            warn_percent: 80.0,
+            enforce: true,
+            source: BudgetSource::Operator,
+        })
+        .await
+        .unwrap();
+}
+
+async fn reserved(store: &DynStore) -> u64 {
+    store.budget_state().await.unwrap().spend.reserved_micros
+}
+
+fn kinds(events: &[flashcard_service::store::StoredEvent]) -> Vec<String> {
+    events.iter().map(|e| e.kind().to_owned()).collect()
+}
+
+async fn submit_claim_complete(store: DynStore) {
+    let id = submit(&store, 1, 3).await;
+    let job = store.job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.owner.as_str()),
+        (JobState::Waiting, "user-1")
+    );
     assert_eq!(store.counts().await.unwrap().waiting, 1);
-    let claim = store.claim("w1", LEASE).await.unwrap().expect("a job");
-    assert_eq!(claim.job.id, job.id);
+    let claim = claim_one(&store).await.expect("a job");
+    assert_eq!(claim.job.id, id);
     assert_eq!(claim.job.state, JobState::Active);
     assert_eq!(claim.job.attempts_made, 1);
+    assert_eq!(claim.job.request, request(1));
     assert_eq!(store.counts().await.unwrap().active, 1);
-    let event = json!({"type": "completed", "at": 1, "duration": 5});
-    assert!(
-        store
-            .complete(&claim.lease, &result(), &event)
-            .await
-            .unwrap()
-    );
-    let done = store.job(&job.id).await.unwrap().unwrap();
+    assert_eq!(complete(&store, &claim, 5).await, FinishOutcome::Completed);
+    let done = store.job(&id).await.unwrap().unwrap();
     assert_eq!(done.state, JobState::Completed);
     assert_eq!(done.result, Some(result()));
     assert!(done.finished_at.is_some());
-    let events = store.events_after(&job.id, 0).await.unwrap();
-    let kinds: Vec<_> = events.iter().map(|e| e.kind().to_owned()).collect();
-    assert_eq!(kinds, ["active", "completed"]);
+    let events = store.events_after(&id, 0).await.unwrap();
+    assert_eq!(kinds(&events), ["active", "completed"]);
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(events[1].body["duration"], 5);
+    let completed = events[1].body();
+    assert_eq!(completed["jobId"], id.as_str());
+    assert_eq!(completed["duration"], 5);
+    assert_eq!(completed["result"]["tokenUsage"], 10);
+    assert_eq!(completed["seq"], 2);
+    assert!(completed["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(events[0].body()["attemptsMade"], 1);
     let counts = store.counts().await.unwrap();
     assert_eq!((counts.waiting, counts.active, counts.completed), (0, 0, 1));
+    let spend = store.budget_state().await.unwrap().spend;
+    assert_eq!(
+        (spend.spent_micros, spend.reserved_micros, spend.jobs),
+        (5, 0, 1)
+    );
+    assert_eq!((spend.input_tokens, spend.output_tokens), (7, 3));
+}
+
+async fn claims_take_a_batch_in_order_and_finish_claims_the_next(store: DynStore) {
+    assert!(
+        store
+            .claim(&claim_request(4))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    let ids = [
+        submit(&store, 1, 3).await,
+        submit(&store, 2, 3).await,
+        submit(&store, 3, 3).await,
+        submit(&store, 4, 3).await,
+    ];
+    let claimed = store.claim(&claim_request(2)).await.unwrap();
+    let got: Vec<_> = claimed.jobs.iter().map(|c| c.job.id.clone()).collect();
+    assert_eq!(got, ids[..2]);
+    let r = result();
+    let done = Outcome::Completed {
+        result: &r,
+        duration_ms: 1,
+    };
+    let finished = store
+        .finish(
+            &claimed.jobs[0].lease,
+            done,
+            cost(1),
+            Some(&claim_request(1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.outcome, FinishOutcome::Completed);
+    assert_eq!(finished.claimed.jobs.len(), 1);
+    assert_eq!(finished.claimed.jobs[0].job.id, ids[2]);
+    assert_eq!(store.counts().await.unwrap().active, 2);
+    let rest = store.claim(&claim_request(5)).await.unwrap();
+    assert_eq!(rest.jobs.len(), 1);
+    assert_eq!(rest.jobs[0].job.id, ids[3]);
+}
+
+async fn started_progress_is_folded_into_the_claim(store: DynStore) {
+    let id = submit(&store, 1, 3).await;
+    let request = ClaimRequest {
+        started: Some(ProgressNote {
+            stage: "generating",
+            percent: 10,
+            message: "Generating",
+        }),
+        ..claim_request(1)
+    };
+    let claim = store.claim(&request).await.unwrap().jobs.remove(0);
+    let events = store.events_after(&id, 0).await.unwrap();
+    assert_eq!(kinds(&events), ["active", "progress"]);
+    assert_eq!(events[1].body()["percent"], 10);
+    assert_eq!(
+        events[1].body()["cardCount"],
+        3,
+        "the store adds the job's card count"
+    );
+    assert_eq!(claim.job.event_seq, 2);
+    assert!(
+        store
+            .progress(&claim.lease, "parsing", 90, "Parsing")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.events_after(&id, 2).await.unwrap()[0].body()["stage"],
+        "parsing"
+    );
+    let release = Outcome::Release {
+        reason: WaitReason::Released,
+    };
+    store
+        .finish(&claim.lease, release, Cost::default(), None)
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .progress(&claim.lease, "late", 95, "too late")
+            .await
+            .unwrap(),
+        "only the lease holder reports progress"
+    );
+}
+
+async fn idempotency_replays_the_same_request_and_refuses_another_body(store: DynStore) {
+    let first = store
+        .submit(with_key(submission(1, 3), "alice", "k1"))
+        .await
+        .unwrap();
+    let Admission::Accepted { job_id } = first else {
+        panic!("{first:?}")
+    };
+    let again = store
+        .submit(with_key(submission(1, 3), "alice", "k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Admission::Replayed {
+            job_id: job_id.clone(),
+            state: JobState::Waiting
+        }
+    );
+    let other_body = store
+        .submit(with_key(submission(2, 3), "alice", "k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other_body,
+        Admission::KeyReused {
+            job_id: job_id.clone()
+        }
+    );
+    // The same key of another owner is another key, even when the parts would concatenate
+    // to the same text.
+    let a = store
+        .submit(with_key(submission(1, 3), "victim", "x:k1"))
+        .await
+        .unwrap();
+    let b = store
+        .submit(with_key(submission(1, 3), "victim:x", "k1"))
+        .await
+        .unwrap();
+    assert!(matches!(a, Admission::Accepted { .. }), "{a:?}");
+    assert!(matches!(b, Admission::Accepted { .. }), "{b:?}");
+    assert_ne!(a, b);
+    assert_eq!(store.counts().await.unwrap().waiting, 3);
+}
+
+async fn a_replay_is_answered_before_the_kill_switch_and_the_rate_limit(store: DynStore) {
+    let limited = |s: Submission| Submission {
+        rate_limit: Some(RateLimit {
+            max: 1,
+            window: Duration::from_secs(60),
+        }),
+        ..s
+    };
+    let first = store
+        .submit(limited(with_key(submission(1, 3), "bob", "k")))
+        .await
+        .unwrap();
+    assert!(matches!(first, Admission::Accepted { .. }));
+    store
+        .set_kill_switch(&KillSwitch::manual(SetBy::Admin, Some("stop".into()), 1))
+        .await
+        .unwrap();
+    let replay = store
+        .submit(limited(with_key(submission(1, 3), "bob", "k")))
+        .await
+        .unwrap();
+    assert!(matches!(replay, Admission::Replayed { .. }), "{replay:?}");
+    let fresh = store
+        .submit(limited(with_key(submission(1, 3), "bob", "k2")))
+        .await
+        .unwrap();
+    assert!(matches!(fresh, Admission::Refused(_)), "{fresh:?}");
+    assert!(store.clear_kill_switch_if(SetBy::Admin).await.unwrap());
+    let over_rate = store
+        .submit(limited(with_key(submission(1, 3), "bob", "k3")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(over_rate, Admission::RateLimited { .. }),
+        "{over_rate:?}"
+    );
+    let replay = store
+        .submit(limited(with_key(submission(1, 3), "bob", "k")))
+        .await
+        .unwrap();
+    assert!(matches!(replay, Admission::Replayed { .. }), "{replay:?}");
+}
+
+async fn retries_through_delayed_then_fails(store: DynStore) {
+    let id = submit(&store, 1, 2).await;
+    let claim = claim_one(&store).await.unwrap();
+    let retry = Outcome::Retry {
+        error: "provider timed out",
+        delay: Duration::from_millis(600),
+        duration_ms: 7,
+    };
+    let finished = store
+        .finish(&claim.lease, retry, Cost::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(finished.outcome, FinishOutcome::Retrying);
+    let job = store.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Delayed);
+    assert_eq!(job.error.as_deref(), Some("provider timed out"));
+    assert_eq!(store.counts().await.unwrap().delayed, 1);
+    assert!(claim_one(&store).await.is_none(), "not due yet");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let claim = claim_one(&store).await.expect("due retry");
+    assert_eq!(claim.job.attempts_made, 2);
+    let finished = store
+        .finish(&claim.lease, retry, Cost::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(finished.outcome, FinishOutcome::Failed, "no attempt left");
+    let job = store.job(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts_made), (JobState::Failed, 2));
+    let events = store.events_after(&id, 0).await.unwrap();
+    assert_eq!(kinds(&events), ["active", "retrying", "active", "failed"]);
+    let retrying = events[1].body();
+    assert_eq!(
+        (
+            retrying["attemptsMade"].as_u64(),
+            retrying["delayMs"].as_u64()
+        ),
+        (Some(1), Some(600))
+    );
+    let failed = events[3].body();
+    assert_eq!(failed["attemptsMade"], 2);
+    assert_eq!(failed["error"], "provider timed out");
     assert_eq!(
         store
             .outcomes(Duration::from_secs(300))
             .await
             .unwrap()
-            .completed,
+            .failed,
         1
     );
-    // A second completion of the same lease records nothing.
-    assert!(
-        !store
-            .complete(&claim.lease, &result(), &event)
-            .await
-            .unwrap()
-    );
-    assert_eq!(store.events_after(&job.id, 0).await.unwrap().len(), 2);
-}
-
-async fn progress_is_recorded_only_for_the_lease_holder(store: DynStore) {
-    let id = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
-    let claim = store.claim("w", LEASE).await.unwrap().unwrap();
-    let event = json!({"type": "progress", "at": 1, "stage": "generating", "percent": 10});
-    assert!(store.progress(&claim.lease, &event).await.unwrap());
-    let events = store.events_after(&id, 1).await.unwrap();
-    assert_eq!((events[0].seq, events[0].kind()), (2, "progress"));
-    assert_eq!(events[0].body["percent"], 10);
-    assert!(store.release(&claim.lease).await.unwrap());
-    assert!(!store.progress(&claim.lease, &event).await.unwrap());
-    assert_eq!(store.events_after(&id, 0).await.unwrap().len(), 3);
-}
-
-async fn claim_is_fifo_and_empty_is_none(store: DynStore) {
-    assert!(store.claim("w", LEASE).await.unwrap().is_none());
-    let a = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
-    let b = store.enqueue(request(2), opts(3)).await.unwrap().job.id;
-    assert_eq!(store.claim("w", LEASE).await.unwrap().unwrap().job.id, a);
-    assert_eq!(store.claim("w", LEASE).await.unwrap().unwrap().job.id, b);
-    assert!(store.claim("w", LEASE).await.unwrap().is_none());
-}
-
-async fn idempotency_key_returns_existing_job(store: DynStore) {
-    let options = EnqueueOptions {
-        idempotency_key: Some("key-1".into()),
-        max_attempts: 3,
-    };
-    let first = store.enqueue(request(1), options.clone()).await.unwrap();
-    let second = store.enqueue(request(2), options).await.unwrap();
-    assert!(first.created);
-    assert!(!second.created);
-    assert_eq!(first.job.id, second.job.id);
-    assert_eq!(second.job.request, request(1));
-    assert_eq!(store.counts().await.unwrap().waiting, 1);
-}
-
-async fn retries_through_delayed_then_fails(store: DynStore) {
-    let id = store.enqueue(request(1), opts(2)).await.unwrap().job.id;
-    let claim = store.claim("w", LEASE).await.unwrap().unwrap();
-    let failure = Failure {
-        error: "provider timed out".into(),
-        retry_after: Some(Duration::from_millis(600)),
-        duration_ms: 12,
-    };
-    assert_eq!(
-        store.fail(&claim.lease, &failure).await.unwrap(),
-        FailOutcome::Retrying
-    );
-    assert_eq!(
-        store.job(&id).await.unwrap().unwrap().state,
-        JobState::Delayed
-    );
-    assert_eq!(store.counts().await.unwrap().delayed, 1);
-    assert!(
-        store.claim("w", LEASE).await.unwrap().is_none(),
-        "not due yet"
-    );
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let claim = store
-        .claim("w", LEASE)
-        .await
-        .unwrap()
-        .expect("due after backoff");
-    assert_eq!(claim.job.attempts_made, 2);
-    assert_eq!(
-        store.fail(&claim.lease, &failure).await.unwrap(),
-        FailOutcome::Failed
-    );
-    let job = store.job(&id).await.unwrap().unwrap();
-    assert_eq!(job.state, JobState::Failed);
-    assert_eq!(job.error.as_deref(), Some("provider timed out"));
-    let kinds: Vec<_> = store
-        .events_after(&id, 0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.kind().to_owned())
-        .collect();
-    assert_eq!(kinds, ["active", "retrying", "active", "failed"]);
-    let last = store.events_after(&id, 3).await.unwrap();
-    assert_eq!(last[0].body["attemptsMade"], 2);
-    assert_eq!(last[0].body["error"], "provider timed out");
-    let outcomes = store.outcomes(Duration::from_secs(300)).await.unwrap();
-    assert_eq!((outcomes.completed, outcomes.failed), (0, 1));
 }
 
 async fn permanent_failure_skips_retries(store: DynStore) {
-    let id = store.enqueue(request(1), opts(5)).await.unwrap().job.id;
-    let claim = store.claim("w", LEASE).await.unwrap().unwrap();
-    let failure = Failure {
-        error: "rejected".into(),
-        retry_after: None,
+    let id = submit(&store, 1, 3).await;
+    let claim = claim_one(&store).await.unwrap();
+    let failed = Outcome::Failed {
+        error: "provider rejected the request",
+        code: Some("PROVIDER_REJECTED"),
         duration_ms: 1,
     };
-    assert_eq!(
-        store.fail(&claim.lease, &failure).await.unwrap(),
-        FailOutcome::Failed
-    );
-    assert_eq!(store.job(&id).await.unwrap().unwrap().attempts_made, 1);
+    let finished = store
+        .finish(&claim.lease, failed, Cost::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(finished.outcome, FinishOutcome::Failed);
+    let job = store.job(&id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts_made), (JobState::Failed, 1));
+    assert_eq!(job.error_code.as_deref(), Some("PROVIDER_REJECTED"));
     assert_eq!(store.counts().await.unwrap().failed, 1);
 }
 
-async fn expired_lease_requeues_and_result_is_recorded_once(store: DynStore) {
-    let id = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
-    let stale = store
-        .claim("dead-worker", Duration::from_millis(500))
-        .await
-        .unwrap()
-        .unwrap();
+async fn a_repeated_finish_changes_nothing(store: DynStore) {
+    let id = submit(&store, 1, 3).await;
+    let claim = claim_one(&store).await.unwrap();
+    assert_eq!(complete(&store, &claim, 9).await, FinishOutcome::Completed);
+    // The first reply was lost and the worker tries again.
+    assert_eq!(complete(&store, &claim, 9).await, FinishOutcome::Completed);
+    let spend = store.budget_state().await.unwrap().spend;
     assert_eq!(
-        store.recover_stalled(2).await.unwrap().requeued,
-        0,
-        "lease still valid"
+        (spend.spent_micros, spend.jobs),
+        (9, 1),
+        "cost counted once"
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.events_after(&id, 0).await.unwrap().len(), 2);
+}
+
+async fn expired_lease_requeues_releases_the_reservation_and_counts_late_cost(store: DynStore) {
+    let id = submit(&store, 1, 3).await;
+    let short = ClaimRequest {
+        lease: Duration::from_millis(200),
+        ..claim_request(1)
+    };
+    let stale = store.claim(&short).await.unwrap().jobs.remove(0);
+    assert!(stale.reserved_micros > 0);
+    assert_eq!(reserved(&store).await, stale.reserved_micros);
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let report = store.recover_stalled(2).await.unwrap();
     assert_eq!((report.requeued, report.failed), (1, 0));
+    assert_eq!(
+        reserved(&store).await,
+        0,
+        "recovery released the dead worker's reservation"
+    );
     let job = store.job(&id).await.unwrap().unwrap();
     assert_eq!((job.state, job.stalls), (JobState::Waiting, 1));
-    let fresh = store.claim("w2", LEASE).await.unwrap().unwrap();
-    assert_eq!(fresh.job.id, id);
-    let event = json!({"type": "completed", "at": 1, "duration": 1});
-    // The stale worker finishes late: its result is discarded.
-    assert!(
-        !store
-            .complete(&stale.lease, &result(), &event)
-            .await
-            .unwrap()
+    let fresh = claim_one(&store).await.unwrap();
+    assert_eq!(fresh.job.attempts_made, 2);
+    // The first worker wakes up and reports: its outcome is not recorded, but the call it
+    // made was paid for, so its cost counts; the live reservation stays.
+    assert_eq!(complete(&store, &stale, 11).await, FinishOutcome::LeaseLost);
+    assert_eq!(
+        store.job(&id).await.unwrap().unwrap().state,
+        JobState::Active
     );
-    assert!(!store.renew(&stale.lease, LEASE).await.unwrap());
-    assert!(
-        store
-            .complete(&fresh.lease, &result(), &event)
-            .await
-            .unwrap()
+    let spend = store.budget_state().await.unwrap().spend;
+    assert_eq!(spend.spent_micros, 11);
+    assert_eq!(spend.reserved_micros, fresh.reserved_micros);
+    assert_eq!(complete(&store, &fresh, 13).await, FinishOutcome::Completed);
+    let spend = store.budget_state().await.unwrap().spend;
+    assert_eq!((spend.spent_micros, spend.reserved_micros), (24, 0));
+    let events = store.events_after(&id, 0).await.unwrap();
+    assert_eq!(kinds(&events), ["active", "waiting", "active", "completed"]);
+    let waiting = events[1].body();
+    assert_eq!(
+        (waiting["reason"].as_str(), waiting["stalls"].as_u64()),
+        (Some("stalled"), Some(1))
     );
-    let kinds: Vec<_> = store
-        .events_after(&id, 0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.kind().to_owned())
-        .collect();
-    assert_eq!(kinds, ["active", "waiting", "active", "completed"]);
-    assert_eq!(store.counts().await.unwrap().completed, 1);
 }
 
 async fn too_many_stalls_fail_the_job(store: DynStore) {
-    let id = store.enqueue(request(1), opts(10)).await.unwrap().job.id;
-    for round in 0..2 {
-        store
-            .claim("w", Duration::from_millis(50))
-            .await
-            .unwrap()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        let report = store.recover_stalled(1).await.unwrap();
-        if round == 0 {
-            assert_eq!(report.requeued, 1);
-        } else {
-            assert_eq!(report.failed, 1);
-        }
+    let id = submit(&store, 1, 5).await;
+    let short = ClaimRequest {
+        lease: Duration::from_millis(100),
+        ..claim_request(1)
+    };
+    for _ in 0..2 {
+        store.claim(&short).await.unwrap().jobs.remove(0);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        store.recover_stalled(1).await.unwrap();
     }
     let job = store.job(&id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.error_code.as_deref(), Some("JOB_STALLED"));
     assert!(
         job.error
             .unwrap()
             .contains("stalled more than allowable limit")
     );
+    assert_eq!(reserved(&store).await, 0);
 }
 
-async fn renewed_lease_is_not_recovered(store: DynStore) {
-    store.enqueue(request(1), opts(3)).await.unwrap();
-    let claim = store
-        .claim("w", Duration::from_millis(150))
-        .await
-        .unwrap()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(80)).await;
-    assert!(
-        store
-            .renew(&claim.lease, Duration::from_millis(500))
-            .await
-            .unwrap()
-    );
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    assert_eq!(store.recover_stalled(1).await.unwrap().requeued, 0);
-    assert_eq!(store.counts().await.unwrap().active, 1);
-}
-
-async fn release_gives_the_job_back_without_using_an_attempt(store: DynStore) {
-    let id = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
-    store.enqueue(request(2), opts(3)).await.unwrap();
-    let claim = store.claim("w", LEASE).await.unwrap().unwrap();
-    assert!(store.release(&claim.lease).await.unwrap());
-    assert!(!store.release(&claim.lease).await.unwrap());
-    let again = store.claim("w", LEASE).await.unwrap().unwrap();
-    assert_eq!(again.job.id, id, "a released job goes to the front");
-    assert_eq!(again.job.attempts_made, 1);
-}
-
-async fn event_feed_and_history(store: DynStore) {
-    let mut feed = store.event_feed().await.unwrap();
-    let id = store.enqueue(request(1), opts(3)).await.unwrap().job.id;
-    let claim = store.claim("w", LEASE).await.unwrap().unwrap();
-    let event = json!({"type": "completed", "at": 1, "result": {"flashcards": []}, "duration": 3});
-    store
-        .complete(&claim.lease, &result(), &event)
-        .await
-        .unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), feed.next())
-        .await
-        .unwrap()
-        .unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(5), feed.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (first.job_id.as_str(), first.seq, first.kind()),
-        (id.as_str(), 1, "active")
-    );
-    assert_eq!((second.seq, second.kind()), (2, "completed"));
-    assert_eq!(second.body["result"], json!({"flashcards": []}));
-    let after = store.events_after(&id, 1).await.unwrap();
-    assert_eq!(after.len(), 1);
-    assert_eq!(after[0], second);
-    assert!(store.events_after(&id, 2).await.unwrap().is_empty());
-    assert!(
-        store
-            .events_after("no-such-job", 0)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-}
-
-async fn retention_trims_oldest_finished_jobs(store: DynStore) {
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        let options = EnqueueOptions {
-            idempotency_key: Some(format!("k{n}")),
-            max_attempts: 1,
-        };
-        let id = store.enqueue(request(n), options).await.unwrap().job.id;
-        let claim = store.claim("w", LEASE).await.unwrap().unwrap();
-        store
-            .complete(
-                &claim.lease,
-                &result(),
-                &json!({"type": "completed", "at": 1}),
-            )
+async fn renewed_leases_are_not_recovered(store: DynStore) {
+    submit(&store, 1, 3).await;
+    submit(&store, 2, 3).await;
+    let short = ClaimRequest {
+        lease: Duration::from_millis(300),
+        ..claim_request(2)
+    };
+    let claims = store.claim(&short).await.unwrap().jobs;
+    let leases: Vec<_> = claims.iter().map(|c| c.lease.clone()).collect();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let renewed = store
+            .renew(&leases, Duration::from_millis(300))
             .await
             .unwrap();
-        ids.push(id);
+        assert_eq!(renewed, [true, true]);
+    }
+    assert_eq!(store.recover_stalled(2).await.unwrap().requeued, 0);
+    let stranger = flashcard_service::store::Lease {
+        token: "not-mine".into(),
+        ..leases[0].clone()
+    };
+    assert_eq!(store.renew(&[stranger], LEASE).await.unwrap(), [false]);
+}
+
+async fn release_gives_the_job_back_first_without_using_an_attempt(store: DynStore) {
+    let a = submit(&store, 1, 3).await;
+    let b = submit(&store, 2, 3).await;
+    let claim = claim_one(&store).await.unwrap();
+    assert_eq!(claim.job.id, a);
+    for reason in [WaitReason::Released, WaitReason::ProviderUnavailable] {
+        let claim = if reason == WaitReason::Released {
+            claim.clone()
+        } else {
+            claim_one(&store).await.unwrap()
+        };
+        let release = Outcome::Release { reason };
+        let finished = store
+            .finish(&claim.lease, release, Cost::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(finished.outcome, FinishOutcome::Released);
+        let job = store.job(&a).await.unwrap().unwrap();
+        assert_eq!((job.state, job.attempts_made), (JobState::Waiting, 0));
+        assert_eq!(reserved(&store).await, 0);
+        let last = store.events_after(&a, 0).await.unwrap().pop().unwrap();
+        assert_eq!(last.body()["reason"], reason.as_str());
+    }
+    let next = claim_one(&store).await.unwrap();
+    assert_eq!(next.job.id, a, "a released job goes first");
+    assert_ne!(next.job.id, b);
+}
+
+async fn event_feed_and_history_carry_the_same_text(store: DynStore) {
+    let mut feed = store.event_feed().await.unwrap();
+    let id = submit(&store, 1, 3).await;
+    let claim = claim_one(&store).await.unwrap();
+    complete(&store, &claim, 1).await;
+    let mut live = Vec::new();
+    while live.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), feed.next())
+            .await
+            .expect("feed delivers")
+            .expect("feed open");
+        if *event.job_id == *id {
+            live.push(event);
+        }
+    }
+    let history = store.events_after(&id, 0).await.unwrap();
+    assert_eq!(live, history);
+    assert_eq!(store.events_after(&id, 1).await.unwrap().len(), 1);
+    assert!(store.events_after(&id, 2).await.unwrap().is_empty());
+    assert!(store.events_after("nope", 0).await.unwrap().is_empty());
+    // The stored text is the SSE payload: seq and jobId first, then the rendered body.
+    let text = std::str::from_utf8(&history[0].data).unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "{{\"seq\":1,\"jobId\":\"{id}\",\"attemptsMade\":1,"
+        )),
+        "{text}"
+    );
+    let body: Value = history[0].body();
+    assert_eq!(body["message"], "Job is now being processed");
+    assert_eq!(body["worker"], "w1");
+}
+
+async fn retention_trims_oldest_finished_jobs_and_only_their_own_key_mappings(store: DynStore) {
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let s = with_key(submission(n, 3), "carol", &format!("k{n}"));
+        let Admission::Accepted { job_id } = store.submit(s).await.unwrap() else {
+            panic!()
+        };
+        let claim = claim_one(&store).await.unwrap();
+        complete(&store, &claim, 0).await;
+        ids.push(job_id);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let retention = Retention {
+    let keep_two = Retention {
         max_age: Duration::from_secs(3600),
-        max_count: 1,
+        max_count: 2,
     };
-    assert_eq!(store.trim_finished(retention).await.unwrap(), 2);
+    assert_eq!(store.trim_finished(keep_two).await.unwrap(), 1);
     assert!(store.job(&ids[0]).await.unwrap().is_none());
     assert!(store.events_after(&ids[0], 0).await.unwrap().is_empty());
-    assert!(store.job(&ids[2]).await.unwrap().is_some());
-    assert_eq!(store.counts().await.unwrap().completed, 1);
-    // The trimmed job's idempotency key is free again.
-    let options = EnqueueOptions {
-        idempotency_key: Some("k0".into()),
-        max_attempts: 1,
-    };
-    assert!(store.enqueue(request(9), options).await.unwrap().created);
-    let by_age = Retention {
+    assert!(store.job(&ids[1]).await.unwrap().is_some());
+    // The trimmed job's key is free again.
+    let reuse = store
+        .submit(with_key(submission(0, 3), "carol", "k0"))
+        .await
+        .unwrap();
+    assert!(matches!(reuse, Admission::Accepted { .. }), "{reuse:?}");
+    let none = Retention {
         max_age: Duration::ZERO,
-        max_count: 100,
+        max_count: 0,
     };
     tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(store.trim_finished(by_age).await.unwrap(), 1);
+    assert_eq!(store.trim_finished(none).await.unwrap(), 2);
+    // The waiting job that reused k0 keeps its mapping.
+    let replay = store
+        .submit(with_key(submission(0, 3), "carol", "k0"))
+        .await
+        .unwrap();
+    assert!(matches!(replay, Admission::Replayed { .. }), "{replay:?}");
 }
 
 async fn worker_heartbeats_expire(store: DynStore) {
     let info = WorkerInfo {
         id: "w1".into(),
-        pod: "worker-abc".into(),
+        pod: "worker-0".into(),
         active: 2,
         concurrency: 4,
         breaker: "closed".into(),
@@ -388,17 +652,17 @@ async fn worker_heartbeats_expire(store: DynStore) {
         last_seen: 0,
     };
     store
-        .heartbeat(&info, Duration::from_millis(600))
+        .heartbeat(&info, Duration::from_millis(300))
         .await
         .unwrap();
     let workers = store.workers().await.unwrap();
     assert_eq!(workers.len(), 1);
     assert_eq!(
         (workers[0].pod.as_str(), workers[0].active),
-        ("worker-abc", 2)
+        ("worker-0", 2)
     );
     assert!(workers[0].last_seen > 0);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(store.workers().await.unwrap().is_empty());
     store.heartbeat(&info, LEASE).await.unwrap();
     store.remove_worker("w1").await.unwrap();
@@ -406,93 +670,237 @@ async fn worker_heartbeats_expire(store: DynStore) {
 }
 
 async fn kill_switch_round_trip(store: DynStore) {
-    assert!(!store.kill_switch().await.unwrap().enabled);
-    let on = KillSwitch {
-        enabled: true,
-        reason: Some("Testing kill-switch".into()),
-        set_by: Some(SetBy::Admin),
-        since: Some(1234),
-    };
+    assert!(!store.budget_state().await.unwrap().kill_switch.enabled);
+    let on = KillSwitch::manual(SetBy::Admin, Some("testing".into()), 1);
     store.set_kill_switch(&on).await.unwrap();
-    assert_eq!(store.kill_switch().await.unwrap(), on);
-    assert!(
-        !store.clear_kill_switch_if(SetBy::Operator).await.unwrap(),
-        "admin's switch stays"
-    );
-    assert!(store.kill_switch().await.unwrap().enabled);
-    assert!(store.clear_kill_switch_if(SetBy::Admin).await.unwrap());
-    let off = store.kill_switch().await.unwrap();
-    assert!(!off.enabled);
-    assert_eq!(off.reason, None);
-}
-
-async fn budget_reservations_respect_the_limit(store: DynStore) {
-    let period = "2026-11";
-    assert_eq!(
-        store.reserve(period, 400, 1000).await.unwrap(),
-        Reservation::Granted
-    );
-    assert_eq!(
-        store.reserve(period, 400, 1000).await.unwrap(),
-        Reservation::Granted
-    );
-    assert_eq!(
-        store.reserve(period, 400, 1000).await.unwrap(),
-        Reservation::Refused
-    );
-    let usage = TokenUsage {
-        input_tokens: 100,
-        output_tokens: 50,
+    let read = store.budget_state().await.unwrap().kill_switch;
+    assert_eq!(read, on);
+    let refused = store.submit(submission(1, 3)).await.unwrap();
+    let Admission::Refused(ks) = refused else {
+        panic!("{refused:?}")
     };
-    let spend = store.settle(period, 400, 150, usage).await.unwrap();
-    assert_eq!((spend.spent_micros, spend.reserved_micros), (150, 400));
+    assert_eq!(ks.set_by, Some(SetBy::Admin));
+    assert!(!store.clear_kill_switch_if(SetBy::Budget).await.unwrap());
+    assert!(store.clear_kill_switch_if(SetBy::Admin).await.unwrap());
+    assert!(!store.budget_state().await.unwrap().kill_switch.enabled);
+    assert!(matches!(
+        store.submit(submission(1, 3)).await.unwrap(),
+        Admission::Accepted { .. }
+    ));
+}
+
+async fn reservations_hold_the_budget_and_a_job_that_cannot_fit_waits_then_fails(store: DynStore) {
+    // Each job reserves its text's bytes (53 or so); the limit covers two of them.
+    let a = submit(&store, 1, 3).await;
+    let b = submit(&store, 2, 3).await;
+    let c = submit(&store, 3, 3).await;
+    let per_job = flashcard_service::job::input_bytes(&request(1));
+    set_limit(&store, per_job * 2 + per_job / 2).await;
+    let claimed = store.claim(&claim_request(3)).await.unwrap();
     assert_eq!(
-        (spend.input_tokens, spend.output_tokens, spend.jobs),
-        (100, 50, 1)
+        claimed.jobs.len(),
+        2,
+        "the third does not fit next to two reservations"
     );
+    assert!(claimed.budget_blocked);
+    assert_eq!(reserved(&store).await, per_job * 2);
+    let waiting = store.job(&c).await.unwrap().unwrap();
     assert_eq!(
-        store.reserve(period, 400, 1000).await.unwrap(),
-        Reservation::Granted
+        (waiting.state, waiting.attempts_made),
+        (JobState::Waiting, 0)
     );
-    assert_eq!(store.spend(period).await.unwrap().reserved_micros, 800);
-    assert_eq!(store.spend("2026-12").await.unwrap().spent_micros, 0);
+    let last = store.events_after(&c, 0).await.unwrap().pop().unwrap();
+    assert_eq!(last.body()["reason"], "budget");
+    // Blocked again: no second budget event.
+    assert!(store.claim(&claim_request(1)).await.unwrap().budget_blocked);
+    assert_eq!(store.events_after(&c, 0).await.unwrap().len(), 1);
+    // The first job costs less than reserved; the third now fits.
+    let first = &claimed.jobs[0];
+    assert_eq!(first.job.id, a);
+    let finished = store
+        .finish(
+            &first.lease,
+            Outcome::Completed {
+                result: &result(),
+                duration_ms: 1,
+            },
+            cost(per_job / 4),
+            Some(&claim_request(1)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.claimed.jobs.len(), 1);
+    let third = finished.claimed.jobs[0].clone();
+    assert_eq!(third.job.id, c);
+    assert_eq!(reserved(&store).await, per_job * 2);
+    // The second costs three times its reservation: the overrun is settled and counted.
+    let second = claimed.jobs.iter().find(|j| j.job.id == b).unwrap();
+    let finished = store
+        .finish(
+            &second.lease,
+            Outcome::Completed {
+                result: &result(),
+                duration_ms: 1,
+            },
+            cost(per_job * 3),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.overrun_micros, per_job * 2);
+    assert!(finished.budget_stopped, "spend reached the limit");
+    let state = store.budget_state().await.unwrap();
+    assert_eq!(state.spend.spent_micros, per_job / 4 + per_job * 3);
+    assert_eq!(state.spend.overrun_micros, per_job * 2);
     assert_eq!(
-        store.reserve("2026-12", u32::MAX as u64, 0).await.unwrap(),
-        Reservation::Granted
+        state.spend.reserved_micros, per_job,
+        "the third job's reservation"
+    );
+    assert_eq!(state.kill_switch.set_by, Some(SetBy::Budget));
+    assert!(
+        state
+            .kill_switch
+            .reason
+            .unwrap()
+            .contains("Budget limit reached")
+    );
+    // New jobs are refused while the stop holds.
+    assert!(matches!(
+        store.submit(submission(4, 3)).await.unwrap(),
+        Admission::Refused(_)
+    ));
+    // Raising the limit above the spend ends the stop by itself.
+    set_limit(&store, per_job * 10).await;
+    assert!(!store.budget_state().await.unwrap().kill_switch.enabled);
+    let d = submit(&store, 5, 3).await;
+    // Lowering it again: a job that cannot fit with nothing else reserved fails, and the stop
+    // switches on.
+    complete(&store, &third, 0).await;
+    assert_eq!(reserved(&store).await, 0);
+    set_limit(&store, per_job * 3 + per_job / 4 + per_job / 2).await;
+    let claimed = store.claim(&claim_request(1)).await.unwrap();
+    assert!(claimed.jobs.is_empty());
+    assert_eq!(claimed.budget_failed, 1);
+    let failed = store.job(&d).await.unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some(BUDGET_EXHAUSTED_CODE));
+    let ks = store.budget_state().await.unwrap().kill_switch;
+    assert_eq!((ks.enabled, ks.set_by), (true, Some(SetBy::Budget)));
+    assert_eq!(reserved(&store).await, 0);
+}
+
+async fn a_budget_from_flags_never_replaces_the_operator_s(store: DynStore) {
+    let state = store.budget_state().await.unwrap();
+    assert!(!state.stored);
+    assert_eq!(state.config.limit_micros, 0);
+    let flags = BudgetConfig {
+        limit_micros: 5,
+        period: BudgetPeriod::Daily,
+        warn_percent: 50.0,
+        enforce: true,
+        source: BudgetSource::Flags,
+    };
+    store.set_budget(&flags).await.unwrap();
+    let state = store.budget_state().await.unwrap();
+    assert!(state.stored);
+    assert_eq!(state.config, flags);
+    assert_eq!(state.period, BudgetPeriod::Daily.current_key());
+    set_limit(&store, 7).await;
+    store.set_budget(&flags).await.unwrap();
+    let state = store.budget_state().await.unwrap();
+    assert_eq!(
+        (state.config.limit_micros, state.config.source),
+        (7, BudgetSource::Operator)
     );
 }
 
-async fn rate_limit_counts_per_user(store: DynStore) {
-    let window = Duration::from_secs(60);
-    for remaining in [1, 0] {
-        assert_eq!(
-            store.rate_limit("alice", window, 2).await.unwrap(),
-            RateDecision::Allowed { remaining }
-        );
-    }
-    match store.rate_limit("alice", window, 2).await.unwrap() {
-        RateDecision::Limited { retry_after } => assert!(retry_after <= window),
-        other => panic!("expected a limit, got {other:?}"),
-    }
+async fn spend_at_the_limit_refuses_and_an_advisory_limit_only_reports(store: DynStore) {
+    set_limit(&store, 10).await;
+    let id = submit(&store, 1, 3).await;
+    let free = ClaimRequest {
+        pricing: Pricing::default(),
+        ..claim_request(1)
+    };
+    let claim = store.claim(&free).await.unwrap().jobs.remove(0);
+    assert_eq!(claim.job.id, id);
+    complete(&store, &claim, 10).await;
+    let refused = store.submit(submission(2, 3)).await.unwrap();
+    assert!(matches!(refused, Admission::Refused(_)), "{refused:?}");
+    store
+        .set_budget(&BudgetConfig {
+            limit_micros: 10,
+            period: BudgetPeriod::Monthly,
+            warn_percent: 80.0,
+            enforce: false,
+            source: BudgetSource::Operator,
+        })
+        .await
+        .unwrap();
     assert!(matches!(
-        store.rate_limit("bob", window, 2).await.unwrap(),
-        RateDecision::Allowed { .. }
+        store.submit(submission(3, 3)).await.unwrap(),
+        Admission::Accepted { .. }
     ));
+}
+
+async fn rate_limit_counts_per_owner(store: DynStore) {
+    let limited = |n: u32, owner: &str| Submission {
+        owner: owner.to_owned(),
+        rate_limit: Some(RateLimit {
+            max: 2,
+            window: Duration::from_secs(60),
+        }),
+        ..submission(n, 3)
+    };
+    for n in 0..2 {
+        assert!(matches!(
+            store.submit(limited(n, "a")).await.unwrap(),
+            Admission::Accepted { .. }
+        ));
+    }
+    let Admission::RateLimited { retry_after } = store.submit(limited(3, "a")).await.unwrap()
+    else {
+        panic!("third submission of a is limited")
+    };
+    assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(60));
+    assert!(matches!(
+        store.submit(limited(4, "b")).await.unwrap(),
+        Admission::Accepted { .. }
+    ));
+    assert_eq!(store.counts().await.unwrap().waiting, 3);
+}
+
+async fn the_epoch_is_created_once_and_spend_can_be_restored(store: DynStore) {
+    assert!(store.budget_state().await.unwrap().epoch.is_none());
+    let (epoch, created) = store.ensure_epoch().await.unwrap();
+    assert!(created);
+    let (again, created) = store.ensure_epoch().await.unwrap();
+    assert!(!created);
+    assert_eq!(again, epoch);
+    assert_eq!(store.budget_state().await.unwrap().epoch, Some(epoch));
+    let period = store.budget_state().await.unwrap().period;
+    let spend = store.restore_spend(&period, 1234).await.unwrap();
+    assert_eq!((spend.spent_micros, spend.restored_micros), (1234, 1234));
+    // Never lowers what is there.
+    let spend = store.restore_spend(&period, 1000).await.unwrap();
+    assert_eq!((spend.spent_micros, spend.restored_micros), (1234, 1234));
 }
 
 async fn concurrent_claims_hand_out_each_job_once(store: DynStore) {
     for n in 0..40 {
-        store.enqueue(request(n), opts(3)).await.unwrap();
+        submit(&store, n, 3).await;
     }
     let mut tasks = Vec::new();
-    for w in 0..8 {
+    for _ in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Some(claim) = store.claim(&format!("w{w}"), LEASE).await.unwrap() {
-                got.push(claim.job.id);
+            loop {
+                let claimed = store.claim(&claim_request(3)).await.unwrap();
+                if claimed.jobs.is_empty() {
+                    break got;
+                }
+                got.extend(claimed.jobs.into_iter().map(|c| c.job.id));
             }
-            got
         }));
     }
     let mut all = Vec::new();
@@ -511,7 +919,7 @@ async fn memory_store() -> DynStore {
 
 async fn redis_store() -> (support::RedisServer, DynStore) {
     let server = support::RedisServer::start();
-    let pipeline = PipelineName::new("conformance").unwrap();
+    let pipeline = PipelineId::new(Some("tests"), "conformance").unwrap();
     let store = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
     (server, Arc::new(store))
 }
@@ -535,21 +943,26 @@ macro_rules! conformance {
 }
 
 conformance!(
-    enqueue_claim_complete,
-    claim_is_fifo_and_empty_is_none,
-    progress_is_recorded_only_for_the_lease_holder,
-    idempotency_key_returns_existing_job,
+    submit_claim_complete,
+    claims_take_a_batch_in_order_and_finish_claims_the_next,
+    started_progress_is_folded_into_the_claim,
+    idempotency_replays_the_same_request_and_refuses_another_body,
+    a_replay_is_answered_before_the_kill_switch_and_the_rate_limit,
     retries_through_delayed_then_fails,
     permanent_failure_skips_retries,
-    expired_lease_requeues_and_result_is_recorded_once,
+    a_repeated_finish_changes_nothing,
+    expired_lease_requeues_releases_the_reservation_and_counts_late_cost,
     too_many_stalls_fail_the_job,
-    renewed_lease_is_not_recovered,
-    release_gives_the_job_back_without_using_an_attempt,
-    event_feed_and_history,
-    retention_trims_oldest_finished_jobs,
+    renewed_leases_are_not_recovered,
+    release_gives_the_job_back_first_without_using_an_attempt,
+    event_feed_and_history_carry_the_same_text,
+    retention_trims_oldest_finished_jobs_and_only_their_own_key_mappings,
     worker_heartbeats_expire,
     kill_switch_round_trip,
-    budget_reservations_respect_the_limit,
-    rate_limit_counts_per_user,
+    reservations_hold_the_budget_and_a_job_that_cannot_fit_waits_then_fails,
+    a_budget_from_flags_never_replaces_the_operator_s,
+    spend_at_the_limit_refuses_and_an_advisory_limit_only_reports,
+    rate_limit_counts_per_owner,
+    the_epoch_is_created_once_and_spend_can_be_restored,
     concurrent_claims_hand_out_each_job_once,
 );

@@ -17,6 +17,8 @@ pub mod condition {
     pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
     /// Whether the PrometheusRule and ServiceMonitor could be created.
     pub const MONITORING_AVAILABLE: &str = "MonitoringAvailable";
+    /// True after the store lost its data and the operator restored the period's spend.
+    pub const SPEND_RESTORED: &str = "SpendRestored";
 }
 
 /// Observed state of a pipeline.
@@ -80,6 +82,17 @@ pub struct BudgetStatus {
     pub period: String,
     /// Spend in the current period, US dollars.
     pub spent_usd: f64,
+    /// The same in integer micro-dollars: what the operator restores if the store loses its
+    /// data.
+    #[serde(default)]
+    pub spent_micros: u64,
+    /// Held by running jobs' reservations, US dollars.
+    #[serde(default)]
+    pub reserved_usd: f64,
+    /// The store's epoch when the spend was recorded; another epoch means the store lost its
+    /// data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_epoch: Option<String>,
     /// The limit, US dollars (0 = none).
     pub limit_usd: f64,
     /// Spend as percent of the limit (0 without a limit).
@@ -89,8 +102,8 @@ pub struct BudgetStatus {
     pub summary: String,
     /// Whether new jobs are refused.
     pub kill_switch: bool,
-    /// Who set the kill-switch: operator (budget reached), resource (spec.budget.killSwitch.manual)
-    /// or admin (admin API).
+    /// Who set the kill-switch: budget (the automatic stop: spend reached the limit), resource
+    /// (spec.budget.killSwitch.manual) or admin (admin API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_switch_set_by: Option<String>,
     /// Why the kill-switch is on.

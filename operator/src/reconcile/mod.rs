@@ -24,7 +24,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use crate::budget::{self, Holder, Level};
+use crate::budget::{Holder, Level};
 use crate::context::Context;
 use crate::crd::FlashcardPipeline;
 use crate::scaling::{self, ScaleHistory};
@@ -98,7 +98,7 @@ pub async fn reconcile(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<A
         publish(&ctx, &p, EventType::Normal, "Scaled", "Scale", note).await;
     }
     if let Ok(o) = &observed {
-        kill_switch_events(&ctx, &p, o).await;
+        kill_switch_events(&ctx, &p, o, &mut mem).await;
         if o.budget.level == Level::NearlyExhausted
             && mem.budget_level != Some(Level::NearlyExhausted)
         {
@@ -160,13 +160,38 @@ pub async fn reconcile(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<A
     )))
 }
 
-async fn kill_switch_events(ctx: &Context, p: &FlashcardPipeline, o: &observe::Observed) {
-    match &o.budget.action {
-        budget::Action::Keep => {}
-        budget::Action::Enable(ks) => {
-            let by = Holder::of(ks).map_or("operator", Holder::as_str);
+/// Events for kill-switch changes, whoever made them (the store's automatic budget stop
+/// switches on and off without the operator), and for restored spend.
+async fn kill_switch_events(
+    ctx: &Context,
+    p: &FlashcardPipeline,
+    o: &observe::Observed,
+    mem: &mut crate::context::PipelineMemory,
+) {
+    if let Some(micros) = o.restored_micros {
+        let note = format!(
+            "the store lost its data; restored the spend of {} to {} from the pipeline's status",
+            o.period,
+            flashcard_service::budget::format_usd(o.spent_micros)
+        );
+        tracing::warn!(pipeline = %p.name_any(), restored_micros = micros, "spend restored");
+        publish(ctx, p, EventType::Warning, "SpendRestored", "Budget", note).await;
+    }
+    let ks = &o.budget.after;
+    let holder = Holder::of(ks);
+    // The holder at the last poll, or (first poll of this process) at the start of this one.
+    let before = mem
+        .kill_switch_holder
+        .replace(holder)
+        .unwrap_or(o.holder_before);
+    if before == holder {
+        return;
+    }
+    match holder {
+        Some(h) => {
             let note = format!(
-                "kill-switch on (set by {by}): {}",
+                "kill-switch on (set by {}): {}",
+                h.as_str(),
                 ks.reason.clone().unwrap_or_default()
             );
             publish(
@@ -179,7 +204,7 @@ async fn kill_switch_events(ctx: &Context, p: &FlashcardPipeline, o: &observe::O
             )
             .await;
         }
-        budget::Action::Clear(_) => {
+        None => {
             let note = format!(
                 "kill-switch off: {:.1}% of the budget spent in {}",
                 o.budget.percent, o.period

@@ -1,11 +1,11 @@
-//! Reads a pipeline's store (queue, workers, spend, kill-switch) and applies the budget decision.
+//! Reads a pipeline's store (queue, workers, budget state), restores spend the store lost, and
+//! applies the budget decision: the budget in force and the manual kill-switch.
 
 use std::sync::Arc;
 
-use flashcard_service::budget::BudgetPeriod;
-use flashcard_service::store::{KillSwitch, StoreError, WorkerInfo};
+use flashcard_service::store::{StoreError, WorkerInfo};
 
-use crate::budget::{self, Action, Decision};
+use crate::budget::{self, Action, Decision, Holder, Restore};
 use crate::crd::FlashcardPipeline;
 use crate::scaling::QueueDepth;
 use crate::state::PipelineState;
@@ -17,8 +17,13 @@ pub struct Observed {
     pub workers: Vec<WorkerInfo>,
     pub period: String,
     pub spent_micros: u64,
-    /// The kill-switch before this poll's action.
-    pub kill_switch_before: KillSwitch,
+    pub reserved_micros: u64,
+    /// The store's epoch after this poll.
+    pub epoch: Option<String>,
+    /// Spend brought back after the store lost its data (micro-dollars), in this poll.
+    pub restored_micros: Option<u64>,
+    /// Who held the kill-switch when this poll started.
+    pub holder_before: Option<Holder>,
     pub budget: Decision,
 }
 
@@ -30,19 +35,34 @@ pub async fn observe(
 ) -> Result<Observed, StoreError> {
     let counts = store.counts().await?;
     let workers = store.workers().await?;
-    let period = BudgetPeriod::from(p.spec.budget.period).key(now);
-    let spend = store.spend(&period).await?;
-    let before = store.kill_switch().await?;
+    let mut state = store.budget_state().await?;
+    let holder_before = Holder::of(&state.kill_switch);
+    let recorded = p.status.as_ref().map(|s| &s.budget);
+    let mut restored_micros = None;
+    match budget::restore(recorded, &state) {
+        Restore::Nothing => {}
+        Restore::Adopt => {
+            store.ensure_epoch().await?;
+            state = store.budget_state().await?;
+        }
+        Restore::Restore {
+            period,
+            spent_micros,
+        } => {
+            let before = state.spend.spent_micros;
+            let spend = store.restore_spend(&period, spent_micros).await?;
+            restored_micros = Some(spend.spent_micros.saturating_sub(before));
+            store.ensure_epoch().await?;
+            state = store.budget_state().await?;
+        }
+    }
     let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
-    let previous_limit = p.status.as_ref().map(|s| s.budget.limit_usd);
-    let decision = budget::decide(
-        &p.spec.budget,
-        spend.spent_micros,
-        &before,
-        &period,
-        now_ms,
-        previous_limit,
-    );
+    let decision = budget::decide(&p.spec.budget, &state, now_ms);
+    if let Some(write) = &decision.write {
+        store.set_budget(write).await?;
+        // Writing the budget may have ended (or started) the automatic stop.
+        state = store.budget_state().await?;
+    }
     match &decision.action {
         Action::Keep => {}
         Action::Enable(ks) => store.set_kill_switch(ks).await?,
@@ -50,6 +70,13 @@ pub async fn observe(
             store.clear_kill_switch_if(*by).await?;
         }
     }
+    let decision = Decision {
+        after: match &decision.action {
+            Action::Keep => state.kill_switch.clone(),
+            _ => decision.after.clone(),
+        },
+        ..decision
+    };
     Ok(Observed {
         queue: QueueDepth {
             waiting: counts.waiting,
@@ -57,9 +84,12 @@ pub async fn observe(
             delayed: counts.delayed,
         },
         workers,
-        period,
-        spent_micros: spend.spent_micros,
-        kill_switch_before: before,
+        period: state.period.clone(),
+        spent_micros: state.spend.spent_micros,
+        reserved_micros: state.spend.reserved_micros,
+        epoch: state.epoch.as_ref().map(|e| e.id.clone()),
+        restored_micros,
+        holder_before,
         budget: decision,
     })
 }

@@ -97,6 +97,9 @@ pub fn build(p: &FlashcardPipeline, f: &Facts<'_>) -> FlashcardPipelineStatus {
             BudgetStatus {
                 period: o.period.clone(),
                 spent_usd: spent,
+                spent_micros: o.spent_micros,
+                reserved_usd: micros_to_usd(o.reserved_micros),
+                store_epoch: o.epoch.clone(),
                 limit_usd,
                 percent: (o.budget.percent * 100.0).round() / 100.0,
                 summary: format!("{spent:.2}/{limit_usd:.2}"),
@@ -172,8 +175,8 @@ pub fn build(p: &FlashcardPipeline, f: &Facts<'_>) -> FlashcardPipelineStatus {
                 match Holder::of(ks) {
                     Some(h) => {
                         let reason = match h {
-                            Holder::Operator => "LimitReached",
-                            Holder::Budget => "BudgetCannotCoverJob",
+                            Holder::Budget => "LimitReached",
+                            Holder::Operator => "EarlierOperatorSwitch",
                             Holder::Resource => "ManualKillSwitch",
                             Holder::Admin => "AdminKillSwitch",
                         };

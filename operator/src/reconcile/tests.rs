@@ -95,21 +95,26 @@ async fn first_reconcile_applies_every_child_enforces_budget_and_writes_status()
     assert_eq!(seen[9].body["reason"], "KillSwitchOn");
     assert_eq!(seen[9].body["type"], "Warning");
     assert_eq!(seen[9].body["regarding"]["name"], "biology");
-    // The store's kill-switch is on, set by the operator.
+    // The operator wrote the budget into the store, whose automatic stop switched on.
+    let written = state.budget_writes.lock().unwrap().clone();
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].limit_micros, usd_to_micros(500.0));
     let ks = state.kill_switch_now();
     assert!(ks.enabled);
-    assert_eq!(ks.set_by, Some(SetBy::Operator));
+    assert_eq!(ks.set_by, Some(SetBy::Budget));
 
     let status = status_of(&seen);
     assert_eq!(status.observed_generation, Some(3));
     assert_eq!((status.queue.waiting, status.queue.active), (40, 8));
     assert_eq!(status.workers.desired, 3);
     assert!(status.budget.kill_switch);
-    assert_eq!(
-        status.budget.kill_switch_set_by.as_deref(),
-        Some("operator")
-    );
+    assert_eq!(status.budget.kill_switch_set_by.as_deref(), Some("budget"));
     assert_eq!(status.budget.summary, "510.00/500.00");
+    assert_eq!(status.budget.spent_micros, usd_to_micros(510.0));
+    assert!(
+        status.budget.store_epoch.is_some(),
+        "the store epoch is recorded"
+    );
     assert_eq!(condition(&status, "Ready").status, "True");
     assert_eq!(condition(&status, "BudgetExceeded").reason, "LimitReached");
     assert_eq!(condition(&status, "MonitoringAvailable").status, "True");
@@ -276,12 +281,11 @@ async fn store_down_keeps_the_workers_and_says_so() {
 #[tokio::test]
 async fn admin_kill_switch_is_left_alone_and_reported() {
     let (ctx, handle, state, _) = context();
-    *state.kill_switch.lock().unwrap() = Some(flashcard_service::store::KillSwitch {
-        enabled: true,
-        reason: Some("incident".into()),
-        set_by: Some(SetBy::Admin),
-        since: Some(1),
-    });
+    *state.kill_switch.lock().unwrap() = Some(flashcard_service::store::KillSwitch::manual(
+        SetBy::Admin,
+        Some("incident".into()),
+        1,
+    ));
     let p = minimal();
     let mut script = vec![no_monitoring()];
     script.extend(minimal_children());

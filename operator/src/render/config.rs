@@ -14,9 +14,11 @@ use crate::crd::FlashcardPipeline;
 /// `POD_NAME`, which the Deployments add).
 pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
     let s = &p.spec;
-    let budget_period: flashcard_service::budget::BudgetPeriod = s.budget.period.into();
+    // The budget is not here: the operator writes it into the store, so a change takes effect
+    // in every pod at once, without a rollout.
     let pairs = [
         ("PIPELINE", p.name_any()),
+        ("PIPELINE_NAMESPACE", p.namespace().unwrap_or_default()),
         ("LISTEN_ADDR", format!("0.0.0.0:{SERVICE_PORT}")),
         ("LOG_FORMAT", "json".into()),
         ("PROVIDER", s.provider.kind.as_str().into()),
@@ -30,9 +32,6 @@ pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
             "PRICE_OUTPUT_PER_1K",
             s.provider.price_output_per_1k.to_string(),
         ),
-        ("BUDGET_LIMIT_USD", s.budget.limit_usd.to_string()),
-        ("BUDGET_PERIOD", budget_period.as_str().into()),
-        ("BUDGET_WARN_PERCENT", s.budget.warn_at_percent.to_string()),
         (
             "ALERT_QUEUE_DEPTH_HIGH",
             s.alerts.queue_depth_high.to_string(),
@@ -105,9 +104,11 @@ mod tests {
         assert_eq!(d["OPENAI_BASE_URL"], "https://llm.local/v1");
         assert_eq!(d["PRICE_INPUT_PER_1K"], "0.0025");
         assert_eq!(d["PRICE_OUTPUT_PER_1K"], "0.01");
-        assert_eq!(d["BUDGET_LIMIT_USD"], "500");
-        assert_eq!(d["BUDGET_PERIOD"], "weekly");
-        assert_eq!(d["BUDGET_WARN_PERCENT"], "90");
+        assert!(
+            !d.keys().any(|k| k.starts_with("BUDGET_")),
+            "the budget lives in the store"
+        );
+        assert_eq!(d["PIPELINE_NAMESPACE"], "study");
         assert_eq!(d["ALERT_QUEUE_DEPTH_HIGH"], "60");
         assert_eq!(d["ALERT_QUEUE_DEPTH_CRITICAL"], "120");
         assert_eq!(d["ALERT_FAILURE_RATE_PERCENT"], "10");
@@ -139,7 +140,7 @@ mod tests {
         let s = cli.mode.settings();
         assert_eq!(s.pipeline, "biology");
         assert_eq!(s.worker.concurrency, 8);
-        assert_eq!(s.budget.budget_limit_usd, 500.0);
+        assert_eq!(s.pipeline_namespace, "study");
         assert_eq!(s.alerts.queue_depth_high, 60);
     }
 
@@ -149,6 +150,12 @@ mod tests {
         let mut b = full();
         assert_eq!(config_hash(&a), config_hash(&b));
         b.spec.budget.limit_usd = 600.0;
+        assert_eq!(
+            config_hash(&a),
+            config_hash(&b),
+            "a budget change needs no rollout"
+        );
+        b.spec.worker.concurrency += 1;
         assert_ne!(config_hash(&a), config_hash(&b));
     }
 }

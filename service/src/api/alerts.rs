@@ -12,10 +12,10 @@ use super::budget::kill_switch_json;
 use super::error::ApiError;
 use crate::budget::micros_to_usd;
 use crate::config::AlertSettings;
+use crate::job::iso;
 use crate::job::now_ms;
 use crate::metrics::SharedState;
 use crate::metrics::breaker_summary;
-use crate::sse::render::iso;
 use crate::store::OutcomeCounts;
 
 /// Inputs of the alert decision.

@@ -10,9 +10,11 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::{ApiError, FieldError, json_rejection};
 use crate::config::ApiSettings;
-use crate::job::{JobRecord, JobRequest, is_valid_job_id};
-use crate::sse::render::iso;
-use crate::store::{EnqueueOptions, RateDecision};
+use std::time::Duration;
+
+use crate::job::{JobRecord, JobRequest, JobState, is_valid_job_id, iso, new_job_id};
+use crate::keyspace::{fingerprint, idempotency_digest};
+use crate::store::{Admission, Idempotency, RateLimit, Submission};
 
 const MAX_LABEL_CHARS: usize = 200;
 const MAX_USER_ID_CHARS: usize = 128;
@@ -116,64 +118,32 @@ fn urls(id: &str) -> (String, String) {
     )
 }
 
-pub async fn generate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(json_rejection)?;
-    let settings = &state.settings;
-    let request = validate(&body, &headers, &settings.api)?;
-    let idempotency_key = match headers.get("idempotency-key") {
-        None => None,
-        Some(value) => match value.to_str() {
-            Ok(key) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_CHARS => {
-                // Scope keys per user so two users cannot collide.
-                Some(format!("{}:{key}", request.user_id))
-            }
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_IDEMPOTENCY_KEY",
-                    format!(
-                        "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters"
-                    ),
-                ));
-            }
-        },
+/// The `Idempotency-Key` header: 1-200 visible ASCII characters (no spaces).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
     };
-    state.budget.admit(&*state.store).await?;
-    let api = &settings.api;
-    if api.rate_limit_jobs > 0 {
-        let window = std::time::Duration::from_secs(api.rate_limit_window_seconds.max(1));
-        if let RateDecision::Limited { retry_after } = state
-            .store
-            .rate_limit(&request.user_id, window, api.rate_limit_jobs)
-            .await?
-        {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                format!(
-                    "Too many jobs: at most {} per {} s per user",
-                    api.rate_limit_jobs, api.rate_limit_window_seconds
-                ),
-            )
-            .with_retry_after(retry_after.as_secs_f64().ceil() as u64));
-        }
+    let bytes = value.as_bytes();
+    let visible = bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_CHARS || !visible {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_IDEMPOTENCY_KEY",
+            format!(
+                "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (no spaces)"
+            ),
+        ));
     }
-    let options = EnqueueOptions {
-        idempotency_key,
-        max_attempts: settings.queue.max_attempts,
-    };
-    let enqueued = state.store.enqueue(request, options).await?;
-    let job = enqueued.job;
-    let (status_url, events_url) = urls(&job.id);
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+fn accepted(job_id: &str, state: JobState, replayed: bool) -> Response {
+    let (status_url, events_url) = urls(job_id);
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({
-            "jobId": job.id,
-            "status": job.state.as_str(),
+            "jobId": job_id,
+            "status": state.as_str(),
             "statusUrl": status_url,
             "eventsUrl": events_url,
         })),
@@ -182,12 +152,68 @@ pub async fn generate(
     if let Ok(location) = HeaderValue::from_str(&status_url) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    if !enqueued.created {
+    if replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
+}
+
+pub async fn generate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(json_rejection)?;
+    let settings = &state.settings;
+    let request = validate(&body, &headers, &settings.api)?;
+    let owner = request.user_id.clone();
+    let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
+        digest: idempotency_digest(&owner, &key),
+        // The validated request is what the job runs: the same request is the same body.
+        fingerprint: fingerprint(&serde_json::to_string(&request).unwrap_or_default()),
+        ttl: Duration::from_secs(settings.queue.retention_seconds.max(1)),
+    });
+    let api = &settings.api;
+    let rate_limit = (api.rate_limit_jobs > 0).then(|| RateLimit {
+        max: api.rate_limit_jobs,
+        window: Duration::from_secs(api.rate_limit_window_seconds.max(1)),
+    });
+    let submission = Submission {
+        job_id: new_job_id(),
+        request,
+        owner,
+        idempotency,
+        rate_limit,
+        max_attempts: settings.queue.max_attempts,
+        traceparent: None,
+    };
+    match state.store.submit(submission).await? {
+        Admission::Accepted { job_id } => Ok(accepted(&job_id, JobState::Waiting, false)),
+        Admission::Replayed { job_id, state } => Ok(accepted(&job_id, state, true)),
+        Admission::KeyReused { job_id } => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "IDEMPOTENCY_KEY_REUSED",
+            format!(
+                "This Idempotency-Key was already used for a different request (job {job_id}); use a new key"
+            ),
+        )),
+        Admission::Refused(_) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "BUDGET_LIMIT_EXCEEDED",
+            BUDGET_LIMIT_MESSAGE,
+        )),
+        Admission::RateLimited { retry_after } => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "Too many jobs: at most {} per {} s per user",
+                api.rate_limit_jobs, api.rate_limit_window_seconds
+            ),
+        )
+        .with_retry_after(retry_after.as_secs_f64().ceil() as u64)),
+    }
 }
 
 /// The status document of a job.
@@ -216,6 +242,9 @@ pub fn status_body(job: &JobRecord) -> Value {
     }
     if let Some(error) = &job.error {
         body["error"] = json!(error);
+    }
+    if let Some(code) = &job.error_code {
+        body["code"] = json!(code);
     }
     body
 }

@@ -22,8 +22,8 @@ use crate::config::Settings;
 use crate::metrics::{Metrics, SharedState};
 use crate::sse::hub::Hub;
 use crate::store::Store;
+use crate::store_watch::StoreWatch;
 use auth::AdminAccess;
-use budget::BudgetGate;
 use error::ApiError;
 
 /// What every handler shares.
@@ -33,7 +33,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
-    pub budget: BudgetGate,
+    pub store_watch: Arc<StoreWatch>,
     pub admin: AdminAccess,
     /// This process's own circuit breaker state, when it runs a worker.
     pub local_breaker: Option<Arc<dyn Fn() -> &'static str + Send + Sync>>,
@@ -43,21 +43,16 @@ impl AppState {
     /// Reads the shared state the gauges and alert flags describe (the store reads in parallel).
     pub async fn shared_state(&self) -> Result<SharedState, ApiError> {
         let store = &self.store;
-        let period = self.budget.period.current_key();
-        let (counts, workers, kill_switch, spend) = tokio::try_join!(
-            store.counts(),
-            store.workers(),
-            store.kill_switch(),
-            store.spend(&period),
-        )?;
+        let (counts, workers, budget) =
+            tokio::try_join!(store.counts(), store.workers(), store.budget_state())?;
         Ok(SharedState {
             counts,
             workers,
-            kill_switch,
-            spend,
-            period,
-            limit_micros: self.budget.limit_micros,
-            warn_ratio: self.budget.warn_ratio,
+            kill_switch: budget.kill_switch,
+            spend: budget.spend,
+            period: budget.period,
+            limit_micros: budget.config.limit_micros,
+            warn_ratio: (budget.config.warn_percent / 100.0).clamp(0.0, 1.0),
         })
     }
 }

@@ -131,6 +131,8 @@ pub struct Metrics {
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
     budget_spent: Family<PeriodLabels, FloatGauge>,
     budget_limit: Family<PeriodLabels, FloatGauge>,
+    budget_reserved: Family<PeriodLabels, FloatGauge>,
+    budget_overrun: Family<PipelineLabels, Counter<f64, AtomicU64>>,
     budget_warn_ratio: Family<PipelineLabels, FloatGauge>,
     kill_switch: Family<SetByLabels, Gauge>,
     breaker: Family<StateLabels, Gauge>,
@@ -192,6 +194,8 @@ impl Metrics {
             cost: Family::default(),
             budget_spent: Family::default(),
             budget_limit: Family::default(),
+            budget_reserved: Family::default(),
+            budget_overrun: Family::default(),
             budget_warn_ratio: Family::default(),
             kill_switch: Family::default(),
             breaker: Family::default(),
@@ -223,6 +227,16 @@ impl Metrics {
             &mut registry,
             BUDGET_LIMIT_USD,
             metrics.budget_limit.clone(),
+        );
+        register(
+            &mut registry,
+            BUDGET_RESERVED_USD,
+            metrics.budget_reserved.clone(),
+        );
+        register(
+            &mut registry,
+            BUDGET_OVERRUN_USD_TOTAL,
+            metrics.budget_overrun.clone(),
         );
         register(
             &mut registry,
@@ -279,7 +293,15 @@ impl Metrics {
         let labels = metrics.labels();
         let _ = metrics.sse_dropped.get_or_create(&labels);
         let _ = metrics.sse_connections.get_or_create(&labels);
-        for outcome in ["completed", "failed", "retried", "stalled"] {
+        let _ = metrics.budget_overrun.get_or_create(&labels);
+        for outcome in [
+            "completed",
+            "failed",
+            "retried",
+            "released",
+            "lease_lost",
+            "stalled",
+        ] {
             let _ = metrics.jobs.get_or_create(&metrics.outcome(outcome));
         }
         Self {
@@ -314,6 +336,18 @@ impl Metrics {
         self.job_duration
             .get_or_create(&self.outcome(outcome))
             .observe(seconds);
+    }
+
+    /// Jobs the budget could never cover, failed by this process's claims.
+    pub fn jobs_budget_refused(&self, n: u64) {
+        self.jobs.get_or_create(&self.outcome("failed")).inc_by(n);
+    }
+
+    /// Cost beyond a reservation, in micro-dollars.
+    pub fn budget_overrun(&self, micros: u64) {
+        self.budget_overrun
+            .get_or_create(&self.labels())
+            .inc_by(micros_to_usd(micros));
     }
 
     /// Stalled jobs recovered by this process.
@@ -408,6 +442,10 @@ impl Metrics {
         };
         self.budget_spent.clear();
         self.budget_limit.clear();
+        self.budget_reserved.clear();
+        self.budget_reserved
+            .get_or_create(&period)
+            .set(micros_to_usd(shared.spend.reserved_micros));
         self.budget_spent
             .get_or_create(&period)
             .set(micros_to_usd(shared.spend.spent_micros));

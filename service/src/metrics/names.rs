@@ -31,6 +31,8 @@ pub const PROVIDER_TOKENS_TOTAL: &str = "flashcards_provider_tokens_total";
 pub const PROVIDER_COST_USD_TOTAL: &str = "flashcards_provider_cost_usd_total";
 pub const BUDGET_SPENT_USD: &str = "flashcards_budget_spent_usd";
 pub const BUDGET_LIMIT_USD: &str = "flashcards_budget_limit_usd";
+pub const BUDGET_RESERVED_USD: &str = "flashcards_budget_reserved_usd";
+pub const BUDGET_OVERRUN_USD_TOTAL: &str = "flashcards_budget_overrun_usd_total";
 pub const BUDGET_WARN_RATIO: &str = "flashcards_budget_warn_ratio";
 pub const KILL_SWITCH_ACTIVE: &str = "flashcards_kill_switch_active";
 pub const CIRCUIT_BREAKER_STATE: &str = "flashcards_circuit_breaker_state";
@@ -70,7 +72,7 @@ pub const SERVICE_METRICS: &[MetricSpec] = &[
     MetricSpec {
         name: JOBS_TOTAL,
         kind: Kind::Counter,
-        help: "Jobs finished by this process, by outcome (completed, failed, retried, stalled).",
+        help: "Job attempts ended by this process, by outcome (completed, failed, retried, released: back in the queue without using an attempt, lease_lost, stalled).",
         labels: &["outcome"],
     },
     MetricSpec {
@@ -102,6 +104,18 @@ pub const SERVICE_METRICS: &[MetricSpec] = &[
         kind: Kind::Gauge,
         help: "Budget limit of the current period (US dollars); 0 means no limit.",
         labels: &["period"],
+    },
+    MetricSpec {
+        name: BUDGET_RESERVED_USD,
+        kind: Kind::Gauge,
+        help: "Budget held by running jobs' reservations (US dollars), read from the store.",
+        labels: &["period"],
+    },
+    MetricSpec {
+        name: BUDGET_OVERRUN_USD_TOTAL,
+        kind: Kind::Counter,
+        help: "Cost providers reported beyond the reservation of the call (US dollars); settled in full, never hidden.",
+        labels: &[],
     },
     MetricSpec {
         name: BUDGET_WARN_RATIO,

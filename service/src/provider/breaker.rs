@@ -16,7 +16,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Generation, Provider, ProviderError};
-use crate::job::{JobRequest, TokenUsage};
+use crate::job::JobRequest;
+#[cfg(test)]
+use crate::job::TokenUsage;
 
 /// The breaker's state as published in worker heartbeats and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -151,6 +153,20 @@ impl CircuitBreaker {
             Phase::Closed { .. } => BreakerState::Closed,
             Phase::Open { until } if now < until => BreakerState::Open,
             Phase::Open { .. } | Phase::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Whether a call made now would be admitted (closed, or a trial is due and none runs), without
+    /// taking the admission: workers ask before claiming a job for it.
+    pub fn admits_call(&self) -> bool {
+        self.admits_call_at(Instant::now())
+    }
+
+    pub fn admits_call_at(&self, now: Instant) -> bool {
+        match self.lock().phase {
+            Phase::Closed { .. } => true,
+            Phase::Open { until } => now >= until,
+            Phase::HalfOpen { trial_in_flight } => !trial_in_flight,
         }
     }
 
@@ -317,8 +333,8 @@ impl Provider for GuardedProvider {
         result
     }
 
-    fn max_usage(&self, request: &JobRequest) -> TokenUsage {
-        self.inner.max_usage(request)
+    fn token_bounds(&self) -> super::TokenBounds {
+        self.inner.token_bounds()
     }
 }
 
@@ -382,6 +398,22 @@ mod tests {
         b.record_at(p, Outcome::Neutral, t0);
         fail(&b, t0);
         assert_eq!(b.state_at(t0), BreakerState::Open);
+    }
+
+    #[test]
+    fn admits_call_tells_without_taking_the_trial() {
+        let b = CircuitBreaker::new(1, OPEN_FOR);
+        let t0 = Instant::now();
+        assert!(b.admits_call_at(t0));
+        fail(&b, t0);
+        assert!(!b.admits_call_at(t0 + Duration::from_secs(1)));
+        let later = t0 + OPEN_FOR;
+        assert!(b.admits_call_at(later));
+        assert!(b.admits_call_at(later), "asking twice takes nothing");
+        let trial = b.try_acquire_at(later).expect("trial");
+        assert!(!b.admits_call_at(later), "trial in flight");
+        b.record_at(trial, Outcome::Healthy, later);
+        assert!(b.admits_call_at(later));
     }
 
     #[test]
@@ -492,10 +524,11 @@ mod tests {
                 .pop_front()
                 .unwrap_or(Err(ProviderError::Transport("script exhausted".into())))
         }
-        fn max_usage(&self, _: &JobRequest) -> TokenUsage {
-            TokenUsage {
-                input_tokens: 7,
-                output_tokens: 9,
+        fn token_bounds(&self) -> crate::provider::TokenBounds {
+            crate::provider::TokenBounds {
+                prompt_overhead_tokens: 7,
+                output_tokens_per_card: 9,
+                output_overhead_tokens: 0,
             }
         }
     }
@@ -530,7 +563,7 @@ mod tests {
         let breaker = Arc::new(CircuitBreaker::new(2, OPEN_FOR));
         let guarded = GuardedProvider::new(inner.clone(), breaker.clone());
         assert_eq!(guarded.name(), "scripted");
-        assert_eq!(guarded.max_usage(&request()).total(), 16);
+        assert_eq!(guarded.token_bounds().prompt_overhead_tokens, 7);
 
         assert!(matches!(
             guarded.generate(&request()).await,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Generation, Provider, ProviderError};
-use crate::job::{JobRequest, TokenUsage};
+use crate::job::JobRequest;
 
 /// Delays every call of the inner provider.
 pub struct Delayed {
@@ -37,7 +37,7 @@ impl Provider for Delayed {
         tokio::time::sleep(self.delay).await;
         self.inner.generate(request).await
     }
-    fn max_usage(&self, request: &JobRequest) -> TokenUsage {
-        self.inner.max_usage(request)
+    fn token_bounds(&self) -> super::TokenBounds {
+        self.inner.token_bounds()
     }
 }

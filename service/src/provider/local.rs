@@ -81,10 +81,12 @@ impl Provider for LocalProvider {
         })
     }
 
-    fn max_usage(&self, request: &JobRequest) -> TokenUsage {
-        TokenUsage {
-            input_tokens: input_tokens(request),
-            output_tokens: u64::from(request.card_count) * MAX_CARD_CHARS.div_ceil(4),
+    fn token_bounds(&self) -> super::TokenBounds {
+        // Usage is estimated at four characters per token, which never exceeds the bytes.
+        super::TokenBounds {
+            prompt_overhead_tokens: PROMPT_OVERHEAD_TOKENS,
+            output_tokens_per_card: MAX_CARD_CHARS.div_ceil(4),
+            output_overhead_tokens: 0,
         }
     }
 }

@@ -67,9 +67,31 @@ pub trait Provider: Send + Sync + 'static {
     fn model(&self) -> &str;
     /// Generates `request.card_count` cards (or fewer if the text does not hold that many).
     async fn generate(&self, request: &JobRequest) -> Result<Generation, ProviderError>;
-    /// An upper bound on the tokens one call for `request` may use; the budget reserves its cost
-    /// before the call.
-    fn max_usage(&self, request: &JobRequest) -> TokenUsage;
+    /// Bounds of any call's tokens beyond the request's own text; with one token per byte of
+    /// that text they bound a call's usage, and the budget reserves that cost before the call.
+    fn token_bounds(&self) -> TokenBounds;
+}
+
+/// Request-independent token bounds of a provider's calls (see [`crate::store::Pricing`]): a
+/// call for a request of `b` text bytes and `n` cards uses at most
+/// `b + prompt_overhead_tokens` input and `n * output_tokens_per_card + output_overhead_tokens`
+/// output tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenBounds {
+    pub prompt_overhead_tokens: u64,
+    pub output_tokens_per_card: u64,
+    pub output_overhead_tokens: u64,
+}
+
+impl TokenBounds {
+    /// The largest usage of a call for `request`.
+    pub fn max_usage(&self, request: &JobRequest) -> TokenUsage {
+        TokenUsage {
+            input_tokens: crate::job::input_bytes(request) + self.prompt_overhead_tokens,
+            output_tokens: u64::from(request.card_count.max(1)) * self.output_tokens_per_card
+                + self.output_overhead_tokens,
+        }
+    }
 }
 
 /// Rough token count of a text (about 4 characters per token, as OpenAI's guidance says).

@@ -13,7 +13,9 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-use super::{Generation, Provider, ProviderError, estimate_tokens, install_crypto_provider};
+use super::{
+    Generation, Provider, ProviderError, TokenBounds, estimate_tokens, install_crypto_provider,
+};
 use crate::job::{Flashcard, JobRequest, TokenUsage};
 
 /// Output tokens allowed per requested card (question, answer and JSON punctuation).
@@ -276,27 +278,28 @@ impl Provider for OpenAiProvider {
         Ok(generation)
     }
 
-    fn max_usage(&self, request: &JobRequest) -> TokenUsage {
-        let (system, user) = prompts(request);
+    fn token_bounds(&self) -> TokenBounds {
+        // The prompt around the request's text, with the longest card count a u32 can print.
+        let template = JobRequest {
+            content: String::new(),
+            subject: String::new(),
+            topic: String::new(),
+            user_id: String::new(),
+            card_count: u32::MAX,
+        };
+        let (system, user) = prompts(&template);
         let schema = card_schema().to_string();
-        TokenUsage {
-            input_tokens: input_bound(&system)
-                + input_bound(&user)
-                + estimate_tokens(&schema)
+        TokenBounds {
+            prompt_overhead_tokens: (system.len() + user.len() + schema.len()) as u64
                 + INPUT_TOKENS_OVERHEAD,
-            output_tokens: output_bound(request),
+            output_tokens_per_card: OUTPUT_TOKENS_PER_CARD,
+            output_overhead_tokens: OUTPUT_TOKENS_OVERHEAD,
         }
     }
 }
 
 fn output_bound(request: &JobRequest) -> u64 {
     u64::from(request.card_count.max(1)) * OUTPUT_TOKENS_PER_CARD + OUTPUT_TOKENS_OVERHEAD
-}
-
-/// Tokens a text may take at most: `estimate_tokens` suits English, but scripts such as Chinese
-/// or Japanese use about one token per character, so non-ASCII characters count in full.
-fn input_bound(text: &str) -> u64 {
-    estimate_tokens(text) + text.chars().filter(|c| !c.is_ascii()).count() as u64
 }
 
 fn prompts(request: &JobRequest) -> (String, String) {
@@ -605,15 +608,17 @@ mod tests {
         let body = ollama.body(&req, false);
         assert_eq!(body["max_tokens"], 632);
         assert!(body.get("response_format").is_none());
-        let max = ollama.max_usage(&req);
+        let max = ollama.token_bounds().max_usage(&req);
         assert_eq!(max.output_tokens, 632);
-        assert!(max.input_tokens > estimate_tokens(&req.content) + 50);
-        // Non-ASCII text is bounded at a token per character.
+        // Every byte of the real prompt is covered: one token per byte is the bound.
+        let (system, user) = prompts(&req);
+        let schema = card_schema().to_string();
+        assert!(max.input_tokens >= (system.len() + user.len() + schema.len()) as u64);
         let cjk = JobRequest {
             content: "光合作用".repeat(100),
             ..req
         };
-        assert!(ollama.max_usage(&cjk).input_tokens >= 400);
+        assert!(ollama.token_bounds().max_usage(&cjk).input_tokens >= 1200);
     }
 
     #[test]

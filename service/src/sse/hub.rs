@@ -123,7 +123,7 @@ impl Hub {
     /// Delivers one event to the job's subscribers; drops the ones that cannot keep up.
     pub fn dispatch(&self, event: StoredEvent) {
         let mut map = self.lock();
-        let Some(subscribers) = map.get_mut(&event.job_id) else {
+        let Some(subscribers) = map.get_mut(&*event.job_id) else {
             return;
         };
         let before = subscribers.len();
@@ -134,7 +134,7 @@ impl Hub {
         });
         let dropped = before - subscribers.len();
         if subscribers.is_empty() {
-            map.remove(&event.job_id);
+            map.remove(&*event.job_id);
         }
         drop(map);
         for _ in 0..dropped {
@@ -211,13 +211,13 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn event(job: &str, seq: u64) -> StoredEvent {
         StoredEvent {
             job_id: job.into(),
             seq,
-            body: json!({"seq": seq, "type": "active", "at": 0}),
+            kind: "active".into(),
+            data: format!("{{\"seq\":{seq},\"type\":\"active\"}}").into(),
         }
     }
 
@@ -267,6 +267,6 @@ mod tests {
         hub.dispatch(event("b", 1));
         assert!(a.events.try_recv().is_err());
         hub.dispatch(event("a", 1));
-        assert_eq!(a.events.try_recv().unwrap().job_id, "a");
+        assert_eq!(&*a.events.try_recv().unwrap().job_id, "a");
     }
 }

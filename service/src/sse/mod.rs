@@ -11,7 +11,6 @@
 //! the SSE spec defines as "stop reconnecting".
 
 pub mod hub;
-pub mod render;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -23,10 +22,10 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::events;
 use crate::job::{is_valid_job_id, now_ms};
 use crate::store::StoredEvent;
 use hub::Subscription;
@@ -108,15 +107,7 @@ pub async fn job_events(
     let connected = Event::default()
         .event("connected")
         .retry(Duration::from_millis(settings.sse_retry_ms))
-        .data(
-            json!({
-                "jobId": job_id,
-                "message": "Connected to job updates",
-                "status": job.state.as_str(),
-                "timestamp": render::iso(now_ms()),
-            })
-            .to_string(),
-        );
+        .data(events::connected(&job_id, job.state.as_str(), now_ms()));
     state.hub.event_sent("connected");
     let mut connection = connection;
     connection.pending.push_back(connected);
@@ -151,26 +142,23 @@ impl Connection {
             return;
         }
         self.sent_seq = event.seq;
-        let kind = event.kind().to_owned();
+        let kind = event.kind();
         let sse = Event::default()
-            .event(&kind)
+            .event(kind)
             .id(event.seq.to_string())
-            .data(render::payload(&event).to_string());
-        self.state.hub.event_sent(&kind);
+            .data(String::from_utf8_lossy(&event.data));
+        self.state.hub.event_sent(kind);
         self.pending.push_back(sse);
-        self.done = render::is_terminal(&kind);
+        self.done = events::is_terminal(kind);
     }
 
     fn heartbeat_event(&self) -> Event {
         self.state.hub.event_sent("heartbeat");
-        Event::default().event("heartbeat").data(
-            json!({
-                "jobId": self.job_id,
-                "connections": self.state.hub.job_connections(&self.job_id),
-                "timestamp": render::iso(now_ms()),
-            })
-            .to_string(),
-        )
+        Event::default().event("heartbeat").data(events::heartbeat(
+            &self.job_id,
+            self.state.hub.job_connections(&self.job_id),
+            now_ms(),
+        ))
     }
 
     fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> {

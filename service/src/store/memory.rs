@@ -1,57 +1,155 @@
 //! In-memory store: one process, no persistence; the default of `standalone` mode.
 //!
-//! It follows the same contract as the Redis store (the conformance suite checks both): one
-//! mutex makes every change atomic, a broadcast channel is the live event feed, and a `Notify`
-//! wakes idle workers when a job is enqueued.
+//! It follows the same contract as the Redis store (the conformance suite checks both) and the
+//! same rules (the transitions below mirror the Lua scripts). Locks are split so the hot path
+//! never waits on a big one: `core` holds the queue indexes, idempotency, rate counters and the
+//! budget, all small O(1)/O(log n) updates; job records and their event histories live in
+//! shards of their own. Lock order is always `core` then a shard. Events are rendered before
+//! any lock is taken; a broadcast channel is the live feed and a `Notify` wakes idle workers.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
-    Claim, EnqueueOptions, Enqueued, FailOutcome, Failure, KillSwitch, Lease, OutcomeCounts,
-    QueueCounts, RateDecision, Reservation, Retention, SetBy, Spend, StallReport, Store,
-    StoreResult, StoredEvent, WorkerInfo,
+    Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, BudgetState,
+    Claim, ClaimRequest, Claimed, Cost, Epoch, FinishOutcome, Finished, KillSwitch, Lease, Outcome,
+    OutcomeCounts, QueueCounts, Retention, STALLED_CODE, SetBy, Spend, StallReport, Store,
+    StoreResult, StoredEvent, Submission, WorkerInfo, budget_stop_lapsed, budget_stop_reason,
 };
-use crate::job::{JobRecord, JobRequest, JobResult, JobState, TokenUsage, new_job_id, now_ms};
+use crate::events::{self, JobEvent, WaitReason};
+use crate::job::{JobRecord, JobResult, JobState, input_bytes, now_ms};
 
-/// Live feed capacity; a lagging api process skips (and replays from the job's history).
+/// Live feed capacity; a lagging api process skips (and backfills from the job's history).
 const FEED_CAPACITY: usize = 4096;
+const SHARDS: usize = 16;
 
 #[derive(Debug)]
 struct Entry {
     record: JobRecord,
     lease_token: Option<String>,
-    lease_deadline: u64,
-    idempotency_key: Option<String>,
+    idem_digest: Option<String>,
+    fingerprint: Option<String>,
+    input_bytes: u64,
+    reserved: u64,
+    reserved_period: Option<String>,
+    budget_wait: bool,
+    /// The lease token of the attempt last finished (a repeated finish changes nothing).
+    settled: Option<String>,
+    events: Vec<StoredEvent>,
 }
 
 #[derive(Debug, Default)]
-struct State {
-    jobs: HashMap<String, Entry>,
+struct Core {
     waiting: VecDeque<String>,
     delayed: BTreeSet<(u64, String)>,
+    /// Active job -> lease deadline.
+    active: HashMap<String, u64>,
     completed: BTreeSet<(u64, String)>,
     failed: BTreeSet<(u64, String)>,
-    events: HashMap<String, Vec<StoredEvent>>,
-    idempotency: HashMap<String, String>,
-    workers: HashMap<String, (WorkerInfo, u64)>,
+    /// Idempotency digest -> (job id, expiry ms).
+    idem: HashMap<String, (String, u64)>,
+    rate: HashMap<(String, u64), u64>,
+    budget: Option<BudgetConfig>,
     kill_switch: Option<KillSwitch>,
     spend: HashMap<String, Spend>,
+    epoch: Option<Epoch>,
     outcomes: HashMap<u64, OutcomeCounts>,
-    rate: HashMap<(String, u64), u64>,
+}
+
+/// The budget in force, as the scripts' `budget_in_force` computes it.
+struct InForce {
+    config: BudgetConfig,
+    enforced: u64,
+    period: String,
+}
+
+impl Core {
+    fn in_force(&self, now: jiff::Timestamp) -> InForce {
+        let config = self.budget.unwrap_or_else(BudgetConfig::unlimited);
+        InForce {
+            enforced: config.enforced_limit(),
+            period: config.period_key(now),
+            config,
+        }
+    }
+
+    fn spend_of(&mut self, period: &str) -> &mut Spend {
+        self.spend.entry(period.to_owned()).or_default()
+    }
+
+    fn switch(&self) -> KillSwitch {
+        self.kill_switch.clone().unwrap_or_else(KillSwitch::off)
+    }
+
+    fn set_budget_stop(&mut self, budget: &InForce, spent: u64, now_ms: u64) {
+        self.kill_switch = Some(KillSwitch {
+            limit_micros: Some(budget.config.limit_micros),
+            period: Some(budget.period.clone()),
+            ..KillSwitch::manual(
+                SetBy::Budget,
+                Some(budget_stop_reason(
+                    spent,
+                    budget.config.limit_micros,
+                    &budget.period,
+                )),
+                now_ms,
+            )
+        });
+    }
+
+    fn clear_switch(&mut self, set_by: SetBy, now_ms: u64) {
+        self.kill_switch = Some(KillSwitch {
+            set_by: Some(set_by),
+            since: Some(now_ms),
+            ..KillSwitch::off()
+        });
+    }
+
+    /// `review_stop` of `budget_lib.lua`: clears a lapsed stop, or switches the stop on at an
+    /// enforced limit. True if it switched the stop on.
+    fn review_stop(&mut self, now: jiff::Timestamp, now_ms: u64) -> bool {
+        let budget = self.in_force(now);
+        let spent = self.spend_of(&budget.period).spent_micros;
+        let ks = self.switch();
+        if ks.enabled {
+            if budget_stop_lapsed(&ks, &budget.config, spent, now) {
+                self.clear_switch(SetBy::Budget, now_ms);
+            } else {
+                return false;
+            }
+        }
+        if budget.enforced > 0 && spent >= budget.enforced {
+            self.set_budget_stop(&budget, spent, now_ms);
+            return true;
+        }
+        false
+    }
+
+    fn count_outcome(&mut self, at: u64, completed: bool) {
+        let bucket = self.outcomes.entry(at / 60_000).or_default();
+        if completed {
+            bucket.completed += 1;
+        } else {
+            bucket.failed += 1;
+        }
+    }
 }
 
 /// The in-memory backend.
 pub struct MemoryStore {
-    state: Mutex<State>,
+    core: Mutex<Core>,
+    shards: Vec<Mutex<HashMap<String, Entry>>>,
+    hasher: RandomState,
+    workers: Mutex<HashMap<String, (WorkerInfo, u64)>>,
     feed: broadcast::Sender<StoredEvent>,
     work: Notify,
 }
@@ -62,92 +160,210 @@ impl Default for MemoryStore {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update below is a handful of plain assignments, so a panic elsewhere cannot leave
+    // the state half-changed in a way that matters more than losing the process: a poisoned
+    // lock is taken over.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Claim-time renderings, made before any lock is taken.
+struct ClaimBodies {
+    active: String,
+    started: Option<String>,
+    budget_wait: String,
+    budget_failed: String,
+}
+
+impl ClaimBodies {
+    fn new(request: &ClaimRequest<'_>, now: u64) -> Self {
+        Self {
+            active: events::render(
+                &JobEvent::Active {
+                    worker: request.worker_id,
+                },
+                now,
+            ),
+            started: request.started.map(|s| {
+                events::render(
+                    &JobEvent::Progress {
+                        stage: s.stage,
+                        percent: s.percent,
+                        message: s.message,
+                    },
+                    now,
+                )
+            }),
+            budget_wait: events::render(
+                &JobEvent::Waiting {
+                    reason: WaitReason::Budget,
+                },
+                now,
+            ),
+            budget_failed: events::render(
+                &JobEvent::Failed {
+                    error: BUDGET_EXHAUSTED,
+                    code: Some(BUDGET_EXHAUSTED_CODE),
+                    duration_ms: 0,
+                },
+                now,
+            ),
+        }
+    }
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Self {
-            state: Mutex::new(State::default()),
+            core: Mutex::new(Core::default()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            workers: Mutex::new(HashMap::new()),
             feed,
             work: Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the state half-changed in a way that
-        // matters more than losing the process, so a poisoned lock is simply taken over.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn shard(&self, job_id: &str) -> MutexGuard<'_, HashMap<String, Entry>> {
+        let index = self.hasher.hash_one(job_id) as usize % SHARDS;
+        lock(&self.shards[index])
     }
 
-    /// Appends an event (a JSON object without `seq`) to the job's history and the live feed.
-    fn append_event(&self, state: &mut State, job_id: &str, mut body: Value) {
-        let Some(entry) = state.jobs.get_mut(job_id) else {
-            return;
-        };
+    /// Numbers and stores an event (`append_event` in the scripts) and publishes it.
+    fn append(&self, entry: &mut Entry, kind: &str, body: &str, counters: &[(&str, u64)]) {
         entry.record.event_seq += 1;
         let seq = entry.record.event_seq;
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("seq".into(), json!(seq));
-        }
+        let text = events::numbered(seq, &entry.record.id, counters, body);
         let event = StoredEvent {
-            job_id: job_id.to_owned(),
+            job_id: Arc::from(entry.record.id.as_str()),
             seq,
-            body,
+            kind: Arc::from(kind),
+            data: Bytes::from(text),
         };
-        state
-            .events
-            .entry(job_id.to_owned())
-            .or_default()
-            .push(event.clone());
+        entry.events.push(event.clone());
         // No receiver is fine: nobody is listening.
         let _ = self.feed.send(event);
     }
 
-    fn lease_is(state: &State, lease: &Lease) -> bool {
-        state.jobs.get(&lease.job_id).is_some_and(|e| {
-            e.record.state == JobState::Active && e.lease_token.as_deref() == Some(&lease.token)
-        })
+    fn lease_held(entry: &Entry, lease: &Lease) -> bool {
+        entry.record.state == JobState::Active && entry.lease_token.as_deref() == Some(&lease.token)
     }
 
-    fn finish(state: &mut State, job_id: &str, job_state: JobState, now: u64) {
-        if let Some(entry) = state.jobs.get_mut(job_id) {
-            entry.record.state = job_state;
-            entry.record.finished_at = Some(now);
-            entry.lease_token = None;
-        }
-        let set = if job_state == JobState::Completed {
-            &mut state.completed
-        } else {
-            &mut state.failed
-        };
-        set.insert((now, job_id.to_owned()));
-        let bucket = state.outcomes.entry(now / 60_000).or_default();
-        if job_state == JobState::Completed {
-            bucket.completed += 1;
-        } else {
-            bucket.failed += 1;
-        }
-    }
-
-    fn remove_job(state: &mut State, job_id: &str) {
-        if let Some(entry) = state.jobs.remove(job_id)
-            && let Some(key) = entry.idempotency_key
-        {
-            state.idempotency.remove(&key);
-        }
-        state.events.remove(job_id);
-    }
-
-    fn promote_delayed(state: &mut State, now: u64) {
-        while let Some((due, id)) = state.delayed.first().cloned() {
+    /// `claim_jobs` of `claim_lib.lua`, under the core lock.
+    fn claim_locked(
+        &self,
+        core: &mut Core,
+        request: &ClaimRequest<'_>,
+        bodies: &ClaimBodies,
+        now_ts: jiff::Timestamp,
+        now: u64,
+    ) -> Claimed {
+        // Promote due retries.
+        while let Some((due, id)) = core.delayed.first().cloned() {
             if due > now {
                 break;
             }
-            state.delayed.pop_first();
-            if let Some(entry) = state.jobs.get_mut(&id) {
+            core.delayed.pop_first();
+            if let Some(entry) = self.shard(&id).get_mut(&id) {
                 entry.record.state = JobState::Waiting;
-                state.waiting.push_back(id);
             }
+            core.waiting.push_back(id);
         }
+        let mut claimed = Claimed::default();
+        if request.max_jobs == 0 {
+            return claimed;
+        }
+        let budget = core.in_force(now_ts);
+        let (spent, mut reserved) = {
+            let s = core.spend_of(&budget.period);
+            (s.spent_micros, s.reserved_micros)
+        };
+        let mut added = 0;
+        let mut stopped = false;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        while (claimed.jobs.len() as u32) < request.max_jobs && claimed.budget_failed < 100 {
+            let Some(id) = core.waiting.front().cloned() else {
+                break;
+            };
+            let mut shard = self.shard(&id);
+            let Some(entry) = shard.get_mut(&id) else {
+                core.waiting.pop_front();
+                continue;
+            };
+            let amount = request
+                .pricing
+                .reservation(entry.input_bytes, entry.record.request.card_count);
+            let fits = budget.enforced == 0 || spent + reserved + amount <= budget.enforced;
+            if !fits && reserved > 0 {
+                claimed.budget_blocked = true;
+                if !entry.budget_wait {
+                    entry.budget_wait = true;
+                    self.append(entry, "waiting", &bodies.budget_wait, &[]);
+                }
+                break;
+            }
+            core.waiting.pop_front();
+            if !fits {
+                entry.record.state = JobState::Failed;
+                entry.record.finished_at = Some(now);
+                entry.record.error = Some(BUDGET_EXHAUSTED.to_owned());
+                entry.record.error_code = Some(BUDGET_EXHAUSTED_CODE.to_owned());
+                entry.budget_wait = false;
+                let attempts = u64::from(entry.record.attempts_made);
+                self.append(
+                    entry,
+                    "failed",
+                    &bodies.budget_failed,
+                    &[("attemptsMade", attempts)],
+                );
+                drop(shard);
+                core.failed.insert((now, id));
+                core.count_outcome(now, false);
+                claimed.budget_failed += 1;
+                if !stopped && !core.switch().enabled {
+                    core.set_budget_stop(&budget, spent, now);
+                    stopped = true;
+                }
+                continue;
+            }
+            entry.record.attempts_made += 1;
+            entry.record.state = JobState::Active;
+            entry.record.started_at = Some(now);
+            entry.lease_token = Some(token.clone());
+            entry.reserved = amount;
+            entry.reserved_period = Some(budget.period.clone());
+            entry.budget_wait = false;
+            let attempts = u64::from(entry.record.attempts_made);
+            self.append(
+                entry,
+                "active",
+                &bodies.active,
+                &[("attemptsMade", attempts)],
+            );
+            if let Some(started) = &bodies.started {
+                let cards = u64::from(entry.record.request.card_count);
+                self.append(entry, "progress", started, &[("cardCount", cards)]);
+            }
+            claimed.jobs.push(Claim {
+                job: entry.record.clone(),
+                lease: Lease {
+                    job_id: id.clone(),
+                    token: token.clone(),
+                    period: budget.period.clone(),
+                },
+                reserved_micros: amount,
+            });
+            drop(shard);
+            core.active
+                .insert(id, now + request.lease.as_millis() as u64);
+            reserved += amount;
+            added += amount;
+        }
+        if added > 0 {
+            core.spend_of(&budget.period).reserved_micros += added;
+        }
+        claimed
     }
 }
 
@@ -157,245 +373,432 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn enqueue(&self, request: JobRequest, options: EnqueueOptions) -> StoreResult<Enqueued> {
-        let mut state = self.lock();
-        if let Some(key) = &options.idempotency_key
-            && let Some(existing) = state.idempotency.get(key)
-            && let Some(entry) = state.jobs.get(existing)
+    async fn submit(&self, s: Submission) -> StoreResult<Admission> {
+        let now = now_ms();
+        let now_ts = jiff::Timestamp::now();
+        let mut core = lock(&self.core);
+        if let Some(idem) = &s.idempotency
+            && let Some((existing, expires)) = core.idem.get(&idem.digest).cloned()
+            && expires > now
+            && let Some(entry) = self.shard(&existing).get(&existing)
         {
-            return Ok(Enqueued {
-                job: entry.record.clone(),
-                created: false,
-            });
+            return Ok(
+                if entry.fingerprint.as_deref() == Some(idem.fingerprint.as_str()) {
+                    Admission::Replayed {
+                        job_id: existing,
+                        state: entry.record.state,
+                    }
+                } else {
+                    Admission::KeyReused { job_id: existing }
+                },
+            );
         }
-        let id = new_job_id();
+        let budget = core.in_force(now_ts);
+        let spent = core.spend_of(&budget.period).spent_micros;
+        let ks = core.switch();
+        if ks.enabled {
+            if budget_stop_lapsed(&ks, &budget.config, spent, now_ts) {
+                core.clear_switch(SetBy::Budget, now);
+            } else {
+                return Ok(Admission::Refused(ks));
+            }
+        }
+        if budget.enforced > 0 && spent >= budget.enforced {
+            core.set_budget_stop(&budget, spent, now);
+            return Ok(Admission::Refused(core.switch()));
+        }
+        if let Some(limit) = s.rate_limit.filter(|l| l.max > 0) {
+            let (index, window_ms) = super::rate_window(now, limit.window);
+            core.rate.retain(|(_, w), _| *w + 1 >= index);
+            let count = core.rate.entry((s.owner.clone(), index)).or_default();
+            *count += 1;
+            if *count > limit.max {
+                let retry_after = Duration::from_millis((index + 1) * window_ms - now);
+                return Ok(Admission::RateLimited { retry_after });
+            }
+        }
+        let id = s.job_id.clone();
         let record = JobRecord {
             id: id.clone(),
             state: JobState::Waiting,
-            request,
             attempts_made: 0,
-            max_attempts: options.max_attempts.max(1),
+            max_attempts: s.max_attempts.max(1),
             stalls: 0,
-            created_at: now_ms(),
+            created_at: now,
             started_at: None,
             finished_at: None,
             result: None,
             error: None,
+            error_code: None,
             event_seq: 0,
+            owner: s.owner.clone(),
+            traceparent: s.traceparent.clone(),
+            request: s.request,
         };
-        if let Some(key) = &options.idempotency_key {
-            state.idempotency.insert(key.clone(), id.clone());
+        if let Some(idem) = &s.idempotency {
+            let expires = now + idem.ttl.as_millis() as u64;
+            core.idem.insert(idem.digest.clone(), (id.clone(), expires));
         }
-        state.jobs.insert(
+        self.shard(&id).insert(
             id.clone(),
             Entry {
-                record: record.clone(),
+                input_bytes: input_bytes(&record.request),
+                record,
                 lease_token: None,
-                lease_deadline: 0,
-                idempotency_key: options.idempotency_key,
+                idem_digest: s.idempotency.as_ref().map(|i| i.digest.clone()),
+                fingerprint: s.idempotency.map(|i| i.fingerprint),
+                reserved: 0,
+                reserved_period: None,
+                budget_wait: false,
+                settled: None,
+                events: Vec::new(),
             },
         );
-        state.waiting.push_back(id);
-        drop(state);
+        core.waiting.push_back(id.clone());
+        drop(core);
         self.work.notify_one();
-        Ok(Enqueued {
-            job: record,
-            created: true,
-        })
+        Ok(Admission::Accepted { job_id: id })
     }
 
     async fn job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
-        Ok(self.lock().jobs.get(id).map(|e| e.record.clone()))
+        Ok(self.shard(id).get(id).map(|e| e.record.clone()))
     }
 
-    async fn claim(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Claim>> {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
         let now = now_ms();
-        let mut state = self.lock();
-        Self::promote_delayed(&mut state, now);
-        while let Some(id) = state.waiting.pop_front() {
-            let Some(entry) = state.jobs.get_mut(&id) else {
-                continue;
-            };
-            let token = uuid::Uuid::new_v4().to_string();
-            entry.record.state = JobState::Active;
-            entry.record.attempts_made += 1;
-            entry.record.started_at = Some(now);
-            entry.lease_token = Some(token.clone());
-            entry.lease_deadline = now + lease.as_millis() as u64;
-            let attempts = entry.record.attempts_made;
-            self.append_event(
-                &mut state,
-                &id,
-                json!({"type": "active", "at": now, "attemptsMade": attempts, "worker": worker_id}),
-            );
-            let job = state.jobs.get(&id).map(|e| e.record.clone());
-            return Ok(job.map(|job| Claim {
-                job,
-                lease: Lease { job_id: id, token },
-            }));
-        }
-        Ok(None)
+        let bodies = ClaimBodies::new(request, now);
+        let mut core = lock(&self.core);
+        Ok(self.claim_locked(&mut core, request, &bodies, jiff::Timestamp::now(), now))
     }
 
-    async fn renew(&self, lease: &Lease, duration: Duration) -> StoreResult<bool> {
-        let mut state = self.lock();
-        if !Self::lease_is(&state, lease) {
-            return Ok(false);
-        }
-        if let Some(entry) = state.jobs.get_mut(&lease.job_id) {
-            entry.lease_deadline = now_ms() + duration.as_millis() as u64;
-        }
-        Ok(true)
+    async fn renew(&self, leases: &[Lease], duration: Duration) -> StoreResult<Vec<bool>> {
+        let deadline = now_ms() + duration.as_millis() as u64;
+        let mut core = lock(&self.core);
+        Ok(leases
+            .iter()
+            .map(|lease| {
+                let held = self
+                    .shard(&lease.job_id)
+                    .get(&lease.job_id)
+                    .is_some_and(|e| Self::lease_held(e, lease));
+                if held {
+                    core.active.insert(lease.job_id.clone(), deadline);
+                }
+                held
+            })
+            .collect())
     }
 
-    async fn complete(
+    async fn finish(
         &self,
         lease: &Lease,
-        result: &JobResult,
-        event: &Value,
-    ) -> StoreResult<bool> {
+        outcome: Outcome<'_>,
+        cost: Cost,
+        next: Option<&ClaimRequest<'_>>,
+    ) -> StoreResult<Finished> {
         let now = now_ms();
-        let mut state = self.lock();
-        if !Self::lease_is(&state, lease) {
-            return Ok(false);
-        }
-        if let Some(entry) = state.jobs.get_mut(&lease.job_id) {
-            entry.record.result = Some(result.clone());
-            entry.record.error = None;
-        }
-        Self::finish(&mut state, &lease.job_id, JobState::Completed, now);
-        self.append_event(&mut state, &lease.job_id, event.clone());
-        Ok(true)
-    }
-
-    async fn progress(&self, lease: &Lease, event: &Value) -> StoreResult<bool> {
-        let mut state = self.lock();
-        if !Self::lease_is(&state, lease) {
-            return Ok(false);
-        }
-        self.append_event(&mut state, &lease.job_id, event.clone());
-        Ok(true)
-    }
-
-    async fn fail(&self, lease: &Lease, failure: &Failure) -> StoreResult<FailOutcome> {
-        let now = now_ms();
-        let mut state = self.lock();
-        if !Self::lease_is(&state, lease) {
-            return Ok(FailOutcome::LeaseLost);
-        }
-        let Some(entry) = state.jobs.get_mut(&lease.job_id) else {
-            return Ok(FailOutcome::LeaseLost);
+        let now_ts = jiff::Timestamp::now();
+        // Render what the outcome may append, before locking.
+        let (body, exhausted) = match outcome {
+            Outcome::Completed {
+                result,
+                duration_ms,
+            } => (
+                events::render(
+                    &JobEvent::Completed {
+                        result,
+                        duration_ms,
+                    },
+                    now,
+                ),
+                None,
+            ),
+            Outcome::Retry {
+                error,
+                delay,
+                duration_ms,
+            } => (
+                events::render(
+                    &JobEvent::Retrying {
+                        error,
+                        duration_ms,
+                        delay_ms: delay.as_millis() as u64,
+                    },
+                    now,
+                ),
+                Some(events::render(
+                    &JobEvent::Failed {
+                        error,
+                        code: None,
+                        duration_ms,
+                    },
+                    now,
+                )),
+            ),
+            Outcome::Failed {
+                error,
+                code,
+                duration_ms,
+            } => (
+                events::render(
+                    &JobEvent::Failed {
+                        error,
+                        code,
+                        duration_ms,
+                    },
+                    now,
+                ),
+                None,
+            ),
+            Outcome::Release { reason } => {
+                (events::render(&JobEvent::Waiting { reason }, now), None)
+            }
         };
-        entry.record.error = Some(failure.error.clone());
-        let attempts = entry.record.attempts_made;
-        let retry = failure
-            .retry_after
-            .filter(|_| attempts < entry.record.max_attempts);
-        match retry {
-            Some(delay) => {
-                entry.record.state = JobState::Delayed;
-                entry.lease_token = None;
-                let due = now + delay.as_millis() as u64;
-                state.delayed.insert((due, lease.job_id.clone()));
-                self.append_event(
-                    &mut state,
-                    &lease.job_id,
-                    json!({"type": "retrying", "at": now, "error": failure.error,
-                           "attemptsMade": attempts, "duration": failure.duration_ms,
-                           "delayMs": delay.as_millis() as u64}),
-                );
-                Ok(FailOutcome::Retrying)
+        let result: Option<JobResult> = match outcome {
+            Outcome::Completed { result, .. } => Some(result.clone()),
+            _ => None,
+        };
+        let bodies = next.map(|n| ClaimBodies::new(n, now));
+        let mut core = lock(&self.core);
+        let mut shard = self.shard(&lease.job_id);
+        let mut entry = shard.get_mut(&lease.job_id);
+        if let Some(e) = entry.as_deref_mut() {
+            if e.settled.as_deref() == Some(lease.token.as_str()) {
+                let outcome = match e.record.state {
+                    JobState::Completed => FinishOutcome::Completed,
+                    JobState::Delayed => FinishOutcome::Retrying,
+                    JobState::Failed => FinishOutcome::Failed,
+                    JobState::Waiting => FinishOutcome::Released,
+                    JobState::Active => FinishOutcome::LeaseLost,
+                };
+                drop(shard);
+                let spend = *core.spend_of(&lease.period);
+                let claimed = match (next, &bodies) {
+                    (Some(next), Some(bodies)) => {
+                        self.claim_locked(&mut core, next, bodies, now_ts, now)
+                    }
+                    _ => Claimed::default(),
+                };
+                return Ok(Finished {
+                    outcome,
+                    spend,
+                    overrun_micros: 0,
+                    budget_stopped: false,
+                    claimed,
+                });
             }
-            None => {
-                Self::finish(&mut state, &lease.job_id, JobState::Failed, now);
-                self.append_event(
-                    &mut state,
-                    &lease.job_id,
-                    json!({"type": "failed", "at": now, "error": failure.error,
-                           "attemptsMade": attempts, "duration": failure.duration_ms}),
-                );
-                Ok(FailOutcome::Failed)
+            e.settled = Some(lease.token.clone());
+        }
+        let held = entry.as_ref().is_some_and(|e| Self::lease_held(e, lease));
+        let reserved = match (&entry, held) {
+            (Some(e), true) => e.reserved,
+            _ => 0,
+        };
+        // Settle.
+        let mut overrun = 0;
+        {
+            let spend = core.spend_of(&lease.period);
+            spend.reserved_micros = spend.reserved_micros.saturating_sub(reserved);
+            if cost.called || cost.micros > 0 {
+                spend.spent_micros += cost.micros;
+                spend.input_tokens += cost.usage.input_tokens;
+                spend.output_tokens += cost.usage.output_tokens;
+                spend.jobs += 1;
+                if held && cost.micros > reserved {
+                    overrun = cost.micros - reserved;
+                    spend.overrun_micros += overrun;
+                }
             }
         }
+        let budget_stopped =
+            core.in_force(now_ts).period == lease.period && core.review_stop(now_ts, now);
+        let mut recorded = FinishOutcome::LeaseLost;
+        let mut wake = false;
+        if let (Some(entry), true) = (entry, held) {
+            core.active.remove(&lease.job_id);
+            entry.lease_token = None;
+            entry.reserved = 0;
+            entry.reserved_period = None;
+            let attempts = u64::from(entry.record.attempts_made);
+            let id = lease.job_id.clone();
+            match outcome {
+                Outcome::Completed { .. } => {
+                    entry.record.state = JobState::Completed;
+                    entry.record.finished_at = Some(now);
+                    entry.record.result = result;
+                    entry.record.error = None;
+                    entry.record.error_code = None;
+                    self.append(entry, "completed", &body, &[]);
+                    core.completed.insert((now, id));
+                    core.count_outcome(now, true);
+                    recorded = FinishOutcome::Completed;
+                }
+                Outcome::Retry { error, delay, .. }
+                    if entry.record.attempts_made < entry.record.max_attempts =>
+                {
+                    entry.record.state = JobState::Delayed;
+                    entry.record.error = Some(error.to_owned());
+                    self.append(entry, "retrying", &body, &[("attemptsMade", attempts)]);
+                    core.delayed.insert((now + delay.as_millis() as u64, id));
+                    recorded = FinishOutcome::Retrying;
+                }
+                Outcome::Retry { error, .. } | Outcome::Failed { error, .. } => {
+                    let code = match outcome {
+                        Outcome::Failed { code, .. } => code,
+                        _ => None,
+                    };
+                    entry.record.state = JobState::Failed;
+                    entry.record.finished_at = Some(now);
+                    entry.record.error = Some(error.to_owned());
+                    if let Some(code) = code {
+                        entry.record.error_code = Some(code.to_owned());
+                    }
+                    let text = exhausted.as_deref().unwrap_or(&body);
+                    self.append(entry, "failed", text, &[("attemptsMade", attempts)]);
+                    core.failed.insert((now, id));
+                    core.count_outcome(now, false);
+                    recorded = FinishOutcome::Failed;
+                }
+                Outcome::Release { .. } => {
+                    entry.record.state = JobState::Waiting;
+                    entry.record.attempts_made = entry.record.attempts_made.saturating_sub(1);
+                    self.append(entry, "waiting", &body, &[]);
+                    core.waiting.push_front(id);
+                    recorded = FinishOutcome::Released;
+                    wake = true;
+                }
+            }
+        }
+        drop(shard);
+        if reserved > 0
+            && let Some(head) = core.waiting.front().cloned()
+            && self.shard(&head).get(&head).is_some_and(|e| e.budget_wait)
+        {
+            wake = true;
+        }
+        let spend = *core.spend_of(&lease.period);
+        let claimed = match (next, &bodies) {
+            (Some(next), Some(bodies)) => self.claim_locked(&mut core, next, bodies, now_ts, now),
+            _ => Claimed::default(),
+        };
+        drop(core);
+        if wake {
+            self.work.notify_one();
+        }
+        Ok(Finished {
+            outcome: recorded,
+            spend,
+            overrun_micros: overrun,
+            budget_stopped,
+            claimed,
+        })
     }
 
-    async fn release(&self, lease: &Lease) -> StoreResult<bool> {
-        let now = now_ms();
-        let mut state = self.lock();
-        if !Self::lease_is(&state, lease) {
-            return Ok(false);
-        }
-        if let Some(entry) = state.jobs.get_mut(&lease.job_id) {
-            entry.record.state = JobState::Waiting;
-            entry.record.attempts_made = entry.record.attempts_made.saturating_sub(1);
-            entry.lease_token = None;
-        }
-        state.waiting.push_front(lease.job_id.clone());
-        self.append_event(
-            &mut state,
-            &lease.job_id,
-            json!({"type": "waiting", "at": now, "reason": "released"}),
+    async fn progress(
+        &self,
+        lease: &Lease,
+        stage: &str,
+        percent: u8,
+        message: &str,
+    ) -> StoreResult<bool> {
+        let body = events::render(
+            &JobEvent::Progress {
+                stage,
+                percent,
+                message,
+            },
+            now_ms(),
         );
-        drop(state);
-        self.work.notify_one();
-        Ok(true)
+        let mut shard = self.shard(&lease.job_id);
+        match shard.get_mut(&lease.job_id) {
+            Some(entry) if Self::lease_held(entry, lease) => {
+                self.append(entry, "progress", &body, &[]);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn recover_stalled(&self, max_stalls: u32) -> StoreResult<StallReport> {
         let now = now_ms();
-        let mut state = self.lock();
-        let expired: Vec<String> = state
-            .jobs
-            .values()
-            .filter(|e| e.record.state == JobState::Active && e.lease_deadline <= now)
-            .map(|e| e.record.id.clone())
+        let error = format!("job stalled more than allowable limit ({max_stalls})");
+        let waiting = events::render(
+            &JobEvent::Waiting {
+                reason: WaitReason::Stalled,
+            },
+            now,
+        );
+        let failed = events::render(
+            &JobEvent::Failed {
+                error: &error,
+                code: Some(STALLED_CODE),
+                duration_ms: 0,
+            },
+            now,
+        );
+        let mut core = lock(&self.core);
+        let expired: Vec<String> = core
+            .active
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(id, _)| id.clone())
             .collect();
         let mut report = StallReport::default();
         for id in expired {
-            let Some(entry) = state.jobs.get_mut(&id) else {
+            core.active.remove(&id);
+            let mut shard = self.shard(&id);
+            let Some(entry) = shard.get_mut(&id) else {
                 continue;
             };
-            entry.record.stalls += 1;
-            entry.lease_token = None;
-            let stalls = entry.record.stalls;
-            let attempts = entry.record.attempts_made;
-            if stalls > max_stalls {
-                let error = format!("job stalled more than allowable limit ({max_stalls})");
-                entry.record.error = Some(error.clone());
-                Self::finish(&mut state, &id, JobState::Failed, now);
-                self.append_event(
-                    &mut state,
-                    &id,
-                    json!({"type": "failed", "at": now, "error": error, "attemptsMade": attempts, "duration": 0}),
-                );
-                report.failed += 1;
-            } else {
-                entry.record.state = JobState::Waiting;
-                state.waiting.push_back(id.clone());
-                self.append_event(
-                    &mut state,
-                    &id,
-                    json!({"type": "waiting", "at": now, "reason": "stalled", "stalls": stalls}),
-                );
-                report.requeued += 1;
+            if entry.record.state != JobState::Active {
+                continue;
             }
+            let reserved = std::mem::take(&mut entry.reserved);
+            let period = entry.reserved_period.take();
+            entry.lease_token = None;
+            entry.record.stalls += 1;
+            let stalls = entry.record.stalls;
+            let attempts = u64::from(entry.record.attempts_made);
+            let requeue = stalls <= max_stalls;
+            if requeue {
+                entry.record.state = JobState::Waiting;
+                self.append(entry, "waiting", &waiting, &[("stalls", u64::from(stalls))]);
+            } else {
+                entry.record.state = JobState::Failed;
+                entry.record.finished_at = Some(now);
+                entry.record.error = Some(error.clone());
+                entry.record.error_code = Some(STALLED_CODE.to_owned());
+                self.append(entry, "failed", &failed, &[("attemptsMade", attempts)]);
+            }
+            drop(shard);
+            if let Some(period) = period {
+                let spend = core.spend_of(&period);
+                spend.reserved_micros = spend.reserved_micros.saturating_sub(reserved);
+            }
+            if requeue {
+                core.waiting.push_back(id);
+                report.requeued += 1;
+            } else {
+                core.failed.insert((now, id));
+                core.count_outcome(now, false);
+                report.failed += 1;
+            }
+        }
+        drop(core);
+        if report.requeued > 0 {
+            self.work.notify_one();
         }
         Ok(report)
     }
 
     async fn counts(&self) -> StoreResult<QueueCounts> {
-        let state = self.lock();
-        let active = state
-            .jobs
-            .values()
-            .filter(|e| e.record.state == JobState::Active)
-            .count();
+        let core = lock(&self.core);
         Ok(QueueCounts {
-            waiting: state.waiting.len() as u64,
-            active: active as u64,
-            delayed: state.delayed.len() as u64,
-            completed: state.completed.len() as u64,
-            failed: state.failed.len() as u64,
+            waiting: core.waiting.len() as u64,
+            active: core.active.len() as u64,
+            delayed: core.delayed.len() as u64,
+            completed: core.completed.len() as u64,
+            failed: core.failed.len() as u64,
         })
     }
 
@@ -405,13 +808,16 @@ impl Store for MemoryStore {
     }
 
     async fn trim_finished(&self, retention: Retention) -> StoreResult<u64> {
-        let cutoff = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
-        let mut state = self.lock();
+        let now = now_ms();
+        let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
+        let mut core = lock(&self.core);
         let mut doomed = Vec::new();
-        let State {
-            completed, failed, ..
-        } = &mut *state;
-        for set in [completed, failed] {
+        for completed in [true, false] {
+            let set = if completed {
+                &mut core.completed
+            } else {
+                &mut core.failed
+            };
             while let Some((at, id)) = set.first().cloned() {
                 if at >= cutoff && set.len() as u64 <= retention.max_count {
                     break;
@@ -421,25 +827,33 @@ impl Store for MemoryStore {
             }
         }
         for id in &doomed {
-            Self::remove_job(&mut state, id);
+            let removed = self.shard(id).remove(id);
+            if let Some(digest) = removed.and_then(|e| e.idem_digest)
+                && core
+                    .idem
+                    .get(&digest)
+                    .is_some_and(|(mapped, _)| mapped == id)
+            {
+                core.idem.remove(&digest);
+            }
         }
-        let minute = now_ms() / 60_000;
-        state.outcomes.retain(|m, _| *m + 120 > minute);
+        core.idem.retain(|_, (_, expires)| *expires > now);
+        let minute = now / 60_000;
+        core.outcomes.retain(|m, _| *m + 120 > minute);
         Ok(doomed.len() as u64)
     }
 
     async fn events_after(&self, job_id: &str, after: u64) -> StoreResult<Vec<StoredEvent>> {
-        let state = self.lock();
-        Ok(state
-            .events
+        Ok(self
+            .shard(job_id)
             .get(job_id)
-            .map(|events| events.iter().filter(|e| e.seq > after).cloned().collect())
+            .map(|e| e.events.iter().filter(|e| e.seq > after).cloned().collect())
             .unwrap_or_default())
     }
 
     async fn event_feed(&self) -> StoreResult<BoxStream<'static, StoredEvent>> {
         let stream = BroadcastStream::new(self.feed.subscribe()).filter_map(|item| async move {
-            // A lagged receiver skips; subscribers catch up from the job history.
+            // A lagged receiver skips; followers backfill gaps from the job's history.
             item.ok()
         });
         Ok(stream.boxed())
@@ -450,119 +864,112 @@ impl Store for MemoryStore {
         let mut info = info.clone();
         info.last_seen = now;
         let expires = now + ttl.as_millis() as u64;
-        self.lock().workers.insert(info.id.clone(), (info, expires));
+        lock(&self.workers).insert(info.id.clone(), (info, expires));
         Ok(())
     }
 
     async fn remove_worker(&self, worker_id: &str) -> StoreResult<()> {
-        self.lock().workers.remove(worker_id);
+        lock(&self.workers).remove(worker_id);
         Ok(())
     }
 
     async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
         let now = now_ms();
-        let mut state = self.lock();
-        state.workers.retain(|_, (_, expires)| *expires > now);
-        let mut workers: Vec<WorkerInfo> = state
-            .workers
-            .values()
-            .map(|(info, _)| info.clone())
-            .collect();
-        workers.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(workers)
+        let mut workers = lock(&self.workers);
+        workers.retain(|_, (_, expires)| *expires > now);
+        let mut list: Vec<WorkerInfo> = workers.values().map(|(info, _)| info.clone()).collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(list)
     }
 
-    async fn kill_switch(&self) -> StoreResult<KillSwitch> {
-        Ok(self
-            .lock()
-            .kill_switch
-            .clone()
-            .unwrap_or_else(KillSwitch::off))
+    async fn budget_state(&self) -> StoreResult<BudgetState> {
+        let now = now_ms();
+        let now_ts = jiff::Timestamp::now();
+        let mut core = lock(&self.core);
+        let budget = core.in_force(now_ts);
+        let spend = *core.spend_of(&budget.period);
+        let ks = core.switch();
+        if budget_stop_lapsed(&ks, &budget.config, spend.spent_micros, now_ts) {
+            core.clear_switch(SetBy::Budget, now);
+        }
+        Ok(BudgetState {
+            config: budget.config,
+            stored: core.budget.is_some(),
+            kill_switch: core.switch(),
+            period: budget.period,
+            spend,
+            epoch: core.epoch.clone(),
+        })
+    }
+
+    async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()> {
+        let mut core = lock(&self.core);
+        if budget.source == BudgetSource::Flags
+            && core
+                .budget
+                .is_some_and(|b| b.source == BudgetSource::Operator)
+        {
+            return Ok(());
+        }
+        core.budget = Some(*budget);
+        core.review_stop(jiff::Timestamp::now(), now_ms());
+        Ok(())
     }
 
     async fn set_kill_switch(&self, state: &KillSwitch) -> StoreResult<()> {
-        self.lock().kill_switch = Some(state.clone());
+        lock(&self.core).kill_switch = Some(state.clone());
         Ok(())
     }
 
     async fn clear_kill_switch_if(&self, set_by: SetBy) -> StoreResult<bool> {
-        let mut state = self.lock();
-        match &state.kill_switch {
-            Some(ks) if ks.enabled && ks.set_by == Some(set_by) => {
-                state.kill_switch = Some(KillSwitch {
-                    enabled: false,
-                    reason: None,
-                    set_by: Some(set_by),
-                    since: Some(now_ms()),
-                });
-                Ok(true)
-            }
-            _ => Ok(false),
+        let mut core = lock(&self.core);
+        let ks = core.switch();
+        if ks.enabled && ks.set_by == Some(set_by) {
+            core.clear_switch(set_by, now_ms());
+            return Ok(true);
         }
-    }
-
-    async fn reserve(&self, period: &str, amount: u64, limit: u64) -> StoreResult<Reservation> {
-        let mut state = self.lock();
-        let spend = state.spend.entry(period.to_owned()).or_default();
-        if limit > 0 && spend.spent_micros + spend.reserved_micros + amount > limit {
-            return Ok(Reservation::Refused);
-        }
-        spend.reserved_micros += amount;
-        Ok(Reservation::Granted)
-    }
-
-    async fn settle(
-        &self,
-        period: &str,
-        reserved: u64,
-        cost: u64,
-        usage: TokenUsage,
-    ) -> StoreResult<Spend> {
-        let mut state = self.lock();
-        let spend = state.spend.entry(period.to_owned()).or_default();
-        spend.reserved_micros = spend.reserved_micros.saturating_sub(reserved);
-        spend.spent_micros += cost;
-        spend.input_tokens += usage.input_tokens;
-        spend.output_tokens += usage.output_tokens;
-        spend.jobs += 1;
-        Ok(*spend)
+        Ok(false)
     }
 
     async fn spend(&self, period: &str) -> StoreResult<Spend> {
-        Ok(self.lock().spend.get(period).copied().unwrap_or_default())
+        Ok(lock(&self.core)
+            .spend
+            .get(period)
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)> {
+        let mut core = lock(&self.core);
+        match &core.epoch {
+            Some(epoch) => Ok((epoch.clone(), false)),
+            None => {
+                let epoch = Epoch::new(now_ms());
+                core.epoch = Some(epoch.clone());
+                Ok((epoch, true))
+            }
+        }
+    }
+
+    async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend> {
+        let mut core = lock(&self.core);
+        let spend = core.spend_of(period);
+        if spent_micros > spend.spent_micros {
+            spend.restored_micros += spent_micros - spend.spent_micros;
+            spend.spent_micros = spent_micros;
+        }
+        Ok(*spend)
     }
 
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {
-        let state = self.lock();
+        let core = lock(&self.core);
         let mut total = OutcomeCounts::default();
         for m in super::outcome_minutes(now_ms(), window) {
-            if let Some(c) = state.outcomes.get(&m) {
+            if let Some(c) = core.outcomes.get(&m) {
                 total.completed += c.completed;
                 total.failed += c.failed;
             }
         }
         Ok(total)
-    }
-
-    async fn rate_limit(
-        &self,
-        user: &str,
-        window: Duration,
-        max: u64,
-    ) -> StoreResult<RateDecision> {
-        let now = now_ms();
-        let (index, window_ms) = super::rate_window(now, window);
-        let mut state = self.lock();
-        state.rate.retain(|(_, w), _| *w + 1 >= index);
-        let count = state.rate.entry((user.to_owned(), index)).or_default();
-        *count += 1;
-        if *count > max {
-            let retry_after = Duration::from_millis((index + 1) * window_ms - now);
-            Ok(RateDecision::Limited { retry_after })
-        } else {
-            Ok(RateDecision::Allowed {
-                remaining: max - *count,
-            })
-        }
     }
 }

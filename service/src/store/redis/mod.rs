@@ -1,76 +1,39 @@
 //! Redis store: shared by api, worker and operator pods.
 //!
-//! Every change that touches more than one key is a Lua script (`scripts/`), so it is atomic and
-//! replicated as one unit, as BullMQ does it. Scripts take the pipeline's key prefix as `ARGV[1]`
-//! and derive per-job keys from it; all keys share the pipeline's hash tag (see
-//! [`crate::keyspace`]). Times inside scripts come from the Redis server's clock, so leases do not
-//! depend on the pods' clocks agreeing.
+//! Every change that touches more than one key is a Lua script ([`scripts`]), so it is atomic
+//! and replicated as one unit, as BullMQ does it. Scripts get every key in `KEYS` (all under the
+//! pipeline's hash tag, see [`crate::keyspace`]). Lease deadlines inside scripts come from the
+//! Redis server's clock, so leases do not depend on the pods' clocks agreeing.
 
+mod feed;
 mod parse;
+mod scripts;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, Value};
 use tokio::sync::Mutex;
 
+use parse::Reply;
+use scripts::{Call, KeyArgs, Scripts};
+
 use super::{
-    Claim, EnqueueOptions, Enqueued, FailOutcome, Failure, KillSwitch, Lease, OutcomeCounts,
-    QueueCounts, RateDecision, Reservation, Retention, SetBy, Spend, StallReport, Store,
-    StoreError, StoreResult, StoredEvent, WorkerInfo,
+    Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetState, ClaimRequest,
+    Claimed, Cost, Epoch, FinishOutcome, Finished, KillSwitch, Lease, Outcome, OutcomeCounts,
+    QueueCounts, Retention, STALLED_CODE, SetBy, Spend, StallReport, Store, StoreError,
+    StoreResult, StoredEvent, Submission, WorkerInfo, period_keys,
 };
-use crate::job::{JobRecord, JobRequest, JobResult, TokenUsage, new_job_id, now_ms};
-use crate::keyspace::{Keyspace, PipelineName, kill_switch_field, worker_field};
+use crate::events::{self, JobEvent, WaitReason};
+use crate::job::{JobRecord, JobState, input_bytes, now_ms};
+use crate::keyspace::{Keyspace, PipelineId, client_digest, kill_switch_field, worker_field};
 
 /// Finished jobs deleted per trim call, so one call never blocks Redis for long.
 const TRIM_BATCH: u64 = 500;
-
-macro_rules! script {
-    ($name:literal) => {
-        Script::new(concat!(
-            include_str!("scripts/prelude.lua"),
-            include_str!(concat!("scripts/", $name, ".lua"))
-        ))
-    };
-}
-
-struct Scripts {
-    enqueue: Script,
-    claim: Script,
-    renew: Script,
-    complete: Script,
-    progress: Script,
-    fail: Script,
-    release: Script,
-    recover: Script,
-    trim: Script,
-    clear_kill_switch: Script,
-    reserve: Script,
-    settle: Script,
-    rate_limit: Script,
-}
-
-impl Scripts {
-    fn load() -> Self {
-        Self {
-            enqueue: script!("enqueue"),
-            claim: script!("claim"),
-            renew: script!("renew"),
-            complete: script!("complete"),
-            progress: script!("progress"),
-            fail: script!("fail"),
-            release: script!("release"),
-            recover: script!("recover"),
-            trim: script!("trim"),
-            clear_kill_switch: script!("clear_kill_switch"),
-            reserve: script!("reserve"),
-            settle: script!("settle"),
-            rate_limit: script!("rate_limit"),
-        }
-    }
-}
+/// Extra time a blocking read may take beyond its block before it counts as hung.
+const BLOCK_MARGIN: Duration = Duration::from_secs(5);
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -80,14 +43,20 @@ pub struct RedisStore {
     scripts: Scripts,
     /// Dedicated connection for `BLPOP` on the wake list: blocking commands must not stall the
     /// shared multiplexed connection.
-    waiter: Mutex<Option<MultiplexedConnection>>,
-    /// How long finished jobs' idempotency keys are honoured.
-    idempotency_ttl: Duration,
+    waiter: Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+fn now_timestamp() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl RedisStore {
     /// Connects and checks that Redis answers; fails fast with the reason if it does not.
-    pub async fn connect(url: &str, pipeline: &PipelineName) -> StoreResult<Self> {
+    pub async fn connect(url: &str, pipeline: &PipelineId) -> StoreResult<Self> {
         let client = Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -101,36 +70,99 @@ impl RedisStore {
             keys: Keyspace::new(pipeline),
             scripts: Scripts::load(),
             waiter: Mutex::new(None),
-            idempotency_ttl: Duration::from_secs(24 * 3600),
         })
-    }
-
-    /// Sets how long idempotency keys are kept (match the retention of finished jobs).
-    pub fn with_idempotency_ttl(mut self, ttl: Duration) -> Self {
-        self.idempotency_ttl = ttl;
-        self
     }
 
     pub fn keyspace(&self) -> &Keyspace {
         &self.keys
     }
 
-    async fn blocking_connection(&self) -> StoreResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(None);
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    }
-
     fn conn(&self) -> ConnectionManager {
         self.conn.clone()
     }
 
-    fn prefix(&self) -> &str {
-        self.keys.prefix()
+    fn key_args(&self) -> KeyArgs<'_> {
+        KeyArgs::new(&self.keys)
+    }
+
+    /// Pushes the claim part's arguments (`claim_lib.lua`); `None` claims nothing.
+    fn claim_args<'a>(
+        call: Call<'a>,
+        request: Option<&ClaimRequest<'_>>,
+        token: &str,
+        now: u64,
+    ) -> Call<'a> {
+        let (worker, lease_ms, max_jobs, pricing, started) = match request {
+            Some(r) => (
+                r.worker_id,
+                r.lease.as_millis() as u64,
+                r.max_jobs,
+                r.pricing,
+                r.started,
+            ),
+            None => ("", 0, 0, Default::default(), None),
+        };
+        let active = events::render(&JobEvent::Active { worker }, now);
+        let started = started
+            .map(|s| {
+                events::render(
+                    &JobEvent::Progress {
+                        stage: s.stage,
+                        percent: s.percent,
+                        message: s.message,
+                    },
+                    now,
+                )
+            })
+            .unwrap_or_default();
+        let wait = events::render(
+            &JobEvent::Waiting {
+                reason: WaitReason::Budget,
+            },
+            now,
+        );
+        let failed = events::render(
+            &JobEvent::Failed {
+                error: BUDGET_EXHAUSTED,
+                code: Some(BUDGET_EXHAUSTED_CODE),
+                duration_ms: 0,
+            },
+            now,
+        );
+        call.arg("worker", worker)
+            .arg("lease_ms", lease_ms)
+            .arg("token", token)
+            .arg("max_jobs", max_jobs)
+            .arg("price_in", pricing.input_micros_per_token.to_string())
+            .arg("price_out", pricing.output_micros_per_token.to_string())
+            .arg("prompt_overhead", pricing.prompt_overhead_tokens)
+            .arg("out_per_card", pricing.output_tokens_per_card)
+            .arg("out_overhead", pricing.output_overhead_tokens)
+            .arg("active_body", active)
+            .arg("started_body", started)
+            .arg("budget_wait_body", wait)
+            .arg("budget_failed_body", failed)
+            .arg("budget_error", BUDGET_EXHAUSTED)
+            .arg("budget_code", BUDGET_EXHAUSTED_CODE)
+    }
+
+    fn period_args<'a>(call: Call<'a>, periods: &[String; 3]) -> Call<'a> {
+        call.arg("period_daily", &periods[0])
+            .arg("period_weekly", &periods[1])
+            .arg("period_monthly", &periods[2])
+    }
+
+    async fn blocking(
+        &self,
+        guard: &mut Option<redis::aio::MultiplexedConnection>,
+        block: Duration,
+    ) -> StoreResult<redis::aio::MultiplexedConnection> {
+        if let Some(conn) = guard.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = feed::blocking_connection(&self.client, block + BLOCK_MARGIN).await?;
+        *guard = Some(conn.clone());
+        Ok(conn)
     }
 }
 
@@ -141,30 +173,80 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn enqueue(&self, request: JobRequest, options: EnqueueOptions) -> StoreResult<Enqueued> {
-        let id = new_job_id();
-        let request_json =
-            serde_json::to_string(&request).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let (created, job_id): (i64, String) = self
+    async fn submit(&self, s: Submission) -> StoreResult<Admission> {
+        let now = now_ms();
+        let periods = period_keys(now_timestamp());
+        let request_json = to_json(&s.request)?;
+        let (rate_key, rate_max, rate_window_ms) = match s.rate_limit {
+            Some(limit) if limit.max > 0 => {
+                let (index, window_ms) = super::rate_window(now, limit.window);
+                let key = self.keys.rate_limit(&client_digest(&s.owner), index);
+                (Some(key), limit.max, window_ms)
+            }
+            _ => (None, 0, 0),
+        };
+        let idem = s.idempotency.as_ref();
+        let keys = KeyArgs {
+            job: Some(&s.job_id),
+            idem: idem.map(|i| i.digest.as_str()),
+            rate: rate_key,
+            periods: Some(&periods),
+            ..self.key_args()
+        };
+        let call = self
             .scripts
-            .enqueue
-            .key(self.keys.waiting())
-            .key(self.keys.wake())
-            .arg(self.prefix())
-            .arg(&id)
-            .arg(request_json)
-            .arg(options.max_attempts.max(1))
-            .arg(options.idempotency_key.as_deref().unwrap_or(""))
-            .arg(self.idempotency_ttl.as_secs().max(1))
-            .invoke_async(&mut self.conn())
+            .submit
+            .call(&keys)?
+            .arg("job_id", &s.job_id)
+            .arg("request", request_json)
+            .arg("owner", &s.owner)
+            .arg("max_attempts", s.max_attempts.max(1))
+            .arg("input_bytes", input_bytes(&s.request))
+            .arg("card_count", s.request.card_count)
+            .arg("traceparent", s.traceparent.as_deref().unwrap_or(""))
+            .arg("idem_digest", idem.map(|i| i.digest.as_str()).unwrap_or(""))
+            .arg(
+                "fingerprint",
+                idem.map(|i| i.fingerprint.as_str()).unwrap_or(""),
+            )
+            .arg(
+                "idem_ttl",
+                idem.map(|i| i.ttl.as_secs().max(1)).unwrap_or(1),
+            )
+            .arg("rate_max", rate_max)
+            .arg("rate_window_ms", rate_window_ms);
+        let reply: Value = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
             .await?;
-        let job = self
-            .job(&job_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("job {job_id} vanished after enqueue")))?;
-        Ok(Enqueued {
-            job,
-            created: created == 1,
+        let mut reply = Reply::new(reply, "submit")?;
+        let verdict = reply.string()?;
+        Ok(match verdict.as_str() {
+            "accepted" => Admission::Accepted {
+                job_id: reply.string()?,
+            },
+            "replayed" => {
+                let job_id = reply.string()?;
+                let state = JobState::parse(&reply.string()?).unwrap_or(JobState::Waiting);
+                Admission::Replayed { job_id, state }
+            }
+            "reused" => Admission::KeyReused {
+                job_id: reply.string()?,
+            },
+            "refused" => {
+                let set_by = SetBy::parse(&reply.string()?);
+                Admission::Refused(KillSwitch {
+                    set_by,
+                    ..KillSwitch::manual(SetBy::Admin, None, now)
+                })
+            }
+            "limited" => Admission::RateLimited {
+                retry_after: Duration::from_millis(reply.u64()?.max(1)),
+            },
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "submit: unexpected verdict {other:?}"
+                )));
+            }
         })
     }
 
@@ -176,134 +258,238 @@ impl Store for RedisStore {
         parse::job_record(fields).map(Some)
     }
 
-    async fn claim(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Claim>> {
-        let token = uuid::Uuid::new_v4().to_string();
-        let fields: Option<Vec<(String, String)>> = self
-            .scripts
-            .claim
-            .key(self.keys.waiting())
-            .key(self.keys.delayed())
-            .key(self.keys.active())
-            .arg(self.prefix())
-            .arg(worker_id)
-            .arg(lease.as_millis() as u64)
-            .arg(&token)
-            .invoke_async(&mut self.conn())
+    async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let periods = period_keys(now_timestamp());
+        let keys = KeyArgs {
+            periods: Some(&periods),
+            minute: Some(now / 60_000),
+            ..self.key_args()
+        };
+        let call = Self::claim_args(self.scripts.claim.call(&keys)?, Some(request), &token, now);
+        let reply: Value = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
             .await?;
-        let Some(fields) = fields else {
-            return Ok(None);
-        };
-        let job = parse::job_record(fields)?;
-        let lease = Lease {
-            job_id: job.id.clone(),
-            token,
-        };
-        Ok(Some(Claim { job, lease }))
+        parse::claimed(Reply::new(reply, "claim")?, &token, request.worker_id)
     }
 
-    async fn renew(&self, lease: &Lease, duration: Duration) -> StoreResult<bool> {
-        let renewed: i64 = self
+    async fn renew(&self, leases: &[Lease], duration: Duration) -> StoreResult<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self
             .scripts
             .renew
-            .key(self.keys.active())
-            .arg(self.prefix())
-            .arg(&lease.job_id)
-            .arg(&lease.token)
-            .arg(duration.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(renewed == 1)
+            .call(&self.key_args())?
+            .arg("lease_ms", duration.as_millis() as u64);
+        for lease in leases {
+            call = call.extra(&lease.job_id).extra(&lease.token);
+        }
+        let renewed: Vec<i64> = call.invoke(&mut self.conn()).await?;
+        Ok(renewed.into_iter().map(|r| r == 1).collect())
     }
 
-    async fn complete(
+    async fn finish(
         &self,
         lease: &Lease,
-        result: &JobResult,
-        event: &serde_json::Value,
-    ) -> StoreResult<bool> {
-        let result_json =
-            serde_json::to_string(result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let done: i64 = self
+        outcome: Outcome<'_>,
+        cost: Cost,
+        next: Option<&ClaimRequest<'_>>,
+    ) -> StoreResult<Finished> {
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let periods = period_keys(now_timestamp());
+        let (kind, result, body, exhausted, delay_ms, error, code) = match outcome {
+            Outcome::Completed {
+                result,
+                duration_ms,
+            } => (
+                "completed",
+                to_json(result)?,
+                events::render(
+                    &JobEvent::Completed {
+                        result,
+                        duration_ms,
+                    },
+                    now,
+                ),
+                String::new(),
+                0,
+                "",
+                "",
+            ),
+            Outcome::Retry {
+                error,
+                delay,
+                duration_ms,
+            } => (
+                "retry",
+                String::new(),
+                events::render(
+                    &JobEvent::Retrying {
+                        error,
+                        duration_ms,
+                        delay_ms: delay.as_millis() as u64,
+                    },
+                    now,
+                ),
+                events::render(
+                    &JobEvent::Failed {
+                        error,
+                        code: None,
+                        duration_ms,
+                    },
+                    now,
+                ),
+                delay.as_millis() as u64,
+                error,
+                "",
+            ),
+            Outcome::Failed {
+                error,
+                code,
+                duration_ms,
+            } => (
+                "failed",
+                String::new(),
+                events::render(
+                    &JobEvent::Failed {
+                        error,
+                        code,
+                        duration_ms,
+                    },
+                    now,
+                ),
+                String::new(),
+                0,
+                error,
+                code.unwrap_or(""),
+            ),
+            Outcome::Release { reason } => (
+                "release",
+                String::new(),
+                events::render(&JobEvent::Waiting { reason }, now),
+                String::new(),
+                0,
+                "",
+                "",
+            ),
+        };
+        let keys = KeyArgs {
+            job: Some(&lease.job_id),
+            periods: Some(&periods),
+            lease_period: Some(&lease.period),
+            minute: Some(now / 60_000),
+            ..self.key_args()
+        };
+        let call = self
             .scripts
-            .complete
-            .key(self.keys.active())
-            .key(self.keys.completed())
-            .arg(self.prefix())
-            .arg(&lease.job_id)
-            .arg(&lease.token)
-            .arg(result_json)
-            .arg(event.to_string())
-            .invoke_async(&mut self.conn())
+            .finish
+            .call(&keys)?
+            .arg("id", &lease.job_id)
+            .arg("lease_token", &lease.token)
+            .arg("outcome", kind)
+            .arg("result", result)
+            .arg("body", body)
+            .arg("exhausted_body", exhausted)
+            .arg("delay_ms", delay_ms)
+            .arg("error", error)
+            .arg("error_code", code)
+            .arg("cost", cost.micros)
+            .arg("input_tokens", cost.usage.input_tokens)
+            .arg("output_tokens", cost.usage.output_tokens)
+            .arg("called", u8::from(cost.called));
+        let call = Self::claim_args(call, next, &token, now);
+        let reply: Value = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
             .await?;
-        Ok(done == 1)
+        let mut reply = Reply::new(reply, "finish")?;
+        let recorded = reply.string()?;
+        // A repeat of a finish whose reply was lost reports what the first one recorded.
+        let outcome = match recorded.as_str() {
+            "completed" | "duplicate:completed" => FinishOutcome::Completed,
+            "retrying" | "duplicate:delayed" => FinishOutcome::Retrying,
+            "failed" | "duplicate:failed" => FinishOutcome::Failed,
+            "released" | "duplicate:waiting" => FinishOutcome::Released,
+            _ => FinishOutcome::LeaseLost,
+        };
+        let spend = reply.spend()?;
+        let overrun_micros = reply.u64()?;
+        let budget_stopped = reply.u64()? == 1;
+        let worker = next.map(|n| n.worker_id).unwrap_or("");
+        let claimed = parse::claimed(reply.array()?, &token, worker)?;
+        Ok(Finished {
+            outcome,
+            spend,
+            overrun_micros,
+            budget_stopped,
+            claimed,
+        })
     }
 
-    async fn progress(&self, lease: &Lease, event: &serde_json::Value) -> StoreResult<bool> {
+    async fn progress(
+        &self,
+        lease: &Lease,
+        stage: &str,
+        percent: u8,
+        message: &str,
+    ) -> StoreResult<bool> {
+        let body = events::render(
+            &JobEvent::Progress {
+                stage,
+                percent,
+                message,
+            },
+            now_ms(),
+        );
+        let keys = KeyArgs {
+            job: Some(&lease.job_id),
+            ..self.key_args()
+        };
         let appended: i64 = self
             .scripts
             .progress
-            .key(self.keys.job(&lease.job_id))
-            .arg(self.prefix())
-            .arg(&lease.job_id)
-            .arg(&lease.token)
-            .arg(event.to_string())
-            .invoke_async(&mut self.conn())
+            .call(&keys)?
+            .arg("id", &lease.job_id)
+            .arg("token", &lease.token)
+            .arg("body", body)
+            .invoke(&mut self.conn())
             .await?;
         Ok(appended == 1)
     }
 
-    async fn fail(&self, lease: &Lease, failure: &Failure) -> StoreResult<FailOutcome> {
-        let delay = failure
-            .retry_after
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(-1);
-        let outcome: String = self
-            .scripts
-            .fail
-            .key(self.keys.active())
-            .key(self.keys.delayed())
-            .key(self.keys.failed())
-            .arg(self.prefix())
-            .arg(&lease.job_id)
-            .arg(&lease.token)
-            .arg(&failure.error)
-            .arg(delay)
-            .arg(failure.duration_ms)
-            .invoke_async(&mut self.conn())
-            .await?;
-        match outcome.as_str() {
-            "retrying" => Ok(FailOutcome::Retrying),
-            "failed" => Ok(FailOutcome::Failed),
-            _ => Ok(FailOutcome::LeaseLost),
-        }
-    }
-
-    async fn release(&self, lease: &Lease) -> StoreResult<bool> {
-        let released: i64 = self
-            .scripts
-            .release
-            .key(self.keys.active())
-            .key(self.keys.waiting())
-            .key(self.keys.wake())
-            .arg(self.prefix())
-            .arg(&lease.job_id)
-            .arg(&lease.token)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(released == 1)
-    }
-
     async fn recover_stalled(&self, max_stalls: u32) -> StoreResult<StallReport> {
+        let now = now_ms();
+        let error = format!("job stalled more than allowable limit ({max_stalls})");
+        let waiting = events::render(
+            &JobEvent::Waiting {
+                reason: WaitReason::Stalled,
+            },
+            now,
+        );
+        let failed = events::render(
+            &JobEvent::Failed {
+                error: &error,
+                code: Some(STALLED_CODE),
+                duration_ms: 0,
+            },
+            now,
+        );
+        let keys = KeyArgs {
+            minute: Some(now / 60_000),
+            ..self.key_args()
+        };
         let (requeued, failed): (u32, u32) = self
             .scripts
             .recover
-            .key(self.keys.active())
-            .key(self.keys.waiting())
-            .key(self.keys.failed())
-            .key(self.keys.wake())
-            .arg(self.prefix())
-            .arg(max_stalls)
-            .invoke_async(&mut self.conn())
+            .call(&keys)?
+            .arg("max_stalls", max_stalls)
+            .arg("stalled_error", &error)
+            .arg("stalled_code", STALLED_CODE)
+            .arg("waiting_body", waiting)
+            .arg("failed_body", failed)
+            .invoke(&mut self.conn())
             .await?;
         Ok(StallReport { requeued, failed })
     }
@@ -329,10 +515,7 @@ impl Store for RedisStore {
 
     async fn wait_for_work(&self, timeout: Duration) -> StoreResult<()> {
         let mut guard = self.waiter.lock().await;
-        let conn = match guard.as_mut() {
-            Some(conn) => conn,
-            None => guard.insert(self.blocking_connection().await?),
-        };
+        let mut conn = self.blocking(&mut guard, timeout).await?;
         let seconds = timeout.as_secs_f64().max(0.01);
         let popped: redis::RedisResult<Option<(String, String)>> =
             conn.blpop(self.keys.wake(), seconds).await;
@@ -348,29 +531,28 @@ impl Store for RedisStore {
         let removed: u64 = self
             .scripts
             .trim
-            .key(self.keys.completed())
-            .key(self.keys.failed())
-            .arg(self.prefix())
-            .arg(retention.max_age.as_millis() as u64)
-            .arg(retention.max_count)
-            .arg(TRIM_BATCH)
-            .invoke_async(&mut self.conn())
+            .call(&self.key_args())?
+            .arg("max_age_ms", retention.max_age.as_millis() as u64)
+            .arg("max_count", retention.max_count)
+            .arg("batch", TRIM_BATCH)
+            .invoke(&mut self.conn())
             .await?;
         Ok(removed)
     }
 
     async fn events_after(&self, job_id: &str, after: u64) -> StoreResult<Vec<StoredEvent>> {
         // Event `seq` n sits at list index n - 1, so the events after `after` start at `after`.
-        let raw: Vec<String> = self
+        let raw: Vec<Vec<u8>> = self
             .conn()
             .lrange(self.keys.job_events(job_id), after as isize, -1)
             .await?;
-        raw.iter().map(|text| parse::event(job_id, text)).collect()
+        raw.into_iter()
+            .map(|text| StoredEvent::parse(job_id, text).map_err(StoreError::Corrupt))
+            .collect()
     }
 
     async fn event_feed(&self) -> StoreResult<BoxStream<'static, StoredEvent>> {
-        let conn = self.blocking_connection().await?;
-        parse::event_feed(self.client.clone(), conn, self.keys.events()).await
+        feed::event_feed(self.client.clone(), self.keys.events()).await
     }
 
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()> {
@@ -437,9 +619,50 @@ impl Store for RedisStore {
         Ok(workers)
     }
 
-    async fn kill_switch(&self) -> StoreResult<KillSwitch> {
-        let fields: Vec<(String, String)> = self.conn().hgetall(self.keys.kill_switch()).await?;
-        Ok(parse::kill_switch(fields))
+    async fn budget_state(&self) -> StoreResult<BudgetState> {
+        let periods = period_keys(now_timestamp());
+        let keys = KeyArgs {
+            periods: Some(&periods),
+            ..self.key_args()
+        };
+        let reply: Value = Self::period_args(self.scripts.budget_state.call(&keys)?, &periods)
+            .invoke(&mut self.conn())
+            .await?;
+        let mut reply = Reply::new(reply, "budget_state")?;
+        let stored = parse::budget_config(reply.pairs()?);
+        let kill_switch = parse::kill_switch(reply.pairs()?);
+        let period = reply.string()?;
+        let spend = reply.spend()?;
+        let epoch = Epoch::decode(&reply.string()?);
+        Ok(BudgetState {
+            stored: stored.is_some(),
+            config: stored.unwrap_or_else(BudgetConfig::unlimited),
+            kill_switch,
+            period,
+            spend,
+            epoch,
+        })
+    }
+
+    async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()> {
+        let periods = period_keys(now_timestamp());
+        let keys = KeyArgs {
+            periods: Some(&periods),
+            ..self.key_args()
+        };
+        let call = self
+            .scripts
+            .set_budget
+            .call(&keys)?
+            .arg("limit_micros", budget.limit_micros)
+            .arg("period", budget.period.as_str())
+            .arg("warn_percent", budget.warn_percent.to_string())
+            .arg("enforce", u8::from(budget.enforce))
+            .arg("source", budget.source.as_str());
+        let _: i64 = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     async fn set_kill_switch(&self, state: &KillSwitch) -> StoreResult<()> {
@@ -454,13 +677,23 @@ impl Store for RedisStore {
         if let Some(set_by) = state.set_by {
             fields.push((kill_switch_field::SET_BY, set_by.as_str().to_owned()));
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(&key).ignore();
         if let Some(reason) = &state.reason {
             fields.push((kill_switch_field::REASON, reason.clone()));
         }
-        pipe.hset_multiple(&key, &fields).ignore();
-        let _: () = pipe.query_async(&mut self.conn()).await?;
+        if let Some(limit) = state.limit_micros {
+            fields.push((kill_switch_field::LIMIT_MICROS, limit.to_string()));
+        }
+        if let Some(period) = &state.period {
+            fields.push((kill_switch_field::PERIOD, period.clone()));
+        }
+        let _: () = redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
         Ok(())
     }
 
@@ -468,55 +701,46 @@ impl Store for RedisStore {
         let cleared: i64 = self
             .scripts
             .clear_kill_switch
-            .key(self.keys.kill_switch())
-            .arg(self.prefix())
-            .arg(set_by.as_str())
-            .invoke_async(&mut self.conn())
+            .call(&self.key_args())?
+            .arg("set_by", set_by.as_str())
+            .invoke(&mut self.conn())
             .await?;
         Ok(cleared == 1)
-    }
-
-    async fn reserve(&self, period: &str, amount: u64, limit: u64) -> StoreResult<Reservation> {
-        let granted: i64 = self
-            .scripts
-            .reserve
-            .key(self.keys.spend(period))
-            .arg(self.prefix())
-            .arg(amount)
-            .arg(limit)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(if granted == 1 {
-            Reservation::Granted
-        } else {
-            Reservation::Refused
-        })
-    }
-
-    async fn settle(
-        &self,
-        period: &str,
-        reserved: u64,
-        cost: u64,
-        usage: TokenUsage,
-    ) -> StoreResult<Spend> {
-        let fields: Vec<(String, String)> = self
-            .scripts
-            .settle
-            .key(self.keys.spend(period))
-            .arg(self.prefix())
-            .arg(reserved)
-            .arg(cost)
-            .arg(usage.input_tokens)
-            .arg(usage.output_tokens)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(parse::spend(fields))
     }
 
     async fn spend(&self, period: &str) -> StoreResult<Spend> {
         let fields: Vec<(String, String)> = self.conn().hgetall(self.keys.spend(period)).await?;
         Ok(parse::spend(fields))
+    }
+
+    async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)> {
+        let fresh = Epoch::new(now_ms());
+        let (text, created): (String, i64) = self
+            .scripts
+            .ensure_epoch
+            .call(&self.key_args())?
+            .arg("epoch", fresh.encode())
+            .invoke(&mut self.conn())
+            .await?;
+        let epoch = Epoch::decode(&text)
+            .ok_or_else(|| StoreError::Corrupt(format!("store epoch {text:?}")))?;
+        Ok((epoch, created == 1))
+    }
+
+    async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend> {
+        let keys = KeyArgs {
+            spend_period: Some(period),
+            ..self.key_args()
+        };
+        let reply: Value = self
+            .scripts
+            .restore_spend
+            .call(&keys)?
+            .arg("spent_micros", spent_micros)
+            .invoke(&mut self.conn())
+            .await?;
+        let wrapped = Value::Array(vec![reply]);
+        Reply::new(wrapped, "restore_spend")?.spend()
     }
 
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {
@@ -531,30 +755,5 @@ impl Store for RedisStore {
             total.failed += failed.unwrap_or(0);
         }
         Ok(total)
-    }
-
-    async fn rate_limit(
-        &self,
-        user: &str,
-        window: Duration,
-        max: u64,
-    ) -> StoreResult<RateDecision> {
-        let (index, window_ms) = super::rate_window(now_ms(), window);
-        let (count, ttl_ms): (u64, i64) = self
-            .scripts
-            .rate_limit
-            .key(self.keys.rate_limit(user, index))
-            .arg(self.prefix())
-            .arg(window_ms)
-            .invoke_async(&mut self.conn())
-            .await?;
-        if count > max {
-            let retry_after = Duration::from_millis(ttl_ms.max(1) as u64);
-            Ok(RateDecision::Limited { retry_after })
-        } else {
-            Ok(RateDecision::Allowed {
-                remaining: max - count,
-            })
-        }
     }
 }

@@ -1,6 +1,6 @@
--- KEYS: killswitch. ARGV: prefix, setBy
-local fields = redis.call('HMGET', KEYS[1], 'enabled', 'setBy')
-if fields[1] ~= 'true' or fields[2] ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'enabled', 'false', 'setBy', ARGV[2], 'since', fmt(now_ms()))
-redis.call('HDEL', KEYS[1], 'reason')
+-- Clears the kill-switch only if it is on and held by A.set_by.
+local f = redis.call('HMGET', K.killswitch, 'enabled', 'setBy')
+if f[1] ~= 'true' or f[2] ~= A.set_by then return 0 end
+redis.call('DEL', K.killswitch)
+redis.call('HSET', K.killswitch, 'enabled', 'false', 'setBy', A.set_by, 'since', fmt(now_ms()))
 return 1

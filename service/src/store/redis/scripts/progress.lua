@@ -1,4 +1,4 @@
--- KEYS: job. ARGV: prefix, id, token, eventJson
-if not holds_lease(ARGV[2], ARGV[3]) then return 0 end
-append_event(ARGV[2], ARGV[4])
+-- Appends a progress event while the lease is held.
+if not holds_lease(K.job, A.token) then return 0 end
+append_event(K.job, A.id, 'progress', A.body)
 return 1

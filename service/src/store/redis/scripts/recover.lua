@@ -1,30 +1,34 @@
--- KEYS: active, waiting, failed, wake. ARGV: prefix, maxStalls
+-- Requeues active jobs whose lease expired and releases their reservations (whatever period
+-- they were taken in); fails jobs that stalled more than A.max_stalls times.
 local now = now_ms()
-local max = tonumber(ARGV[2])
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+local max = num(A.max_stalls)
+local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, 1000)
 local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], id)
-  if redis.call('EXISTS', job_key(id)) == 1 then
-    local stalls = redis.call('HINCRBY', job_key(id), 'stalls', 1)
-    redis.call('HDEL', job_key(id), 'lease')
+  redis.call('ZREM', K.active, id)
+  local job_key = K.job_prefix .. id
+  local f = redis.call('HMGET', job_key, 'state', 'reserved', 'reservedPeriod', 'attempts')
+  if f[1] == 'active' then
+    if f[3] then unreserve(K.spend_prefix .. f[3], num(f[2])) end
+    redis.call('HDEL', job_key, 'lease', 'reserved', 'reservedPeriod')
+    local stalls = redis.call('HINCRBY', job_key, 'stalls', 1)
     if stalls > max then
-      local err = 'job stalled more than allowable limit (' .. max .. ')'
-      local attempts = redis.call('HGET', job_key(id), 'attempts')
-      redis.call('HSET', job_key(id), 'state', 'failed', 'finishedAt', fmt(now), 'error', err)
-      redis.call('ZADD', KEYS[3], now, id)
-      count_outcome(now, 'failed')
-      append_event(id, '{"type":"failed","at":' .. fmt(now) .. ',"error":' .. cjson.encode(err) ..
-        ',"attemptsMade":' .. attempts .. ',"duration":0}')
+      redis.call('HSET', job_key, 'state', 'failed', 'finishedAt', fmt(now), 'error', A.stalled_error,
+        'errorCode', A.stalled_code)
+      redis.call('ZADD', K.failed, now, id)
+      count_outcome('failed')
+      append_event(job_key, id, 'failed', A.failed_body, {'attemptsMade', num(f[4])})
       failed = failed + 1
     else
-      redis.call('HSET', job_key(id), 'state', 'waiting')
-      redis.call('RPUSH', KEYS[2], id)
-      redis.call('RPUSH', KEYS[4], '1')
-      append_event(id, '{"type":"waiting","at":' .. fmt(now) .. ',"reason":"stalled","stalls":' ..
-        stalls .. '}')
+      redis.call('HSET', job_key, 'state', 'waiting')
+      redis.call('RPUSH', K.waiting, id)
+      append_event(job_key, id, 'waiting', A.waiting_body, {'stalls', stalls})
       requeued = requeued + 1
     end
   end
+end
+if requeued + failed > 0 then
+  redis.call('RPUSH', K.wake, '1')
+  redis.call('LTRIM', K.wake, -64, -1)
 end
 return {requeued, failed}

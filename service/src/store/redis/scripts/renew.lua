@@ -1,4 +1,13 @@
--- KEYS: active. ARGV: prefix, id, token, leaseMs
-if not holds_lease(ARGV[2], ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], now_ms() + tonumber(ARGV[4]), ARGV[2])
-return 1
+-- Extends leases: ARGV after lease_ms holds id, token pairs. Replies one 0/1 per pair.
+local deadline = now_ms() + num(A.lease_ms)
+local renewed = {}
+for i = 2, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  if holds_lease(K.job_prefix .. id, token) then
+    redis.call('ZADD', K.active, deadline, id)
+    renewed[#renewed + 1] = 1
+  else
+    renewed[#renewed + 1] = 0
+  end
+end
+return renewed

@@ -1,8 +1,10 @@
--- KEYS: completed, failed. ARGV: prefix, maxAgeMs, maxCount, batch
-local cutoff = now_ms() - tonumber(ARGV[2])
-local max_count, batch = tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Deletes finished jobs past their retention, at most A.batch per set and call. An
+-- idempotency mapping goes with its job only if it still points at that job (the key may
+-- have been reused after the mapping expired).
+local cutoff = now_ms() - num(A.max_age_ms)
+local max_count, batch = num(A.max_count), num(A.batch)
 local removed = 0
-for _, set in ipairs(KEYS) do
+for _, set in ipairs({K.completed, K.failed}) do
   local ids = redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. cutoff, 'LIMIT', 0, batch)
   local over = redis.call('ZCARD', set) - #ids - max_count
   if over > 0 then
@@ -10,9 +12,12 @@ for _, set in ipairs(KEYS) do
     for _, id in ipairs(extra) do table.insert(ids, id) end
   end
   for _, id in ipairs(ids) do
-    local key = redis.call('HGET', job_key(id), 'idempotencyKey')
-    if key then redis.call('DEL', prefix .. 'idem:' .. key) end
-    redis.call('DEL', job_key(id), job_key(id) .. ':events')
+    local job_key = K.job_prefix .. id
+    local digest = redis.call('HGET', job_key, 'idem')
+    if digest and redis.call('GET', K.idem_prefix .. digest) == id then
+      redis.call('DEL', K.idem_prefix .. digest)
+    end
+    redis.call('DEL', job_key, job_key .. ':events')
     redis.call('ZREM', set, id)
     removed = removed + 1
   end

@@ -1,0 +1,179 @@
+//! The live event feed of one api process: follows the pipeline's event stream with
+//! `XREAD BLOCK` from its current end and survives connection loss by resuming from the last id
+//! it saw. Entries carry the rendered event text, forwarded as shared bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::store::{StoreResult, StoredEvent};
+
+/// Entries read from the event stream per call.
+const FEED_BATCH: usize = 1000;
+/// Longest block of one `XREAD`; bounds how long a closed feed lingers.
+const FEED_BLOCK_MS: u64 = 5000;
+/// Buffered events between the stream reader and the api's fan-out.
+const FEED_BUFFER: usize = 4096;
+
+/// A connection for blocking reads: its response timeout is the block time plus a margin, so
+/// a half-open connection fails instead of hanging.
+pub(super) async fn blocking_connection(
+    client: &Client,
+    block: Duration,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(block + Duration::from_secs(5)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+fn bulk(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Events of one `XREAD` reply, and the id of the last entry.
+fn entries(reply: Value) -> (Vec<StoredEvent>, Option<String>) {
+    let mut events = Vec::new();
+    let mut last = None;
+    let streams = match reply {
+        Value::Array(streams) => streams,
+        Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
+        _ => return (events, last),
+    };
+    for stream in streams {
+        // RESP2: [name, entries]; RESP3 maps give the entries directly.
+        let list = match stream {
+            Value::Array(mut parts) if parts.len() == 2 => parts.pop(),
+            other => Some(other),
+        };
+        let Some(Value::Array(list)) = list else {
+            continue;
+        };
+        for entry in list {
+            let Value::Array(mut parts) = entry else {
+                continue;
+            };
+            if parts.len() != 2 {
+                continue;
+            }
+            let fields = parts.pop();
+            let id = parts.pop();
+            if let Some(id) = id.as_ref().and_then(bulk) {
+                last = Some(String::from_utf8_lossy(id).into_owned());
+            }
+            let Some(Value::Array(fields)) = fields else {
+                continue;
+            };
+            let (mut job, mut seq, mut kind, mut data) = (None, None, None, None);
+            for pair in fields.chunks(2) {
+                let (Some(name), Some(value)) = (pair.first().and_then(bulk), pair.get(1)) else {
+                    continue;
+                };
+                match name {
+                    b"job" => job = bulk(value).map(|b| String::from_utf8_lossy(b).into_owned()),
+                    b"seq" => {
+                        seq = bulk(value)
+                            .and_then(|b| std::str::from_utf8(b).ok())
+                            .and_then(|s| s.parse::<u64>().ok())
+                    }
+                    b"type" => kind = bulk(value).map(|b| String::from_utf8_lossy(b).into_owned()),
+                    b"data" => data = bulk(value).map(Bytes::copy_from_slice),
+                    _ => {}
+                }
+            }
+            match (job, seq, kind, data) {
+                (Some(job), Some(seq), Some(kind), Some(data)) => events.push(StoredEvent {
+                    job_id: Arc::from(job),
+                    seq,
+                    kind: Arc::from(kind),
+                    data,
+                }),
+                _ => tracing::warn!("skipping an event stream entry without job, seq, type, data"),
+            }
+        }
+    }
+    (events, last)
+}
+
+/// Starts the stream reader of one process.
+pub(super) async fn event_feed(
+    client: Client,
+    stream: String,
+) -> StoreResult<BoxStream<'static, StoredEvent>> {
+    let block = Duration::from_millis(FEED_BLOCK_MS);
+    let mut conn = blocking_connection(&client, block).await?;
+    // Start after the newest entry now, so nothing written after this call is missed.
+    let newest: Value = redis::cmd("XREVRANGE")
+        .arg(&stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await?;
+    let mut cursor = match &newest {
+        Value::Array(items) => items
+            .first()
+            .and_then(|e| match e {
+                Value::Array(parts) => parts.first().and_then(bulk),
+                _ => None,
+            })
+            .map(|id| String::from_utf8_lossy(id).into_owned()),
+        _ => None,
+    }
+    .unwrap_or_else(|| "0-0".to_owned());
+    let (tx, rx) = mpsc::channel(FEED_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(FEED_BATCH)
+                .arg("BLOCK")
+                .arg(FEED_BLOCK_MS)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(&cursor)
+                .query_async(&mut conn)
+                .await;
+            match reply {
+                Ok(reply) => {
+                    let (events, last) = entries(reply);
+                    if let Some(last) = last {
+                        cursor = last;
+                    }
+                    for event in events {
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event stream read failed; reconnecting");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match blocking_connection(&client, block).await {
+                        Ok(fresh) => conn = fresh,
+                        Err(e) => tracing::warn!(error = %e, "event stream reconnect failed"),
+                    }
+                }
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx).boxed())
+}

@@ -1,0 +1,51 @@
+-- Admits and enqueues one job in one round trip: idempotent replay first (before admission
+-- and rate limiting, so a retry of an accepted request never gets 429), then the kill-switch
+-- and the budget, then the rate limit, then the job.
+-- Replies: {'accepted', id} | {'replayed', id, state} | {'reused', id}
+--        | {'refused', setBy} | {'limited', retryAfterMs}
+local id = A.job_id
+
+if A.fingerprint ~= '' then
+  local existing = redis.call('GET', K.idem)
+  if existing then
+    local f = redis.call('HMGET', K.job_prefix .. existing, 'state', 'fingerprint')
+    if f[1] then
+      if f[2] == A.fingerprint then return {'replayed', existing, f[1]} end
+      return {'reused', existing}
+    end
+  end
+end
+
+local budget = budget_in_force()
+local spent = num(redis.call('HGET', budget.spend_key, 'spentMicros'))
+local ks = read_switch()
+if ks[1] == 'true' then
+  if stop_lapsed(ks, budget, spent) then
+    clear_switch('budget')
+  else
+    return {'refused', ks[2] or 'admin'}
+  end
+end
+if budget.enforced > 0 and spent >= budget.enforced then
+  set_budget_stop(budget, spent)
+  return {'refused', 'budget'}
+end
+
+if num(A.rate_max) > 0 then
+  local count = redis.call('INCR', K.rate)
+  if count == 1 then redis.call('PEXPIRE', K.rate, A.rate_window_ms) end
+  if count > num(A.rate_max) then return {'limited', redis.call('PTTL', K.rate)} end
+end
+
+redis.call('HSET', K.job, 'id', id, 'state', 'waiting', 'request', A.request, 'owner', A.owner,
+  'attempts', 0, 'maxAttempts', A.max_attempts, 'stalls', 0, 'createdAt', fmt(now_ms()),
+  'eventSeq', 0, 'inputBytes', A.input_bytes, 'cardCount', A.card_count)
+if A.traceparent ~= '' then redis.call('HSET', K.job, 'traceparent', A.traceparent) end
+if A.fingerprint ~= '' then
+  redis.call('HSET', K.job, 'idem', A.idem_digest, 'fingerprint', A.fingerprint)
+  redis.call('SET', K.idem, id, 'EX', A.idem_ttl)
+end
+redis.call('RPUSH', K.waiting, id)
+redis.call('RPUSH', K.wake, '1')
+redis.call('LTRIM', K.wake, -64, -1)
+return {'accepted', id}
