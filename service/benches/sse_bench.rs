@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use flashcard_service::job::JobRequest;
 use flashcard_service::keyspace::PipelineId;
 use flashcard_service::store::redis::RedisStore;
-use flashcard_service::store::{Admission, ClaimRequest, Cost, Outcome, Pricing, Store, Submission};
+use flashcard_service::store::{
+    Admission, ClaimRequest, Cost, Outcome, Pricing, Store, Submission,
+};
 use serde_json::{Value, json};
 use support::{RedisServer, Service, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -648,7 +650,10 @@ async fn event_latency(
                                 delay: Duration::ZERO,
                                 duration_ms: 1,
                             };
-                            if store.finish(&lease, retry, Cost::default(), None).await.is_ok()
+                            if store
+                                .finish(&lease, retry, Cost::default(), None)
+                                .await
+                                .is_ok()
                                 && let Ok(mut s) = sent.lock()
                             {
                                 s.insert((job, seq + 1), t0);

@@ -147,10 +147,7 @@ impl OpenAiProvider {
         });
         body[self.max_tokens_field] = json!(output_bound(request));
         if with_schema {
-            body["response_format"] = json!({
-                "type": "json_schema",
-                "json_schema": {"name": "flashcards", "strict": true, "schema": card_schema()},
-            });
+            body["response_format"] = response_format();
         }
         body
     }
@@ -288,7 +285,7 @@ impl Provider for OpenAiProvider {
             card_count: u32::MAX,
         };
         let (system, user) = prompts(&template);
-        let schema = card_schema().to_string();
+        let schema = response_format().to_string();
         TokenBounds {
             prompt_overhead_tokens: (system.len() + user.len() + schema.len()) as u64
                 + INPUT_TOKENS_OVERHEAD,
@@ -320,6 +317,14 @@ fn prompts(request: &JobRequest) -> (String, String) {
         request.content.trim()
     );
     (system, user)
+}
+
+/// The structured-output request: providers count it as input.
+fn response_format() -> Value {
+    json!({
+        "type": "json_schema",
+        "json_schema": {"name": "flashcards", "strict": true, "schema": card_schema()},
+    })
 }
 
 fn card_schema() -> Value {
@@ -612,8 +617,8 @@ mod tests {
         assert_eq!(max.output_tokens, 632);
         // Every byte of the real prompt is covered: one token per byte is the bound.
         let (system, user) = prompts(&req);
-        let schema = card_schema().to_string();
-        assert!(max.input_tokens >= (system.len() + user.len() + schema.len()) as u64);
+        let format = response_format().to_string();
+        assert!(max.input_tokens >= (system.len() + user.len() + format.len()) as u64);
         let cjk = JobRequest {
             content: "光合作用".repeat(100),
             ..req

@@ -1,6 +1,8 @@
 //! Test support: real helper processes (redis-server, the service binary) on loopback ports.
 #![allow(dead_code)]
 
+pub mod llm;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +21,8 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     dir: PathBuf,
+    /// A persistent server's data outlives the process (see [`RedisServer::start_persistent`]).
+    keep_dir: bool,
 }
 
 impl RedisServer {
@@ -40,9 +44,44 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server not found: install it (apt-get install redis-server) or run .ci/test.sh");
-        let server = Self { child, port, dir };
+        let server = Self {
+            child,
+            port,
+            dir,
+            keep_dir: false,
+        };
         server.wait_ready();
         server
+    }
+
+    /// A server with an append-only file fsynced on every write, in `dir`, on `port`: stopping
+    /// it (SIGTERM) and starting it again in the same place keeps every acknowledged write.
+    pub fn start_persistent(port: u16, dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).expect("redis dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: install it (apt-get install redis-server) or run .ci/test.sh");
+        let server = Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            keep_dir: true,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Stops the server gracefully (SIGTERM: it flushes its append-only file) and waits.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 
     pub fn url(&self) -> String {
@@ -132,7 +171,12 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "TLS redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, port, dir }
+        Self {
+            child,
+            port,
+            dir,
+            keep_dir: false,
+        }
     }
 
     /// The CA certificate of a TLS server ([`RedisServer::start_tls`]).
@@ -165,7 +209,9 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
