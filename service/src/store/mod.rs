@@ -20,6 +20,8 @@ use crate::job::{JobRecord, JobRequest};
 pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    #[error("redis: {0}")]
+    Url(#[from] redis::TopologyError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

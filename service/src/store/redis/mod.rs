@@ -6,14 +6,17 @@
 //! [`crate::keyspace`]). Times inside scripts come from the Redis server's clock, so leases do not
 //! depend on the pods' clocks agreeing.
 
+mod blocking;
+pub mod connection;
 mod parse;
+mod reconnect;
+pub mod topology;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncCommands, AsyncConnectionConfig, Client, Script};
+use redis::{AsyncCommands, Script};
 use tokio::sync::Mutex;
 
 use super::{
@@ -23,9 +26,14 @@ use super::{
 };
 use crate::job::{JobRecord, JobRequest, JobResult, TokenUsage, new_job_id, now_ms};
 use crate::keyspace::{Keyspace, PipelineName, kill_switch_field, worker_field};
+pub use blocking::BlockingConn;
+pub use connection::{ConnectOptions, RedisClient, RedisConn};
+pub use topology::{Topology, TopologyError, TopologyKind};
 
 /// Finished jobs deleted per trim call, so one call never blocks Redis for long.
 const TRIM_BATCH: u64 = 500;
+/// Longest `BLPOP` of `wait_for_work`; longer waits are cut to it.
+const WAIT_MAX_BLOCK: Duration = Duration::from_secs(30);
 
 macro_rules! script {
     ($name:literal) => {
@@ -74,33 +82,30 @@ impl Scripts {
 
 /// The Redis backend.
 pub struct RedisStore {
-    client: Client,
-    conn: ConnectionManager,
+    client: RedisClient,
+    conn: RedisConn,
     keys: Keyspace,
     scripts: Scripts,
     /// Dedicated connection for `BLPOP` on the wake list: blocking commands must not stall the
     /// shared multiplexed connection.
-    waiter: Mutex<Option<MultiplexedConnection>>,
+    waiter: Mutex<BlockingConn>,
     /// How long finished jobs' idempotency keys are honoured.
     idempotency_ttl: Duration,
 }
 
 impl RedisStore {
-    /// Connects and checks that Redis answers; fails fast with the reason if it does not.
+    /// Connects and checks that Redis answers; fails fast with the reason if it does not. The
+    /// URL chooses the topology: one node, Redis Cluster or Sentinel (see [`topology`]).
     pub async fn connect(url: &str, pipeline: &PipelineName) -> StoreResult<Self> {
-        let client = Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(3);
-        let mut conn = client.get_connection_manager_with_config(config).await?;
+        let client = RedisClient::open(url)?;
+        let mut conn = client.connect().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(Self {
+            waiter: Mutex::new(client.blocking(WAIT_MAX_BLOCK)),
             client,
             conn,
             keys: Keyspace::new(pipeline),
             scripts: Scripts::load(),
-            waiter: Mutex::new(None),
             idempotency_ttl: Duration::from_secs(24 * 3600),
         })
     }
@@ -115,17 +120,7 @@ impl RedisStore {
         &self.keys
     }
 
-    async fn blocking_connection(&self) -> StoreResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(None);
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    }
-
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -328,19 +323,13 @@ impl Store for RedisStore {
     }
 
     async fn wait_for_work(&self, timeout: Duration) -> StoreResult<()> {
-        let mut guard = self.waiter.lock().await;
-        let conn = match guard.as_mut() {
-            Some(conn) => conn,
-            None => guard.insert(self.blocking_connection().await?),
-        };
-        let seconds = timeout.as_secs_f64().max(0.01);
-        let popped: redis::RedisResult<Option<(String, String)>> =
-            conn.blpop(self.keys.wake(), seconds).await;
-        if let Err(e) = popped {
-            // Reconnect on the next call rather than reusing a broken connection.
-            *guard = None;
-            return Err(e.into());
-        }
+        // The blocking connection has a deadline of timeout + margin and reconnects on the next
+        // call after an error.
+        self.waiter
+            .lock()
+            .await
+            .blpop(&self.keys.wake(), timeout)
+            .await?;
         Ok(())
     }
 
@@ -369,8 +358,7 @@ impl Store for RedisStore {
     }
 
     async fn event_feed(&self) -> StoreResult<BoxStream<'static, StoredEvent>> {
-        let conn = self.blocking_connection().await?;
-        parse::event_feed(self.client.clone(), conn, self.keys.events()).await
+        parse::event_feed(self.client.blocking(parse::FEED_BLOCK), self.keys.events()).await
     }
 
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()> {

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, AsyncConnectionConfig, Client};
+use redis::streams::StreamReadReply;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -15,10 +13,12 @@ use crate::job::{JobRecord, JobState};
 use crate::keyspace::{job_field, kill_switch_field, spend_field, worker_field};
 use crate::store::{KillSwitch, SetBy, Spend, StoreError, StoreResult, StoredEvent, WorkerInfo};
 
+use super::BlockingConn;
+
 /// Entries read from the event stream per call.
 const FEED_BATCH: usize = 1000;
 /// Longest block of one `XREAD`; bounds how long a closed feed lingers.
-const FEED_BLOCK_MS: usize = 5000;
+pub(super) const FEED_BLOCK: Duration = Duration::from_secs(5);
 /// Buffered events between the stream reader and the api's fan-out.
 const FEED_BUFFER: usize = 4096;
 
@@ -119,36 +119,35 @@ pub(super) fn spend(fields: Vec<(String, String)>) -> Spend {
 }
 
 /// Starts the stream reader of one process: it follows the pipeline's event stream from its
-/// current end and survives connection loss by resuming from the last id it saw.
+/// current end and survives connection loss by resuming from the last id it saw. Each read has a
+/// deadline (block + margin), so a stalled connection is replaced instead of hanging.
 pub(super) async fn event_feed(
-    client: Client,
-    mut conn: MultiplexedConnection,
+    mut conn: BlockingConn,
     stream: String,
 ) -> StoreResult<BoxStream<'static, StoredEvent>> {
     // Start after the newest entry now, so nothing written after this call is missed.
-    let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+    let mut newest_cmd = redis::cmd("XREVRANGE");
+    newest_cmd
         .arg(&stream)
         .arg("+")
         .arg("-")
         .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await?;
+        .arg(1);
+    let newest: Vec<(String, Vec<(String, String)>)> =
+        conn.query(&newest_cmd, Duration::ZERO).await?;
     let mut cursor = newest
         .first()
         .map(|(id, _)| id.clone())
         .unwrap_or_else(|| "0-0".to_owned());
     let (tx, rx) = mpsc::channel(FEED_BUFFER);
     tokio::spawn(async move {
-        let options = StreamReadOptions::default()
-            .block(FEED_BLOCK_MS)
-            .count(FEED_BATCH);
         loop {
             if tx.is_closed() {
                 return;
             }
-            let reply: redis::RedisResult<Option<StreamReadReply>> =
-                conn.xread_options(&[&stream], &[&cursor], &options).await;
+            let reply: redis::RedisResult<Option<StreamReadReply>> = conn
+                .xread_block(&stream, &cursor, FEED_BATCH, FEED_BLOCK)
+                .await;
             match reply {
                 Ok(Some(reply)) => {
                     for key in reply.keys {
@@ -172,18 +171,9 @@ pub(super) async fn event_feed(
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    // The next read opens a new connection.
                     tracing::warn!(error = %e, "event stream read failed; reconnecting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let config = AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(Duration::from_secs(5)))
-                        .set_response_timeout(None);
-                    match client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                    {
-                        Ok(fresh) => conn = fresh,
-                        Err(e) => tracing::warn!(error = %e, "event stream reconnect failed"),
-                    }
                 }
             }
         }
