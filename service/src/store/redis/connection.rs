@@ -7,7 +7,7 @@
 //! | topology | ordinary commands | blocking reads |
 //! | --- | --- | --- |
 //! | one node | a multiplexed connection, replaced after a connection error or timeout | a dedicated multiplexed connection |
-//! | Redis Cluster | redis-rs's `ClusterConnection` (routes by slot, follows `MOVED`/`ASK`, refreshes slots after a failover) | a dedicated `ClusterConnection`, so the read goes to the node owning the key's slot |
+//! | Redis Cluster | redis-rs's `ClusterConnection` (routes by slot, follows `MOVED`/`ASK`, refreshes slots after a failover), replaced after a timeout | a dedicated `ClusterConnection`, so the read goes to the node owning the key's slot |
 //! | Sentinel | a multiplexed connection to the master the sentinels name, re-resolved after a connection error, a timeout or `READONLY` (a demoted master) | a dedicated connection to the current master, re-resolved the same way |
 //!
 //! Every connection has a connection timeout, a response timeout and TCP keepalive (plus
@@ -33,7 +33,7 @@ use redis::{
 };
 
 use super::blocking::BlockingConn;
-use super::reconnect::Reconnecting;
+use super::reconnect::{Reconnecting, Shared};
 use super::topology::{
     ClusterTopology, Credentials, Node, SentinelTopology, Topology, TopologyError, TopologyKind,
 };
@@ -178,19 +178,10 @@ impl RedisClient {
     /// Connects now (so an unreachable Redis fails here) and returns the shared handle for
     /// ordinary commands. Clones share one connection (per node, on a cluster).
     pub async fn connect(&self) -> RedisResult<RedisConn> {
-        let conn = match &self.inner.target {
-            Target::Cluster(cluster) => {
-                let response = self.inner.options.response_timeout;
-                ConnInner::Cluster(self.inner.open_cluster(cluster, response).await?)
-            }
-            Target::Single(_) | Target::Sentinel(_) => {
-                let node = Reconnecting::new(self.inner.clone(), self.kind());
-                node.connect_now().await?;
-                ConnInner::Node(Arc::new(node))
-            }
-        };
+        let conn = Reconnecting::new(self.inner.clone(), self.kind());
+        conn.connect_now().await?;
         Ok(RedisConn {
-            inner: conn,
+            inner: Arc::new(conn),
             db: self.inner.db,
         })
     }
@@ -204,6 +195,20 @@ impl RedisClient {
 }
 
 impl ClientInner {
+    /// A new connection for the shared handle.
+    pub(super) async fn open_shared(&self) -> RedisResult<Shared> {
+        let response_timeout = self.options.response_timeout;
+        match &self.target {
+            Target::Cluster(cluster) => Ok(Shared::Cluster(
+                self.open_cluster(cluster, response_timeout).await?,
+            )),
+            Target::Single(_) | Target::Sentinel(_) => {
+                let config = self.options.async_config(response_timeout);
+                Ok(Shared::Node(self.open_node(&config).await?))
+            }
+        }
+    }
+
     /// A new multiplexed connection to the single node or the current Sentinel master.
     pub(super) async fn open_node(
         &self,
@@ -275,8 +280,12 @@ pub(super) fn timeout_error(what: &'static str) -> RedisError {
 }
 
 /// Whether an error means the connection (or, for Sentinel, the node it reaches) is no longer
-/// good to use: lost, stalled, or a master that has been demoted.
+/// good to use: lost, stalled, or a master that has been demoted. A cluster connection handles
+/// lost nodes and redirects itself; only a timeout (a stalled node) condemns it.
 pub(super) fn needs_new_connection(error: &RedisError, kind: TopologyKind) -> bool {
+    if kind == TopologyKind::Cluster {
+        return error.is_timeout();
+    }
     if error.is_io_error() || error.is_unrecoverable_error() || error.is_timeout() {
         return true;
     }
@@ -359,38 +368,25 @@ fn sentinel_client(
     builder.build()
 }
 
-#[derive(Clone)]
-enum ConnInner {
-    /// One node or the Sentinel master.
-    Node(Arc<Reconnecting>),
-    Cluster(ClusterConnection),
-}
-
 /// The shared handle for ordinary commands, pipelines and scripts (`cmd().query_async`,
 /// `pipe().query_async`, `Script::invoke_async`, [`redis::AsyncCommands`]). Cheap to clone;
 /// clones share the connection. Reconnects by itself: a command that fails because the
 /// connection broke returns the error, and the next command uses a new connection.
 #[derive(Clone)]
 pub struct RedisConn {
-    inner: ConnInner,
+    inner: Arc<Reconnecting>,
     db: i64,
 }
 
 impl RedisConn {
     pub fn kind(&self) -> TopologyKind {
-        match &self.inner {
-            ConnInner::Node(node) => node.kind(),
-            ConnInner::Cluster(_) => TopologyKind::Cluster,
-        }
+        self.inner.kind()
     }
 }
 
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.inner {
-            ConnInner::Cluster(cluster) => cluster.req_packed_command(cmd),
-            ConnInner::Node(node) => Box::pin(node.command(cmd)),
-        }
+        Box::pin(self.inner.command(cmd))
     }
 
     fn req_packed_commands<'a>(
@@ -399,10 +395,7 @@ impl ConnectionLike for RedisConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.inner {
-            ConnInner::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
-            ConnInner::Node(node) => Box::pin(node.pipeline(pipeline, offset, count)),
-        }
+        Box::pin(self.inner.pipeline(pipeline, offset, count))
     }
 
     fn get_db(&self) -> i64 {
@@ -436,12 +429,17 @@ mod tests {
     }
 
     #[test]
-    fn sentinel_readonly_means_a_demoted_master() {
+    fn which_errors_replace_the_connection() {
         let readonly = RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "READONLY"));
         assert!(needs_new_connection(&readonly, TopologyKind::Sentinel));
         assert!(!needs_new_connection(&readonly, TopologyKind::Single));
         let timeout = timeout_error("t");
         assert!(needs_new_connection(&timeout, TopologyKind::Single));
+        assert!(needs_new_connection(&timeout, TopologyKind::Cluster));
+        let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(needs_new_connection(&dropped, TopologyKind::Sentinel));
+        // The cluster client reconnects a lost node itself.
+        assert!(!needs_new_connection(&dropped, TopologyKind::Cluster));
         let wrong_type = RedisError::from((
             ErrorKind::Server(ServerErrorKind::ResponseError),
             "WRONGTYPE",

@@ -1,22 +1,52 @@
-//! A multiplexed connection that replaces itself: the shared handle for one node and for the
-//! Sentinel master.
+//! A connection that replaces itself: behind the shared handle of every topology.
 //!
 //! Like redis-rs's `ConnectionManager`, but (1) a response timeout also counts as a broken
 //! connection, so a connection that stalled without closing is replaced instead of timing out
-//! forever, and (2) a new connection is made through [`ClientInner::open_node`], which for
-//! Sentinel asks the sentinels for the current master, so a failover is followed. Connecting is
-//! lazy and single-flight: the first command after a failure reconnects, concurrent ones wait for
-//! it, and for a short while after a failed attempt commands fail at once instead of piling up
-//! connection attempts on a Redis that is down.
+//! forever, and (2) a new connection is made through [`ClientInner::open_shared`], which for
+//! Sentinel asks the sentinels for the current master, so a failover is followed. On a cluster
+//! the connection is redis-rs's `ClusterConnection`, which itself reconnects lost nodes and
+//! follows redirects; it is replaced only after a timeout. Connecting is lazy and single-flight:
+//! the first command after a failure reconnects, concurrent ones wait for it, and for a short
+//! while after a failed attempt commands fail at once instead of piling up connection attempts
+//! on a Redis that is down.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisResult, Value};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisResult, Value};
 
 use super::connection::{ClientInner, needs_new_connection};
 use super::topology::TopologyKind;
+
+/// One live connection; clones share it.
+#[derive(Clone)]
+pub(super) enum Shared {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Shared {
+    async fn command(&mut self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Node(conn) => conn.req_packed_command(cmd).await,
+            Self::Cluster(conn) => conn.req_packed_command(cmd).await,
+        }
+    }
+
+    async fn pipeline(
+        &mut self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Self::Node(conn) => conn.req_packed_commands(pipeline, offset, count).await,
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count).await,
+        }
+    }
+}
 
 /// How long commands fail fast after a failed connection attempt.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
@@ -26,13 +56,12 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
 #[derive(Default)]
 struct Current {
     generation: u64,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Shared>,
 }
 
 pub(super) struct Reconnecting {
     client: Arc<ClientInner>,
     kind: TopologyKind,
-    config: AsyncConnectionConfig,
     current: Mutex<Current>,
     /// Held while connecting; remembers the last failed attempt.
     connecting: tokio::sync::Mutex<Option<(Instant, RedisError)>>,
@@ -40,11 +69,9 @@ pub(super) struct Reconnecting {
 
 impl Reconnecting {
     pub(super) fn new(client: Arc<ClientInner>, kind: TopologyKind) -> Self {
-        let config = client.options.async_config(client.options.response_timeout);
         Self {
             client,
             kind,
-            config,
             current: Mutex::new(Current::default()),
             connecting: tokio::sync::Mutex::new(None),
         }
@@ -61,7 +88,7 @@ impl Reconnecting {
 
     pub(super) async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
         let (generation, mut conn) = self.get().await?;
-        let result = conn.req_packed_command(cmd).await;
+        let result = conn.command(cmd).await;
         self.check(generation, &result);
         result
     }
@@ -73,7 +100,7 @@ impl Reconnecting {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         let (generation, mut conn) = self.get().await?;
-        let result = conn.req_packed_commands(pipeline, offset, count).await;
+        let result = conn.pipeline(pipeline, offset, count).await;
         self.check(generation, &result);
         result
     }
@@ -83,12 +110,12 @@ impl Reconnecting {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn in_use(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn in_use(&self) -> Option<(u64, Shared)> {
         let current = self.lock();
         current.conn.clone().map(|c| (current.generation, c))
     }
 
-    async fn get(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+    async fn get(&self) -> RedisResult<(u64, Shared)> {
         if let Some(found) = self.in_use() {
             return Ok(found);
         }
@@ -102,7 +129,7 @@ impl Reconnecting {
         {
             return Err(error.clone());
         }
-        match self.client.open_node(&self.config).await {
+        match self.client.open_shared().await {
             Ok(conn) => {
                 *last_failure = None;
                 let mut current = self.lock();
