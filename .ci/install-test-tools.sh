@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every tool the tests use, only when missing: redis-server, Prometheus tools
-# (promtool, prometheus, amtool, prometheus-alertmanager), Chromium and kubectl. Idempotent.
+# Installs every tool the tests use, only when missing: redis-server, redis-sentinel, redis-cli,
+# Prometheus tools (promtool, prometheus, amtool, prometheus-alertmanager), Chromium and kubectl.
+# Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -12,6 +13,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
   # The tests start their own servers on free loopback ports; stop a packaged daemon if any.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server 2>/dev/null || true; fi
+fi
+if ! command -v redis-sentinel >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  # The Redis Cluster and Sentinel tests start sentinels and build clusters with redis-cli.
+  echo "install-test-tools: installing redis-sentinel and redis-tools"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends redis-sentinel redis-tools >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-sentinel 2>/dev/null || true; fi
 fi
 if ! command -v openssl >/dev/null 2>&1; then
   # Makes the throwaway CA of the Redis TLS test.
@@ -28,7 +38,7 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 "$here/install-alert-tools.sh"
 "$here/install-browser.sh"
-for tool in redis-server promtool amtool prometheus prometheus-alertmanager chromium kubectl openssl; do
+for tool in redis-server redis-sentinel redis-cli promtool amtool prometheus prometheus-alertmanager chromium kubectl openssl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-tools: $tool is still missing" >&2; exit 1; }
 done
 echo "install-test-tools: all test tools present"

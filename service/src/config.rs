@@ -60,7 +60,8 @@ pub struct Settings {
     /// Address the HTTP server listens on (the worker serves /metrics and health there too).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3001")]
     pub listen: SocketAddr,
-    /// Redis URL (redis:// or rediss://). Required in api and worker modes.
+    /// Redis URL: redis:// or rediss:// (one node), redis+cluster://h:p[,h:p] (Redis Cluster),
+    /// redis+sentinel://h:p[,h:p]/<master> (Sentinel). Required in api and worker modes.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Pipeline name.

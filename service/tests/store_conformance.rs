@@ -1,14 +1,21 @@
-//! One conformance suite, run unchanged against the memory and the Redis store.
+//! One conformance suite, run unchanged against the memory store and the Redis store on one
+//! node, on a 3-master + 3-replica Redis Cluster and on a Sentinel setup (master, replica, three
+//! sentinels), all real servers started by the tests.
+//!
+//! On one node every case gets its own server. The cluster and the Sentinel setup are started once
+//! per topology and shared: each case gets a pipeline of its own name (so keys never meet, and the
+//! pipelines spread over the cluster's shards), a few cases run at a time, and the test reports
+//! every failing case by name.
 
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flashcard_service::budget::BudgetPeriod;
 use flashcard_service::events::WaitReason;
 use flashcard_service::job::{JobRequest, JobResult, JobState, TokenUsage, new_job_id};
-use flashcard_service::keyspace::{PipelineId, fingerprint, idempotency_digest};
+use flashcard_service::keyspace::{PipelineId, client_digest, fingerprint, idempotency_digest};
 use flashcard_service::store::memory::MemoryStore;
 use flashcard_service::store::redis::RedisStore;
 use flashcard_service::store::{
@@ -17,9 +24,17 @@ use flashcard_service::store::{
     SetBy, Store, Submission, WorkerInfo,
 };
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use serde_json::Value;
 
 type DynStore = Arc<dyn Store>;
+/// A named conformance case, for the shared-server runs.
+type Case = (&'static str, fn(DynStore) -> BoxFuture<'static, ()>);
+
+/// Cases run at once against a shared cluster or Sentinel setup.
+const PARALLEL_CASES: usize = 4;
+/// Longest a case may take before it counts as hung.
+const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -924,6 +939,62 @@ async fn redis_store() -> (support::RedisServer, DynStore) {
     (server, Arc::new(store))
 }
 
+/// Runs every case against the Redis at `url`, each with a pipeline named after it, and fails
+/// naming every case that failed (with its panic message).
+async fn run_shared(topology: &str, url: &str, cases: Vec<Case>) {
+    let total = cases.len();
+    let results: Vec<(&str, Result<Duration, String>)> = futures::stream::iter(cases)
+        .map(|(name, case)| {
+            let url = url.to_owned();
+            async move {
+                let started = Instant::now();
+                // Names are DNS labels (63 characters at most): a prefix and a digest.
+                let label: String = name.replace('_', "-").chars().take(40).collect();
+                let label = format!("{label}-{}", &client_digest(name)[..8]);
+                let pipeline = PipelineId::new(Some("tests"), &label).expect("pipeline name");
+                let run = tokio::spawn(async move {
+                    let store = RedisStore::connect(&url, &pipeline).await.expect("connect");
+                    tokio::time::timeout(CASE_TIMEOUT, case(Arc::new(store)))
+                        .await
+                        .unwrap_or_else(|_| panic!("hung for {CASE_TIMEOUT:?}"));
+                })
+                .await;
+                let outcome = match run {
+                    Ok(()) => Ok(started.elapsed()),
+                    Err(e) => Err(panic_message(e)),
+                };
+                (name, outcome)
+            }
+        })
+        .buffer_unordered(PARALLEL_CASES)
+        .collect()
+        .await;
+    let mut failed = Vec::new();
+    for (name, outcome) in &results {
+        match outcome {
+            Ok(took) => eprintln!("{topology}: {name} ok ({:.2}s)", took.as_secs_f64()),
+            Err(message) => failed.push(format!("{name}: {message}")),
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {total} conformance cases failed on {topology}:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -938,6 +1009,26 @@ macro_rules! conformance {
                 let (_server, store) = super::redis_store().await;
                 super::$case(store).await;
             })*
+        }
+        mod redis_cluster {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn all_cases() {
+                let cluster = super::support::RedisCluster::start();
+                let cases: Vec<super::Case> = vec![
+                    $((stringify!($case), |store| Box::pin(super::$case(store)))),*
+                ];
+                super::run_shared("redis cluster", &cluster.url(), cases).await;
+            }
+        }
+        mod redis_sentinel {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn all_cases() {
+                let setup = super::support::RedisSentinel::start();
+                let cases: Vec<super::Case> = vec![
+                    $((stringify!($case), |store| Box::pin(super::$case(store)))),*
+                ];
+                super::run_shared("redis sentinel", &setup.url(), cases).await;
+            }
         }
     };
 }

@@ -24,7 +24,9 @@ pub struct SecretKeyRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
-    /// Secret key holding the Redis URL (`redis://` or `rediss://`, with password if any).
+    /// Secret key holding the Redis URL, with password if any: `redis://` or `rediss://` (one
+    /// node), `redis+cluster://h:p[,h:p]` (Redis Cluster) or `redis+sentinel://h:p[,h:p]/<master>`
+    /// (Sentinel); the `rediss+` forms use TLS.
     pub url_secret_ref: SecretKeyRef,
 }
 

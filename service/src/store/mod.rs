@@ -35,6 +35,8 @@ pub use types::*;
 pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    #[error("redis: {0}")]
+    Url(#[from] redis::TopologyError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

@@ -1,7 +1,20 @@
-//! Test support: real helper processes (redis-server, the service binary) on loopback ports.
+//! Test support: real helper processes (redis-server, a Redis Cluster, a Sentinel setup, the
+//! service binary) on loopback ports, and a TCP proxy that can stall its connections.
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod cluster;
 pub mod llm;
+pub mod proxy;
+pub mod sentinel;
+
+// Not every test target uses each of them.
+#[allow(unused_imports)]
+pub use cluster::RedisCluster;
+#[allow(unused_imports)]
+pub use proxy::TcpProxy;
+#[allow(unused_imports)]
+pub use sentinel::RedisSentinel;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

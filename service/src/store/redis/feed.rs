@@ -9,33 +9,18 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use redis::Value;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::BlockingConn;
 use crate::store::{StoreResult, StoredEvent};
 
 /// Entries read from the event stream per call.
 const FEED_BATCH: usize = 1000;
 /// Longest block of one `XREAD`; bounds how long a closed feed lingers.
-const FEED_BLOCK_MS: u64 = 5000;
+pub(super) const FEED_BLOCK: Duration = Duration::from_secs(5);
 /// Buffered events between the stream reader and the api's fan-out.
 const FEED_BUFFER: usize = 4096;
-
-/// A connection for blocking reads: its response timeout is the block time plus a margin, so
-/// a half-open connection fails instead of hanging.
-pub(super) async fn blocking_connection(
-    client: &Client,
-    block: Duration,
-) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(block + Duration::from_secs(5)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-}
 
 fn bulk(value: &Value) -> Option<&[u8]> {
     match value {
@@ -109,22 +94,22 @@ fn entries(reply: Value) -> (Vec<StoredEvent>, Option<String>) {
     (events, last)
 }
 
-/// Starts the stream reader of one process.
+/// Starts the stream reader of one process. Its connection has a deadline of the block time
+/// plus a margin, so a stalled connection fails (and is replaced on the next read) instead of
+/// hanging; the reader then resumes from the last id it saw.
 pub(super) async fn event_feed(
-    client: Client,
+    mut conn: BlockingConn,
     stream: String,
 ) -> StoreResult<BoxStream<'static, StoredEvent>> {
-    let block = Duration::from_millis(FEED_BLOCK_MS);
-    let mut conn = blocking_connection(&client, block).await?;
     // Start after the newest entry now, so nothing written after this call is missed.
-    let newest: Value = redis::cmd("XREVRANGE")
+    let mut newest_cmd = redis::cmd("XREVRANGE");
+    newest_cmd
         .arg(&stream)
         .arg("+")
         .arg("-")
         .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
-        .await?;
+        .arg(1);
+    let newest: Value = conn.query(&newest_cmd, Duration::ZERO).await?;
     let mut cursor = match &newest {
         Value::Array(items) => items
             .first()
@@ -142,16 +127,15 @@ pub(super) async fn event_feed(
             if tx.is_closed() {
                 return;
             }
-            let reply: redis::RedisResult<Value> = redis::cmd("XREAD")
-                .arg("COUNT")
+            let mut read = redis::cmd("XREAD");
+            read.arg("COUNT")
                 .arg(FEED_BATCH)
                 .arg("BLOCK")
-                .arg(FEED_BLOCK_MS)
+                .arg(FEED_BLOCK.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&stream)
-                .arg(&cursor)
-                .query_async(&mut conn)
-                .await;
+                .arg(&cursor);
+            let reply: redis::RedisResult<Value> = conn.query(&read, FEED_BLOCK).await;
             match reply {
                 Ok(reply) => {
                     let (events, last) = entries(reply);
@@ -165,12 +149,9 @@ pub(super) async fn event_feed(
                     }
                 }
                 Err(e) => {
+                    // The next read opens a new connection and resumes from `cursor`.
                     tracing::warn!(error = %e, "event stream read failed; reconnecting");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    match blocking_connection(&client, block).await {
-                        Ok(fresh) => conn = fresh,
-                        Err(e) => tracing::warn!(error = %e, "event stream reconnect failed"),
-                    }
                 }
             }
         }

@@ -5,17 +5,24 @@
 //! pipeline's hash tag, see [`crate::keyspace`]). Lease deadlines inside scripts come from the
 //! Redis server's clock, so leases do not depend on the pods' clocks agreeing.
 
+mod blocking;
+pub mod connection;
 mod feed;
 mod parse;
+mod reconnect;
 mod scripts;
+pub mod topology;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, Value};
+use redis::{AsyncCommands, Value};
 use tokio::sync::Mutex;
+
+pub use blocking::BlockingConn;
+pub use connection::{ConnectOptions, RedisClient, RedisConn};
+pub use topology::{Topology, TopologyError, TopologyKind};
 
 use parse::Reply;
 use scripts::{Call, KeyArgs, Scripts};
@@ -32,18 +39,18 @@ use crate::keyspace::{Keyspace, PipelineId, client_digest, kill_switch_field, wo
 
 /// Finished jobs deleted per trim call, so one call never blocks Redis for long.
 const TRIM_BATCH: u64 = 500;
-/// Extra time a blocking read may take beyond its block before it counts as hung.
-const BLOCK_MARGIN: Duration = Duration::from_secs(5);
+/// Longest `BLPOP` of `wait_for_work`; longer waits are cut to it.
+const WAIT_MAX_BLOCK: Duration = Duration::from_secs(30);
 
 /// The Redis backend.
 pub struct RedisStore {
-    client: Client,
-    conn: ConnectionManager,
+    client: RedisClient,
+    conn: RedisConn,
     keys: Keyspace,
     scripts: Scripts,
     /// Dedicated connection for `BLPOP` on the wake list: blocking commands must not stall the
     /// shared multiplexed connection.
-    waiter: Mutex<Option<redis::aio::MultiplexedConnection>>,
+    waiter: Mutex<BlockingConn>,
 }
 
 fn now_timestamp() -> jiff::Timestamp {
@@ -55,21 +62,18 @@ fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
 }
 
 impl RedisStore {
-    /// Connects and checks that Redis answers; fails fast with the reason if it does not.
+    /// Connects and checks that Redis answers; fails fast with the reason if it does not. The
+    /// URL chooses the topology: one node, Redis Cluster or Sentinel (see [`topology`]).
     pub async fn connect(url: &str, pipeline: &PipelineId) -> StoreResult<Self> {
-        let client = Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(3);
-        let mut conn = client.get_connection_manager_with_config(config).await?;
+        let client = RedisClient::open(url)?;
+        let mut conn = client.connect().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(Self {
+            waiter: Mutex::new(client.blocking(WAIT_MAX_BLOCK)),
             client,
             conn,
             keys: Keyspace::new(pipeline),
             scripts: Scripts::load(),
-            waiter: Mutex::new(None),
         })
     }
 
@@ -77,7 +81,7 @@ impl RedisStore {
         &self.keys
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -150,19 +154,6 @@ impl RedisStore {
         call.arg("period_daily", &periods[0])
             .arg("period_weekly", &periods[1])
             .arg("period_monthly", &periods[2])
-    }
-
-    async fn blocking(
-        &self,
-        guard: &mut Option<redis::aio::MultiplexedConnection>,
-        block: Duration,
-    ) -> StoreResult<redis::aio::MultiplexedConnection> {
-        if let Some(conn) = guard.as_ref() {
-            return Ok(conn.clone());
-        }
-        let conn = feed::blocking_connection(&self.client, block + BLOCK_MARGIN).await?;
-        *guard = Some(conn.clone());
-        Ok(conn)
     }
 }
 
@@ -514,16 +505,13 @@ impl Store for RedisStore {
     }
 
     async fn wait_for_work(&self, timeout: Duration) -> StoreResult<()> {
-        let mut guard = self.waiter.lock().await;
-        let mut conn = self.blocking(&mut guard, timeout).await?;
-        let seconds = timeout.as_secs_f64().max(0.01);
-        let popped: redis::RedisResult<Option<(String, String)>> =
-            conn.blpop(self.keys.wake(), seconds).await;
-        if let Err(e) = popped {
-            // Reconnect on the next call rather than reusing a broken connection.
-            *guard = None;
-            return Err(e.into());
-        }
+        // The blocking connection has a deadline of timeout + margin and reconnects on the next
+        // call after an error.
+        self.waiter
+            .lock()
+            .await
+            .blpop(&self.keys.wake(), timeout)
+            .await?;
         Ok(())
     }
 
@@ -552,7 +540,7 @@ impl Store for RedisStore {
     }
 
     async fn event_feed(&self) -> StoreResult<BoxStream<'static, StoredEvent>> {
-        feed::event_feed(self.client.clone(), self.keys.events()).await
+        feed::event_feed(self.client.blocking(feed::FEED_BLOCK), self.keys.events()).await
     }
 
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()> {

@@ -5,6 +5,10 @@
 --        | {'refused', setBy} | {'limited', retryAfterMs}
 local id = A.job_id
 
+-- A client that re-sends this call after a lost reply (redis-rs does on a cluster) must not
+-- enqueue the job twice or reset it.
+if redis.call('EXISTS', K.job) == 1 then return {'accepted', id} end
+
 if A.fingerprint ~= '' then
   local existing = redis.call('GET', K.idem)
   if existing then
