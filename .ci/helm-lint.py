@@ -54,6 +54,8 @@ MUST_FAIL = [
     ("ServiceMonitor without the metrics Service",
      {"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}}),
     ("no ServiceAccount name with create=false", {"serviceAccount": {"create": False}}),
+    ("restrictSecrets without any Secret name", {"rbac": {"restrictSecrets": True}}),
+    ("secretNames entry is not a Secret name", {"rbac": {"restrictSecrets": True, "secretNames": ["Redis URL"]}}),
 ]
 
 

@@ -178,10 +178,11 @@ pub fn decide(
 }
 
 fn limit_reason(spent: u64, limit: u64, period: &str) -> String {
+    // Exact amounts: a sub-cent budget must not read "spent $0.00 of $0.00".
     format!(
-        "budget reached: spent ${:.2} of ${:.2} in period {period}",
-        flashcard_service::budget::micros_to_usd(spent),
-        flashcard_service::budget::micros_to_usd(limit)
+        "budget reached: spent {} of {} in period {period}",
+        crate::format::usd(spent),
+        crate::format::usd(limit)
     )
 }
 
@@ -228,6 +229,16 @@ mod tests {
         assert_eq!(ks.since, Some(42));
         assert!(ks.reason.as_deref().unwrap().contains("$100.00 of $100.00"));
         assert!(d.after.enabled);
+    }
+
+    #[test]
+    fn sub_cent_budgets_print_their_digits() {
+        let d = decide(&spec(0.005), 5_200, &KillSwitch::off(), "2026-11", 1, None);
+        let Action::Enable(ks) = &d.action else {
+            panic!("{:?}", d.action)
+        };
+        let reason = ks.reason.as_deref().unwrap();
+        assert!(reason.contains("spent $0.0052 of $0.005"), "{reason}");
     }
 
     #[test]

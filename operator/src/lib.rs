@@ -5,6 +5,7 @@ pub mod budget;
 pub mod context;
 pub mod crd;
 pub mod crdgen;
+pub mod format;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;

@@ -37,12 +37,32 @@ against RBAC_RULES.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["patch"]
-# The Redis URL of a pipeline, spec.redis.urlSecretRef (connector): get by name, never list/watch.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
-# Kubernetes Events about pipelines (kube::runtime::events::Recorder).
+# Kubernetes Events about pipelines (events: one Event per distinct change, a series for repeats).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# The Redis URL of a pipeline, spec.redis.urlSecretRef (connector): get by name, never list/watch.
+# With rbac.restrictSecrets only the Secrets named in rbac.secretNames (and the chart's own Redis
+# Secret when redis.enabled). Kept last: the optional resourceNames line ends the rule.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- if .Values.rbac.restrictSecrets }}
+  resourceNames: {{ include "flashcard-operator.secretNames" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret names the operator may read with rbac.restrictSecrets, as a JSON list: rbac.secretNames,
+plus the try-it-out Redis Secret when redis.enabled.
+*/}}
+{{- define "flashcard-operator.secretNames" -}}
+{{- $names := .Values.rbac.secretNames }}
+{{- if .Values.redis.enabled }}
+{{- $names = append $names (include "flashcard-operator.redis.fullname" .) }}
+{{- end }}
+{{- if not $names }}
+{{- fail "rbac.restrictSecrets=true needs rbac.secretNames (the Secrets of spec.redis.urlSecretRef)" }}
+{{- end }}
+{{- $names | uniq | toJson }}
 {{- end }}
