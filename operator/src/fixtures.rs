@@ -104,6 +104,8 @@ pub struct Expect {
     pub method: Method,
     /// The request path (without the query).
     pub path: String,
+    /// Match only the start of the path (for names the code generates, e.g. Events).
+    pub prefix: bool,
     /// `None`: echo the request body with 200 (what an apply returns, near enough).
     pub reply: Option<(StatusCode, Value)>,
 }
@@ -112,7 +114,16 @@ pub fn expect(method: Method, path: &str) -> Expect {
     Expect {
         method,
         path: path.into(),
+        prefix: false,
         reply: None,
+    }
+}
+
+/// Expects a request whose path starts with `prefix`.
+pub fn expect_prefix(method: Method, prefix: &str) -> Expect {
+    Expect {
+        prefix: true,
+        ..expect(method, prefix)
     }
 }
 
@@ -123,12 +134,13 @@ impl Expect {
     }
 }
 
-/// A request the reconciler sent.
+/// A request the reconciler sent, and the mock's answer.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: Method,
     pub uri: String,
     pub body: Value,
+    pub response: Value,
 }
 
 /// A Kubernetes `Status` error body.
@@ -169,8 +181,13 @@ pub fn serve(
             let path = request.uri().path().to_owned();
             let bytes = request.into_body().collect_bytes().await.unwrap();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let shown = if exp.prefix && path.starts_with(&exp.path) {
+                exp.path.as_str()
+            } else {
+                path.as_str()
+            };
             assert_eq!(
-                (&method, path.as_str()),
+                (&method, shown),
                 (&exp.method, exp.path.as_str()),
                 "request #{i}: {uri}"
             );
@@ -179,6 +196,7 @@ pub fn serve(
                 None if path.ends_with("/status") => {
                     let mut p = pipeline.clone();
                     p["status"] = body["status"].clone();
+                    p["metadata"]["resourceVersion"] = json!(format!("{}", 100 + i));
                     (StatusCode::OK, p)
                 }
                 None if path.starts_with("/api/v1/namespaces/") && path.contains("/pods/") => {
@@ -188,9 +206,23 @@ pub fn serve(
                         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
                     )
                 }
+                None if method == Method::PATCH => {
+                    // An apply: the object as stored, with the versions the API server stamps.
+                    let mut obj = body.clone();
+                    obj["metadata"]["resourceVersion"] = json!(format!("{}", 100 + i));
+                    if obj.get("spec").is_some() {
+                        obj["metadata"]["generation"] = json!(1);
+                    }
+                    (StatusCode::OK, obj)
+                }
                 None => (StatusCode::OK, body.clone()),
             };
-            let s = Seen { method, uri, body };
+            let s = Seen {
+                method,
+                uri,
+                body,
+                response: reply.clone(),
+            };
             rec.lock().unwrap().push(s.clone());
             seen.push(s);
             send.send_response(
@@ -218,4 +250,29 @@ pub fn context() -> (Arc<Context>, MockHandle, Arc<FakeState>, Arc<FakeConnector
     });
     let ctx = Context::new(client, Arc::new(Metrics::default()), connector.clone());
     (Arc::new(ctx), handle, state, connector)
+}
+
+/// Child watch stores holding what the reconciler applied (as the API server answered), as if
+/// the watches had delivered every apply: a later reconcile finds its children in sync.
+pub fn stores_from(seen: &[Seen]) -> crate::children::ChildStores {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::core::PartialObjectMeta;
+    use kube::core::PartialObjectMetaExt;
+    let (mut deps, mut svcs, mut cms, mut ings) = (vec![], vec![], vec![], vec![]);
+    for s in seen.iter().filter(|s| s.method == Method::PATCH) {
+        let r = &s.response;
+        let meta =
+            || serde_json::from_value::<kube::api::ObjectMeta>(r["metadata"].clone()).unwrap();
+        match r["kind"].as_str() {
+            Some("Deployment") => {
+                deps.push(serde_json::from_value::<Deployment>(r.clone()).unwrap())
+            }
+            Some("Service") => svcs.push(meta().into_response_partial()),
+            Some("ConfigMap") => cms.push(meta().into_response_partial()),
+            Some("Ingress") => ings.push(meta().into_response_partial()),
+            _ => {}
+        }
+    }
+    let _: &[PartialObjectMeta<k8s_openapi::api::core::v1::Service>] = &svcs;
+    crate::children::test_support::stores(deps, svcs, cms, ings)
 }

@@ -14,19 +14,21 @@ against RBAC_RULES.
 - apiGroups: ["flashcards.dev"]
   resources: ["flashcardpipelines/status"]
   verbs: ["get", "patch"]
-# API and worker Deployments (reconcile::apply: server-side apply; children are re-applied on
-# every poll, never watched).
+# API and worker Deployments (reconcile::apply: server-side apply; controller: watched by the
+# managed-by label, so drift is repaired at once and pod readiness reaches the status).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "create", "patch"]
-# API and worker Services, the service ConfigMap (reconcile::apply: server-side apply).
+  verbs: ["get", "list", "watch", "create", "patch"]
+# API and worker Services, the service ConfigMap (reconcile::apply: server-side apply;
+# controller: metadata-only watch by label).
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "create", "patch"]
-# The API's Ingress (reconcile::apply: server-side apply; delete when spec.api.ingress is removed).
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The API's Ingress (reconcile::apply: server-side apply; delete when spec.api.ingress is removed;
+# controller: metadata-only watch by label).
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # PrometheusRule and ServiceMonitor from spec.alerts (reconcile::apply, only when the
 # monitoring.coreos.com CRDs exist; API discovery needs no RBAC).
 - apiGroups: ["monitoring.coreos.com"]
