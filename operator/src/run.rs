@@ -165,7 +165,24 @@ pub async fn run(args: RunArgs) -> Result<()> {
         metrics,
         Arc::new(RedisConnector::new(client.clone())),
     ));
-    lead_while_leader(client, scope, ctx, leader_rx, stop_rx, &args.identity).await;
+    // A controller that does not stop by itself within this much of losing the Lease (a
+    // reconcile stuck on the unreachable API server) is dropped, so it cannot write after a
+    // standby may have taken over: the standby waits lease - renew deadline longer.
+    let grace = timing
+        .lease_duration
+        .saturating_sub(timing.renew_deadline)
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_secs(1));
+    lead_while_leader(
+        client,
+        scope,
+        ctx,
+        leader_rx,
+        stop_rx,
+        &args.identity,
+        grace,
+    )
+    .await;
     ready.store(false, Ordering::Relaxed);
     finish(server, elector).await
 }
@@ -178,6 +195,7 @@ async fn lead_while_leader(
     mut leader: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
     identity: &str,
+    grace: Duration,
 ) {
     loop {
         tracing::info!(%identity, "waiting for leadership");
@@ -187,7 +205,7 @@ async fn lead_while_leader(
         }
         let term = ctx.begin_term();
         tracing::info!(%identity, term, "became leader; starting the controller");
-        let ends = {
+        let ends = || {
             let (mut stop, mut leader) = (stop.clone(), leader.clone());
             async move {
                 tokio::select! {
@@ -196,7 +214,14 @@ async fn lead_while_leader(
                 }
             }
         };
-        controller::run(client.clone(), scope.clone(), ctx.clone(), ends).await;
+        let controller = controller::run(client.clone(), scope.clone(), ctx.clone(), ends());
+        let deadline = ends();
+        tokio::select! {
+            _ = controller => {}
+            _ = async { deadline.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "the controller did not stop in time; dropping its reconciles");
+            }
+        }
         if *stop.borrow() {
             return;
         }
