@@ -1,4 +1,5 @@
-//! `flashcard-operator run` through an API server outage longer than the lease: the process
+//! `flashcard-operator run` through an API server outage longer than the lease (5 s; renew
+//! deadline 2 s, retry 1 s): the process
 //! stops leading at its renew deadline, keeps running, campaigns again, and starts a fresh
 //! controller (new watches) when the API answers again; SIGTERM then releases the Lease.
 //! The "API server" is a small local HTTP server that serves the Lease and empty lists and
@@ -156,7 +157,7 @@ async fn an_api_outage_longer_than_the_lease_does_not_end_the_process() {
             "--log-format",
             "text",
             "--lease-duration-seconds",
-            "3",
+            "5",
             "--renew-deadline-seconds",
             "2",
             "--retry-period-seconds",
