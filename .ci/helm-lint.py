@@ -16,7 +16,8 @@ real errors. `--render-to DIR` writes those renders to DIR/<values file>.yaml in
 operator/tests/manifests.rs parses them strictly.
 
 A self-test follows: values that must be rejected (wrong types, unknown keys) have to produce a
-severity-3 message, which proves the schema and this script really catch mistakes.
+severity-3 message, or (for rules only a template `fail` can state) make `helm install` fail,
+which proves the schema, the templates and this script really catch mistakes.
 
 Usage: helm-lint.py [--render-to DIR] [CHART_DIR]   (default: charts/flashcard-operator)
 """
@@ -54,6 +55,10 @@ MUST_FAIL = [
     ("ServiceMonitor without the metrics Service",
      {"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}}),
     ("no ServiceAccount name with create=false", {"serviceAccount": {"create": False}}),
+    ("restrictSecrets without any Secret name", {"rbac": {"restrictSecrets": True}}),
+    ("renew deadline not below the lease duration",
+     {"leaderElection": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10}}),
+    ("secretNames entry is not a Secret name", {"rbac": {"restrictSecrets": True, "secretNames": ["Redis URL"]}}),
 ]
 
 
@@ -296,9 +301,18 @@ def main() -> int:
         if any(m.get("Severity") == ERROR for m in messages):
             print(f"ok   must-reject '{desc}': rejected")
             passed += 1
-        else:
-            print(f"FAIL must-reject '{desc}': lint accepted it")
-            failed += 1
+            continue
+        # Rules the schema cannot state (comparisons between values) are template `fail`s,
+        # which lint mode only logs: the install must then refuse.
+        try:
+            render(chart, overrides)
+        except Exception as e:  # noqa: BLE001 - the refusal is what we want
+            first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+            print(f"ok   must-reject '{desc}': rejected by `helm install` ({first})")
+            passed += 1
+            continue
+        print(f"FAIL must-reject '{desc}': lint and `helm install` accepted it")
+        failed += 1
 
     print(f"helm-lint: {len(cases)} values files, {len(MUST_FAIL)} must-reject cases")
     print(f"{passed} passed, {failed} failed")

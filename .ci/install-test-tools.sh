@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the tests use, only when missing: redis-server, redis-sentinel, redis-cli,
-# Prometheus tools (promtool, prometheus, amtool, prometheus-alertmanager), Chromium and kubectl.
+# Prometheus tools (promtool, prometheus, amtool, prometheus-alertmanager), Chromium, kubectl and
+# buildah.
 # Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,9 +37,19 @@ if ! command -v kubectl >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
 fi
+if ! command -v buildah >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
+   || [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then
+  # The image test (.ci/test-images.sh) builds both images offline with buildah (vfs storage,
+  # chroot isolation) onto a base assembled from scratch, which takes the host's CA bundle.
+  echo "install-test-tools: installing buildah, ca-certificates and curl"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends buildah ca-certificates curl >/dev/null
+fi
 "$here/install-alert-tools.sh"
 "$here/install-browser.sh"
-for tool in redis-server redis-sentinel redis-cli promtool amtool prometheus prometheus-alertmanager chromium kubectl openssl; do
+for tool in redis-server redis-sentinel redis-cli promtool amtool prometheus prometheus-alertmanager chromium kubectl openssl buildah chroot curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-tools: $tool is still missing" >&2; exit 1; }
 done
 echo "install-test-tools: all test tools present"

@@ -2,7 +2,8 @@
 # Runs every check of the project on a fresh machine: installs the test tools when missing,
 # then formatting, clippy, all Rust tests (store conformance on memory and real Redis, API,
 # SSE, browser, operator, alert rules with promtool/amtool and a real Prometheus + Alertmanager
-# end to end, manifests), and the Helm lint.
+# end to end, manifests), the Helm lint, and the image test (both images built with buildah
+# from release binaries and run from their own root filesystem; .ci/test-images.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,4 +12,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 .ci/helm-lint.sh
+.ci/test-images.sh
 echo "all checks passed"

@@ -1,14 +1,23 @@
 //! Shared state of the reconciler: the client, Event recorder, metrics, store connector, the
-//! cached monitoring discovery and per-pipeline memory (scaling history, what was applied).
+//! child watches, the cached monitoring discovery and per-pipeline memory (scaling history, what
+//! was applied, the status last written).
+//!
+//! The context outlives a leadership term: after the operator loses and regains the Lease it
+//! keeps each pipeline's scaling history (so the scale-down window is not restarted), but drops
+//! what another leader may have changed meanwhile (see [`PipelineMemory::enter_term`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
+use crate::children::{Applied, ChildStores};
+use crate::crd::FlashcardPipelineStatus;
+use crate::events::Recorder;
 use crate::metrics::Metrics;
 use crate::render::MANAGER;
 use crate::render::monitoring::MONITORING_GROUP;
@@ -17,31 +26,61 @@ use crate::state::Connector;
 
 /// How long a discovery answer about monitoring.coreos.com is trusted.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(300);
-/// Children are re-applied at least this often, even when nothing changed (repairs drift).
-pub const RESYNC: Duration = Duration::from_secs(60);
+/// Children the operator does not watch (PrometheusRule, ServiceMonitor, or any kind whose watch
+/// has not listed yet) are re-applied this often even when nothing changed. Watched children are
+/// repaired from their watch events instead, so this is the only periodic write of an idle
+/// pipeline.
+pub const RESYNC_UNWATCHED: Duration = Duration::from_secs(600);
+
+/// The status the operator last wrote, with the pipeline's resourceVersion before and after, so
+/// a reconcile that still sees the older object (its watch event not in yet) does not write the
+/// same status again.
+#[derive(Debug, Clone)]
+pub struct WrittenStatus {
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub status: FlashcardPipelineStatus,
+}
 
 /// What the reconciler remembers about one pipeline between polls (lost on restart: then the
 /// status seeds it).
 #[derive(Debug, Default)]
 pub struct PipelineMemory {
+    /// The leadership term this memory belongs to.
+    pub term: u64,
     pub history: Option<ScaleHistory>,
     /// Worker replicas last applied.
     pub replicas: Option<u32>,
-    /// Hash of each child as last applied (`Kind/name` -> hash).
-    pub applied: HashMap<String, u64>,
-    pub last_full_apply: Option<Instant>,
+    /// Each child as last applied (`Kind/name`).
+    pub applied: HashMap<String, Applied>,
+    /// When the children without a usable watch were last re-applied.
+    pub last_resync: Option<Instant>,
     /// The pipeline's Ingress is known not to exist (deleted or never there since this process
     /// started). Unknown after a restart, so an Ingress dropped from the spec while the operator
     /// was down is still removed.
     pub ingress_absent: bool,
     /// Deletion cost last written per pod.
     pub pod_costs: HashMap<String, u32>,
-    /// The budget level last seen (for warn Events on transitions).
-    pub budget_level: Option<crate::budget::Level>,
-    /// Whether the store was reachable at the last poll.
-    pub store_ok: Option<bool>,
-    /// Who held the kill-switch at the last poll (`Some(None)`: nobody), for Events on changes.
-    pub kill_switch_holder: Option<Option<crate::budget::Holder>>,
+    pub written: Option<WrittenStatus>,
+}
+
+impl PipelineMemory {
+    /// Starts a new leadership term. Another leader may have scaled, applied or written status
+    /// meanwhile, so the replica count, the applied versions and the written status are
+    /// forgotten (the status and the children are read again); the scaling history is kept,
+    /// because its highest recent recommendation is what makes a scale-down wait.
+    pub fn enter_term(&mut self, term: u64) {
+        if self.term == term {
+            return;
+        }
+        self.term = term;
+        self.replicas = None;
+        self.applied.clear();
+        self.last_resync = None;
+        self.ingress_absent = false;
+        self.pod_costs.clear();
+        self.written = None;
+    }
 }
 
 /// Context handed to every reconcile.
@@ -50,24 +89,51 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub connector: Arc<dyn Connector>,
+    children: RwLock<ChildStores>,
+    term: AtomicU64,
     monitoring: Mutex<Option<(Instant, bool)>>,
     pipelines: Mutex<HashMap<String, Arc<Mutex<PipelineMemory>>>>,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, connector: Arc<dyn Connector>) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), MANAGER, std::env::var("POD_NAME").ok()),
             client,
             metrics,
             connector,
+            // Not listed yet: every child counts as unknown until the controller's watches run.
+            children: RwLock::new(ChildStores::new().0),
+            term: AtomicU64::new(0),
             monitoring: Mutex::new(None),
             pipelines: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The current child watches.
+    pub fn children(&self) -> ChildStores {
+        match self.children.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Installs the stores of a new controller's child watches.
+    pub fn set_children(&self, stores: ChildStores) {
+        match self.children.write() {
+            Ok(mut c) => *c = stores,
+            Err(poisoned) => *poisoned.into_inner() = stores,
+        }
+    }
+
+    /// Starts a new leadership term (see [`PipelineMemory::enter_term`]).
+    pub fn begin_term(&self) -> u64 {
+        self.term.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The current leadership term.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
     }
 
     /// Whether the prometheus-operator CRDs are served (API discovery, cached for
@@ -126,5 +192,28 @@ impl Context {
                 self.metrics.forget(name, ns);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_term_forgets_what_another_leader_may_have_changed_but_keeps_the_history() {
+        let now = jiff::Timestamp::now();
+        let mut m = PipelineMemory {
+            term: 1,
+            history: Some(ScaleHistory::seeded(now, 7)),
+            replicas: Some(7),
+            ingress_absent: true,
+            ..PipelineMemory::default()
+        };
+        m.enter_term(1);
+        assert_eq!(m.replicas, Some(7), "same term: nothing forgotten");
+        m.enter_term(2);
+        assert_eq!(m.replicas, None);
+        assert!(!m.ingress_absent);
+        assert!(m.history.is_some(), "the scale-down window survives");
     }
 }

@@ -1,6 +1,15 @@
 //! Generates the CRD YAML (`crds/`) and the Helm chart's template copy from the Rust types.
+//!
+//! The derived schema is polished for `kubectl explain`, which prints descriptions and types but
+//! neither `default` nor `minimum`/`maximum`: doc comments' hard line breaks become spaces
+//! (paragraphs stay), and each scalar field's description ends with its default and range, taken
+//! from the schema itself so the text cannot disagree with what the API server enforces.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 use crate::crd::FlashcardPipeline;
 
@@ -22,16 +31,32 @@ pub enum CrdGenError {
     NoMetadata,
 }
 
+/// The CRD as installed: derived from the Rust types, then polished (see the module docs).
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = FlashcardPipeline::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            polish(root);
+            declare_metadata_name(root);
+        }
+    }
+    crd
+}
+
 /// The CRD as YAML.
 pub fn crd_yaml() -> Result<String, CrdGenError> {
-    let body = serde_saphyr::to_string(&FlashcardPipeline::crd())?;
+    let body = serde_saphyr::to_string(&crd())?;
     Ok(format!("{HEADER}{body}"))
 }
 
 /// The CRD as a Helm template: installed only with `crds.install`, and kept on uninstall with
 /// `crds.keep` (the annotation `helm.sh/resource-policy: keep`).
 pub fn helm_template() -> Result<String, CrdGenError> {
-    let body = serde_saphyr::to_string(&FlashcardPipeline::crd())?;
+    let body = serde_saphyr::to_string(&crd())?;
     let mut out = String::from(HEADER);
     out.push_str("{{- if .Values.crds.install }}\n");
     let mut found = false;
@@ -51,4 +76,140 @@ pub fn helm_template() -> Result<String, CrdGenError> {
     }
     out.push_str("{{- end }}\n");
     Ok(out)
+}
+
+/// The root CEL rule on the pipeline name reports `fieldPath: .metadata.name`; the API server
+/// accepts a field path only if the schema has that property. A structural schema may say
+/// nothing about `metadata` except `name` and `generateName`, so this declares just the type.
+fn declare_metadata_name(root: &mut JSONSchemaProps) {
+    let meta = root
+        .properties
+        .get_or_insert_default()
+        .entry("metadata".into())
+        .or_insert_with(|| JSONSchemaProps {
+            type_: Some("object".into()),
+            ..JSONSchemaProps::default()
+        });
+    meta.properties.get_or_insert_default().insert(
+        "name".into(),
+        JSONSchemaProps {
+            type_: Some("string".into()),
+            ..JSONSchemaProps::default()
+        },
+    );
+}
+
+/// Rewrites descriptions below `node` (see the module docs).
+fn polish(node: &mut JSONSchemaProps) {
+    if let Some(d) = node.description.take() {
+        let mut text = unwrap_lines(&d);
+        if let Some(facts) = facts(node) {
+            if !text.is_empty() && !text.ends_with('.') {
+                text.push('.');
+            }
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(&facts);
+        }
+        node.description = Some(text);
+    }
+    for child in node.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        polish(child);
+    }
+    match &mut node.items {
+        Some(JSONSchemaPropsOrArray::Schema(s)) => polish(s),
+        Some(JSONSchemaPropsOrArray::Schemas(v)) => v.iter_mut().for_each(polish),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(s)) = &mut node.additional_properties {
+        polish(s);
+    }
+}
+
+/// Joins the lines of each paragraph with spaces; paragraphs (blank lines) stay apart.
+pub fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|para| {
+            para.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// "Default: `5`. Range: 1 to 300." for a scalar field, from its schema.
+fn facts(node: &JSONSchemaProps) -> Option<String> {
+    let integer = node.type_.as_deref() == Some("integer");
+    let num = |x: f64| {
+        if integer {
+            format!("{}", x as i64)
+        } else {
+            format!("{x}")
+        }
+    };
+    let mut parts = Vec::new();
+    if let Some(default) = &node.default {
+        let shown = match &default.0 {
+            Value::String(s) if s.is_empty() => Some("\"\"".to_owned()),
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) if integer => n.as_f64().map(num),
+            v @ (Value::Number(_) | Value::Bool(_)) => Some(v.to_string()),
+            // Objects and lists: their fields carry their own defaults.
+            _ => None,
+        };
+        if let Some(s) = shown {
+            parts.push(format!("Default: `{s}`."));
+        }
+    }
+    match (node.minimum, node.maximum) {
+        (Some(a), Some(b)) => parts.push(format!("Range: {} to {}.", num(a), num(b))),
+        (Some(a), None) => parts.push(format!("Minimum: {}.", num(a))),
+        (None, Some(b)) => parts.push(format!("Maximum: {}.", num(b))),
+        (None, None) => {}
+    }
+    match (node.min_length, node.max_length) {
+        (Some(a), Some(b)) => parts.push(format!("Length: {a} to {b} characters.")),
+        (Some(a), None) if a > 0 => parts.push(format!("At least {a} character(s).")),
+        (_, Some(b)) => parts.push(format!("At most {b} characters.")),
+        _ => {}
+    }
+    (!parts.is_empty()).then(|| parts.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_wraps_become_spaces_and_paragraphs_stay() {
+        assert_eq!(
+            unwrap_lines("one line\n  continues here\n\nsecond paragraph\nwraps"),
+            "one line continues here\n\nsecond paragraph wraps"
+        );
+        assert_eq!(unwrap_lines("single"), "single");
+    }
+
+    #[test]
+    fn facts_come_from_the_schema() {
+        let node = JSONSchemaProps {
+            type_: Some("integer".into()),
+            default: Some(
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                    serde_json::json!(5),
+                ),
+            ),
+            minimum: Some(1.0),
+            maximum: Some(300.0),
+            ..JSONSchemaProps::default()
+        };
+        assert_eq!(
+            facts(&node).as_deref(),
+            Some("Default: `5`. Range: 1 to 300.")
+        );
+    }
 }

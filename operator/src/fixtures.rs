@@ -33,6 +33,27 @@ pub struct FakeState {
 }
 
 impl FakeState {
+    /// The automatic stop at an enforced limit, as the real store switches it.
+    fn switch_on_at_the_limit(&self, budget: &BudgetConfig) {
+        let spent = *self.spent_micros.lock().unwrap();
+        let limit = budget.enforced_limit();
+        if limit > 0 && spent >= limit && !self.kill_switch_now().enabled {
+            *self.kill_switch.lock().unwrap() = Some(KillSwitch {
+                limit_micros: Some(budget.limit_micros),
+                period: Some(budget.period_key(jiff::Timestamp::now())),
+                ..KillSwitch::manual(
+                    SetBy::Budget,
+                    Some(flashcard_service::store::budget_stop_reason(
+                        spent,
+                        budget.limit_micros,
+                        &budget.period_key(jiff::Timestamp::now()),
+                    )),
+                    1,
+                )
+            });
+        }
+    }
+
     pub fn kill_switch_now(&self) -> KillSwitch {
         self.kill_switch
             .lock()
@@ -71,6 +92,10 @@ impl PipelineState for FakeState {
         if budget_stop_lapsed(&ks, &config, spent_micros, now) {
             *self.kill_switch.lock().unwrap() = None;
         }
+        // As the real store does: the stop is reviewed on every read.
+        if stored.is_some() {
+            self.switch_on_at_the_limit(&config);
+        }
         Ok(BudgetState {
             config,
             stored: stored.is_some(),
@@ -86,16 +111,7 @@ impl PipelineState for FakeState {
     async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()> {
         *self.budget.lock().unwrap() = Some(*budget);
         self.budget_writes.lock().unwrap().push(*budget);
-        // As the real store does: the automatic stop at an enforced limit.
-        let spent = *self.spent_micros.lock().unwrap();
-        let limit = budget.enforced_limit();
-        if limit > 0 && spent >= limit && !self.kill_switch_now().enabled {
-            *self.kill_switch.lock().unwrap() = Some(KillSwitch {
-                limit_micros: Some(budget.limit_micros),
-                period: Some(budget.period_key(jiff::Timestamp::now())),
-                ..KillSwitch::manual(SetBy::Budget, Some("Budget limit reached".into()), 1)
-            });
-        }
+        self.switch_on_at_the_limit(budget);
         Ok(())
     }
     async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)> {
@@ -155,6 +171,8 @@ pub struct Expect {
     pub method: Method,
     /// The request path (without the query).
     pub path: String,
+    /// Match only the start of the path (for names the code generates, e.g. Events).
+    pub prefix: bool,
     /// `None`: echo the request body with 200 (what an apply returns, near enough).
     pub reply: Option<(StatusCode, Value)>,
 }
@@ -163,7 +181,16 @@ pub fn expect(method: Method, path: &str) -> Expect {
     Expect {
         method,
         path: path.into(),
+        prefix: false,
         reply: None,
+    }
+}
+
+/// Expects a request whose path starts with `prefix`.
+pub fn expect_prefix(method: Method, prefix: &str) -> Expect {
+    Expect {
+        prefix: true,
+        ..expect(method, prefix)
     }
 }
 
@@ -174,12 +201,13 @@ impl Expect {
     }
 }
 
-/// A request the reconciler sent.
+/// A request the reconciler sent, and the mock's answer.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub method: Method,
     pub uri: String,
     pub body: Value,
+    pub response: Value,
 }
 
 /// A Kubernetes `Status` error body.
@@ -220,8 +248,13 @@ pub fn serve(
             let path = request.uri().path().to_owned();
             let bytes = request.into_body().collect_bytes().await.unwrap();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let shown = if exp.prefix && path.starts_with(&exp.path) {
+                exp.path.as_str()
+            } else {
+                path.as_str()
+            };
             assert_eq!(
-                (&method, path.as_str()),
+                (&method, shown),
                 (&exp.method, exp.path.as_str()),
                 "request #{i}: {uri}"
             );
@@ -230,6 +263,7 @@ pub fn serve(
                 None if path.ends_with("/status") => {
                     let mut p = pipeline.clone();
                     p["status"] = body["status"].clone();
+                    p["metadata"]["resourceVersion"] = json!(format!("{}", 100 + i));
                     (StatusCode::OK, p)
                 }
                 None if path.starts_with("/api/v1/namespaces/") && path.contains("/pods/") => {
@@ -239,9 +273,23 @@ pub fn serve(
                         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
                     )
                 }
+                None if method == Method::PATCH => {
+                    // An apply: the object as stored, with the versions the API server stamps.
+                    let mut obj = body.clone();
+                    obj["metadata"]["resourceVersion"] = json!(format!("{}", 100 + i));
+                    if obj.get("spec").is_some() {
+                        obj["metadata"]["generation"] = json!(1);
+                    }
+                    (StatusCode::OK, obj)
+                }
                 None => (StatusCode::OK, body.clone()),
             };
-            let s = Seen { method, uri, body };
+            let s = Seen {
+                method,
+                uri,
+                body,
+                response: reply.clone(),
+            };
             rec.lock().unwrap().push(s.clone());
             seen.push(s);
             send.send_response(
@@ -269,4 +317,29 @@ pub fn context() -> (Arc<Context>, MockHandle, Arc<FakeState>, Arc<FakeConnector
     });
     let ctx = Context::new(client, Arc::new(Metrics::default()), connector.clone());
     (Arc::new(ctx), handle, state, connector)
+}
+
+/// Child watch stores holding what the reconciler applied (as the API server answered), as if
+/// the watches had delivered every apply: a later reconcile finds its children in sync.
+pub fn stores_from(seen: &[Seen]) -> crate::children::ChildStores {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::core::PartialObjectMeta;
+    use kube::core::PartialObjectMetaExt;
+    let (mut deps, mut svcs, mut cms, mut ings) = (vec![], vec![], vec![], vec![]);
+    for s in seen.iter().filter(|s| s.method == Method::PATCH) {
+        let r = &s.response;
+        let meta =
+            || serde_json::from_value::<kube::api::ObjectMeta>(r["metadata"].clone()).unwrap();
+        match r["kind"].as_str() {
+            Some("Deployment") => {
+                deps.push(serde_json::from_value::<Deployment>(r.clone()).unwrap())
+            }
+            Some("Service") => svcs.push(meta().into_response_partial()),
+            Some("ConfigMap") => cms.push(meta().into_response_partial()),
+            Some("Ingress") => ings.push(meta().into_response_partial()),
+            _ => {}
+        }
+    }
+    let _: &[PartialObjectMeta<k8s_openapi::api::core::v1::Service>] = &svcs;
+    crate::children::test_support::stores(deps, svcs, cms, ings)
 }

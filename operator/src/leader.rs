@@ -1,25 +1,91 @@
 //! Leader election with a `coordination.k8s.io/v1` Lease, so two operator replicas are safe:
-//! only the holder runs the controller.
+//! only the holder runs the controller. The rules are client-go's:
 //!
-//! The holder renews every `renew_every`; the others take over once `renewTime +
-//! leaseDurationSeconds` has passed. Writes use the Lease's resourceVersion (optimistic
-//! concurrency), so two candidates can never both win. A leader that cannot renew within the
-//! lease duration steps down; on SIGTERM it releases the Lease so a standby takes over at once.
+//! - a follower decides expiry on its own monotonic clock: the Lease is free once its record
+//!   (holder, times, transitions) has not changed for `leaseDurationSeconds` since this process
+//!   last saw it change. The leader's `renewTime` is only compared for change, never against
+//!   this machine's wall clock, so clock skew between nodes cannot cause a takeover;
+//! - the leader renews every `retry_period`, each attempt bounded by the `renew_deadline`
+//!   (shorter than the lease duration): when it cannot renew within the deadline, even because a
+//!   request hangs, it stops leading before any follower may take over;
+//! - losing the Lease is not fatal: the elector keeps campaigning and leads again when it can
+//!   (the caller stops and restarts its controller, keeping its memory);
+//! - writes carry the Lease's resourceVersion, so two candidates can never both win; the leader
+//!   renews from its cached copy without a GET (client-go's fast path);
+//! - on shutdown the leader releases the Lease so a standby takes over at once.
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
 
-/// The Lease as the decision needs it.
+/// Durations of the election (client-go's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long followers wait, from the last change they saw, before taking over.
+    pub lease_duration: Duration,
+    /// How long the leader keeps leading without a successful renew.
+    pub renew_deadline: Duration,
+    /// Time between two attempts (renew or campaign).
+    pub retry_period: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Invalid election settings.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TimingError {
+    #[error("the renew deadline ({renew:?}) must be shorter than the lease duration ({lease:?})")]
+    RenewNotShorterThanLease { renew: Duration, lease: Duration },
+    #[error("the retry period ({retry:?}) must be shorter than the renew deadline ({renew:?})")]
+    RetryNotShorterThanRenew { retry: Duration, renew: Duration },
+    #[error("the lease duration must be at least one second")]
+    LeaseTooShort,
+}
+
+impl Timing {
+    /// A leader must give up before followers may take over, and get several tries before that.
+    pub fn validate(&self) -> Result<(), TimingError> {
+        if self.lease_duration < Duration::from_secs(1) {
+            return Err(TimingError::LeaseTooShort);
+        }
+        if self.renew_deadline >= self.lease_duration {
+            return Err(TimingError::RenewNotShorterThanLease {
+                renew: self.renew_deadline,
+                lease: self.lease_duration,
+            });
+        }
+        if self.retry_period >= self.renew_deadline {
+            return Err(TimingError::RetryNotShorterThanRenew {
+                retry: self.retry_period,
+                renew: self.renew_deadline,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The Lease record as the decision needs it. The times are the writer's wall clock and are
+/// only compared for equality (to notice a change), never with this machine's clock.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeaseView {
     pub holder: Option<String>,
-    pub renew_time: Option<Timestamp>,
     pub duration: Duration,
+    pub acquire_time: Option<Timestamp>,
+    pub renew_time: Option<Timestamp>,
+    pub transitions: i32,
 }
 
 impl LeaseView {
@@ -27,8 +93,10 @@ impl LeaseView {
         let spec = lease.spec.clone().unwrap_or_default();
         Self {
             holder: spec.holder_identity.filter(|h| !h.is_empty()),
-            renew_time: spec.renew_time.map(|t| t.0),
             duration: Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64),
+            acquire_time: spec.acquire_time.map(|t| t.0),
+            renew_time: spec.renew_time.map(|t| t.0),
+            transitions: spec.lease_transitions.unwrap_or(0),
         }
     }
 }
@@ -40,14 +108,15 @@ pub enum Step {
     Create,
     /// We hold it: renew.
     Renew,
-    /// Free or expired: take it over.
+    /// Free, or unchanged for a whole lease duration on our clock: take it over.
     Acquire,
     /// Someone else holds a live Lease.
     Follow { holder: String },
 }
 
-/// The pure decision.
-pub fn decide(lease: Option<&LeaseView>, me: &str, now: Timestamp) -> Step {
+/// The pure decision. `unchanged_since` is when this process first saw the Lease's current
+/// record (its own clock).
+pub fn decide(lease: Option<&LeaseView>, me: &str, unchanged_since: Instant, now: Instant) -> Step {
     let Some(l) = lease else {
         return Step::Create;
     };
@@ -55,9 +124,7 @@ pub fn decide(lease: Option<&LeaseView>, me: &str, now: Timestamp) -> Step {
         Some(h) if h == me => Step::Renew,
         None => Step::Acquire,
         Some(h) => {
-            let duration = SignedDuration::try_from(l.duration).unwrap_or(SignedDuration::ZERO);
-            let expired = l.renew_time.is_none_or(|t| t + duration < now);
-            if expired {
+            if now.saturating_duration_since(unchanged_since) > l.duration {
                 Step::Acquire
             } else {
                 Step::Follow { holder: h.clone() }
@@ -66,30 +133,39 @@ pub fn decide(lease: Option<&LeaseView>, me: &str, now: Timestamp) -> Step {
     }
 }
 
+/// The last record seen and when it was first seen.
+struct Observed {
+    record: Option<LeaseView>,
+    since: Instant,
+}
+
 /// A lease-based elector.
 pub struct Elector {
     api: Api<Lease>,
     name: String,
     identity: String,
-    pub lease_duration: Duration,
-    pub renew_every: Duration,
+    pub timing: Timing,
+    observed: Mutex<Option<Observed>>,
+    /// Our last written copy while we hold the Lease (renewed without a GET).
+    held: Mutex<Option<Lease>>,
 }
 
 impl Elector {
-    pub fn new(api: Api<Lease>, name: &str, identity: &str) -> Self {
+    pub fn new(api: Api<Lease>, name: &str, identity: &str, timing: Timing) -> Self {
         Self {
             api,
             name: name.into(),
             identity: identity.into(),
-            lease_duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
+            timing,
+            observed: Mutex::new(None),
+            held: Mutex::new(None),
         }
     }
 
     fn spec(&self, now: Timestamp, acquired: Option<Timestamp>, transitions: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(self.lease_duration.as_secs() as i32),
+            lease_duration_seconds: Some(self.timing.lease_duration.as_secs().max(1) as i32),
             acquire_time: Some(MicroTime(acquired.unwrap_or(now))),
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(transitions),
@@ -97,16 +173,55 @@ impl Elector {
         }
     }
 
+    /// Notes `record` as seen now; returns since when it has been unchanged.
+    async fn observe(&self, record: Option<LeaseView>) -> Instant {
+        let now = Instant::now();
+        let mut observed = self.observed.lock().await;
+        match &*observed {
+            Some(o) if o.record == record => o.since,
+            _ => {
+                *observed = Some(Observed { record, since: now });
+                now
+            }
+        }
+    }
+
+    async fn wrote(&self, lease: Lease) {
+        self.observe(Some(LeaseView::of(&lease))).await;
+        *self.held.lock().await = Some(lease);
+    }
+
     /// One round: returns whether we hold the Lease afterwards. Losing a write race (409) is
     /// "not leader", not an error.
     pub async fn try_once(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
+        // Fast path: renew our own copy; a conflict means someone else wrote, so look.
+        let cached = self.held.lock().await.take();
+        if let Some(mut lease) = cached {
+            let old = lease.spec.clone().unwrap_or_default();
+            lease.spec = Some(self.spec(
+                Timestamp::now(),
+                old.acquire_time.map(|t| t.0),
+                old.lease_transitions.unwrap_or(0),
+            ));
+            match self
+                .api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(renewed) => {
+                    self.wrote(renewed).await;
+                    return Ok(true);
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+
         let current = self.api.get_opt(&self.name).await?;
-        let step = decide(
-            current.as_ref().map(LeaseView::of).as_ref(),
-            &self.identity,
-            now,
-        );
+        let view = current.as_ref().map(LeaseView::of);
+        let since = self.observe(view.clone()).await;
+        let now = Timestamp::now();
+        let step = decide(view.as_ref(), &self.identity, since, Instant::now());
         let result = match (step, current) {
             (Step::Follow { .. }, _) => return Ok(false),
             (Step::Create, _) => {
@@ -134,34 +249,60 @@ impl Elector {
             (_, None) => return Ok(false),
         };
         match result {
-            Ok(_) => Ok(true),
+            Ok(lease) => {
+                self.wrote(lease).await;
+                Ok(true)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Campaigns until `stop` fires, publishing leadership on `tx`. A leader that cannot renew
-    /// for a whole lease duration publishes `false`.
+    /// Campaigns until `stop` fires, publishing leadership on `tx`: true while leading, false
+    /// after a lost or unrenewable Lease (and then it campaigns again).
     pub async fn run(&self, tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
-        let mut last_renew: Option<std::time::Instant> = None;
+        let mut renewed: Option<Instant> = None;
         loop {
-            let leader = match self.try_once().await {
-                Ok(true) => {
-                    last_renew = Some(std::time::Instant::now());
+            // A leader's attempt ends at its renew deadline; a follower's gets the same bound so
+            // a hung request never stalls the campaign.
+            let limit = match renewed {
+                Some(t) => {
+                    (t + self.timing.renew_deadline).saturating_duration_since(Instant::now())
+                }
+                None => self.timing.renew_deadline,
+            };
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(limit, self.try_once()) => r,
+                _ = stop.changed() => return,
+            };
+            let leader = match attempt {
+                Ok(Ok(true)) => {
+                    renewed = Some(Instant::now());
                     true
                 }
-                Ok(false) => {
-                    last_renew = None;
+                Ok(Ok(false)) => false,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "leader election: cannot reach the Lease");
+                    renewed.is_some_and(|t| t.elapsed() < self.timing.renew_deadline)
+                }
+                Err(_) => {
+                    tracing::warn!(after = ?limit, "leader election: the Lease request timed out");
                     false
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader election: cannot reach the Lease");
-                    last_renew.is_some_and(|t| t.elapsed() < self.lease_duration)
-                }
             };
+            if !leader {
+                if renewed.take().is_some() {
+                    tracing::warn!(
+                        "lost leadership (no renew within {:?}); campaigning again",
+                        self.timing.renew_deadline
+                    );
+                }
+                // Our cached copy may be stale; the next round reads the Lease.
+                *self.held.lock().await = None;
+            }
             tx.send_if_modified(|v| std::mem::replace(v, leader) != leader);
             tokio::select! {
-                _ = tokio::time::sleep(self.renew_every) => {}
+                _ = tokio::time::sleep(self.timing.retry_period) => {}
                 _ = stop.changed() => return,
             }
         }
@@ -169,6 +310,7 @@ impl Elector {
 
     /// Releases the Lease if we hold it, so a standby takes over without waiting.
     pub async fn step_down(&self) -> Result<(), kube::Error> {
+        *self.held.lock().await = None;
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             return Ok(());
         };
@@ -188,175 +330,4 @@ impl Elector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(s: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
-    fn held(by: &str, renewed: i64) -> LeaseView {
-        LeaseView {
-            holder: Some(by.into()),
-            renew_time: Some(at(renewed)),
-            duration: Duration::from_secs(15),
-        }
-    }
-
-    #[test]
-    fn no_lease_is_created() {
-        assert_eq!(decide(None, "a", at(0)), Step::Create);
-    }
-
-    #[test]
-    fn holder_renews() {
-        assert_eq!(decide(Some(&held("a", 0)), "a", at(100)), Step::Renew);
-    }
-
-    #[test]
-    fn live_lease_of_another_is_followed() {
-        assert_eq!(
-            decide(Some(&held("b", 0)), "a", at(15)),
-            Step::Follow { holder: "b".into() }
-        );
-    }
-
-    #[test]
-    fn expired_or_released_lease_is_taken_over() {
-        assert_eq!(decide(Some(&held("b", 0)), "a", at(16)), Step::Acquire);
-        let released = LeaseView {
-            holder: None,
-            renew_time: None,
-            duration: Duration::from_secs(15),
-        };
-        assert_eq!(decide(Some(&released), "a", at(0)), Step::Acquire);
-        let never_renewed = LeaseView {
-            renew_time: None,
-            ..held("b", 0)
-        };
-        assert_eq!(decide(Some(&never_renewed), "a", at(0)), Step::Acquire);
-    }
-
-    #[test]
-    fn empty_holder_counts_as_free() {
-        let lease = Lease {
-            metadata: ObjectMeta::default(),
-            spec: Some(LeaseSpec {
-                holder_identity: Some(String::new()),
-                ..LeaseSpec::default()
-            }),
-        };
-        assert_eq!(
-            decide(Some(&LeaseView::of(&lease)), "a", at(0)),
-            Step::Acquire
-        );
-    }
-
-    mod with_api {
-        use super::*;
-        use http::{Method, Request, Response, StatusCode};
-        use kube::client::Body;
-        use serde_json::{Value, json};
-
-        /// Runs `try_once` against scripted answers; returns the result and the request bodies.
-        async fn round(answers: Vec<(Method, StatusCode, Value)>) -> (bool, Vec<Value>) {
-            let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-            let client = kube::Client::new(service, "default");
-            let server = tokio::spawn(async move {
-                let mut handle = std::pin::pin!(handle);
-                let mut bodies = Vec::new();
-                for (method, status, reply) in answers {
-                    let (req, send) = handle.next_request().await.expect("request");
-                    assert_eq!(req.method(), method);
-                    assert!(
-                        req.uri()
-                            .path()
-                            .starts_with("/apis/coordination.k8s.io/v1/namespaces/ops/leases")
-                    );
-                    let bytes = req.into_body().collect_bytes().await.unwrap();
-                    bodies.push(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
-                    let resp = Response::builder().status(status);
-                    send.send_response(
-                        resp.body(Body::from(serde_json::to_vec(&reply).unwrap()))
-                            .unwrap(),
-                    );
-                }
-                bodies
-            });
-            let e = Elector::new(
-                Api::namespaced(client, "ops"),
-                "flashcard-operator",
-                "pod-a",
-            );
-            let leader = e.try_once().await.unwrap();
-            (leader, server.await.unwrap())
-        }
-
-        fn not_found() -> Value {
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
-        }
-
-        fn lease(holder: &str, renewed: Timestamp) -> Value {
-            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                   "metadata": {"name": "flashcard-operator", "resourceVersion": "7"},
-                   "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
-                            "renewTime": renewed.to_string(), "leaseTransitions": 2}})
-        }
-
-        #[tokio::test]
-        async fn creates_a_missing_lease() {
-            let created = lease("pod-a", Timestamp::now());
-            let (leader, bodies) = round(vec![
-                (Method::GET, StatusCode::NOT_FOUND, not_found()),
-                (Method::POST, StatusCode::CREATED, created),
-            ])
-            .await;
-            assert!(leader);
-            assert_eq!(bodies[1]["spec"]["holderIdentity"], "pod-a");
-            assert_eq!(bodies[1]["spec"]["leaseDurationSeconds"], 15);
-        }
-
-        #[tokio::test]
-        async fn follows_a_live_holder_without_writing() {
-            let (leader, bodies) = round(vec![(
-                Method::GET,
-                StatusCode::OK,
-                lease("pod-b", Timestamp::now()),
-            )])
-            .await;
-            assert!(!leader);
-            assert_eq!(bodies.len(), 1);
-        }
-
-        #[tokio::test]
-        async fn takes_over_an_expired_lease_with_its_resource_version() {
-            let old = Timestamp::now() - jiff::SignedDuration::from_secs(60);
-            let (leader, bodies) = round(vec![
-                (Method::GET, StatusCode::OK, lease("pod-b", old)),
-                (
-                    Method::PUT,
-                    StatusCode::OK,
-                    lease("pod-a", Timestamp::now()),
-                ),
-            ])
-            .await;
-            assert!(leader);
-            assert_eq!(bodies[1]["metadata"]["resourceVersion"], "7");
-            assert_eq!(bodies[1]["spec"]["holderIdentity"], "pod-a");
-            assert_eq!(bodies[1]["spec"]["leaseTransitions"], 3);
-        }
-
-        #[tokio::test]
-        async fn losing_the_write_race_is_not_leading() {
-            let old = Timestamp::now() - jiff::SignedDuration::from_secs(60);
-            let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                  "reason": "Conflict", "code": 409});
-            let (leader, _) = round(vec![
-                (Method::GET, StatusCode::OK, lease("pod-b", old)),
-                (Method::PUT, StatusCode::CONFLICT, conflict),
-            ])
-            .await;
-            assert!(!leader);
-        }
-    }
-}
+mod tests;

@@ -2,9 +2,12 @@
 //! budget decisions, the reconciler, leader election and the operator's own metrics.
 
 pub mod budget;
+pub mod children;
 pub mod context;
+pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod events;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;

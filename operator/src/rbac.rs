@@ -5,13 +5,13 @@
 //! | --- | --- | --- | --- |
 //! | flashcards.dev | flashcardpipelines | get, list, watch | `run`: the Controller's watch; start-up CRD check (list) |
 //! | flashcards.dev | flashcardpipelines/status | get, patch | `reconcile::status`: server-side apply of status |
-//! | apps | deployments | get, create, patch | `reconcile::apply` (server-side apply) |
-//! | "" (core) | services, configmaps | get, create, patch | `reconcile::apply` (server-side apply) |
-//! | networking.k8s.io | ingresses | get, create, patch, delete | `reconcile::apply` (SSA); delete when `spec.api.ingress` is removed |
+//! | apps | deployments | get, list, watch, create, patch | `reconcile::apply` (server-side apply); `controller`: watch (drift, pod readiness) |
+//! | "" (core) | services, configmaps | get, list, watch, create, patch | `reconcile::apply` (server-side apply); `controller`: metadata watch (drift) |
+//! | networking.k8s.io | ingresses | get, list, watch, create, patch, delete | `reconcile::apply` (SSA); delete when `spec.api.ingress` is removed; `controller`: metadata watch |
 //! | monitoring.coreos.com | prometheusrules, servicemonitors | get, create, patch | `reconcile::apply`, only when the CRDs exist |
 //! | "" (core) | pods | patch | `reconcile::deletion_cost`: pod-deletion-cost before a scale-down (merge patch) |
 //! | "" (core) | secrets | get | `connector`: the Redis URL of a pipeline (`spec.redis.urlSecretRef` only) |
-//! | events.k8s.io | events | create, patch | `kube::runtime::events::Recorder` |
+//! | events.k8s.io | events | create, patch | `events::Recorder` (patch: the series of a repeated Event) |
 //! | coordination.k8s.io | leases | get, create, update | `leader`: the leader-election Lease |
 //!
 //! API discovery (`/apis/monitoring.coreos.com/v1`) needs no RBAC (system:discovery).
@@ -24,8 +24,10 @@ pub struct Rule {
     pub verbs: &'static [&'static str],
 }
 
-/// Children are applied, never watched: the poll re-applies them (see `reconcile`).
-const CHILD: &[&str] = &["get", "create", "patch"];
+/// Children are applied and watched (by label), so a deleted or edited child is repaired at once.
+const CHILD: &[&str] = &["get", "list", "watch", "create", "patch"];
+/// PrometheusRule and ServiceMonitor are applied, not watched (their CRDs may be absent).
+const UNWATCHED_CHILD: &[&str] = &["get", "create", "patch"];
 
 /// Every rule, as in the table above.
 pub const RBAC_RULES: &[Rule] = &[
@@ -52,12 +54,12 @@ pub const RBAC_RULES: &[Rule] = &[
     Rule {
         api_group: "networking.k8s.io",
         resources: &["ingresses"],
-        verbs: &["get", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
     },
     Rule {
         api_group: "monitoring.coreos.com",
         resources: &["prometheusrules", "servicemonitors"],
-        verbs: CHILD,
+        verbs: UNWATCHED_CHILD,
     },
     Rule {
         api_group: "",

@@ -1,28 +1,30 @@
 //! `flashcard-operator run`: start-up checks, HTTP server, leader election, the controller and
 //! graceful shutdown.
+//!
+//! Leadership is a loop, not a one-way door: when the Lease is lost (another replica took it,
+//! or the API server did not answer within the renew deadline) the controller stops, the
+//! process keeps campaigning, and it starts a fresh controller when it leads again. The
+//! reconciler's memory (scaling history) survives; only a shutdown signal ends the process.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::runtime::{Controller, watcher};
-use kube::{Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use flashcard_operator::connector::RedisConnector;
 use flashcard_operator::context::Context;
+use flashcard_operator::controller::{self, Scope};
 use flashcard_operator::crd::FlashcardPipeline;
 use flashcard_operator::http::{HttpState, router};
-use flashcard_operator::leader::Elector;
+use flashcard_operator::leader::{Elector, Timing};
 use flashcard_operator::metrics::Metrics;
-use flashcard_operator::reconcile::{error_policy, reconcile};
 
 /// Settings of `run`.
 #[derive(Debug, clap::Args)]
@@ -45,9 +47,30 @@ pub struct RunArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "flashcard-operator")]
     pub identity: String,
+    /// Seconds a standby waits, from the last change of the Lease it saw, before taking over.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds the leader keeps leading without a successful renew (below the lease duration).
+    #[arg(long, env = "LEASE_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    pub renew_deadline_seconds: u64,
+    /// Seconds between two renew or campaign attempts.
+    #[arg(long, env = "LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    pub retry_period_seconds: u64,
     /// Log format: json or text.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+}
+
+impl RunArgs {
+    fn timing(&self) -> Result<Timing> {
+        let t = Timing {
+            lease_duration: Duration::from_secs(self.lease_duration_seconds),
+            renew_deadline: Duration::from_secs(self.renew_deadline_seconds),
+            retry_period: Duration::from_secs(self.retry_period_seconds),
+        };
+        t.validate().context("leader election settings")?;
+        Ok(t)
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -71,14 +94,19 @@ async fn shutdown_signal() {
 pub async fn run(args: RunArgs) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     flashcard_operator::telemetry::init(args.log_format != "text");
+    let timing = args.timing()?;
 
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
-    let pipelines: Api<FlashcardPipeline> = if args.namespace.is_empty() {
-        Api::all(client.clone())
+    let scope = if args.namespace.is_empty() {
+        Scope::All
     } else {
-        Api::namespaced(client.clone(), &args.namespace)
+        Scope::Namespace(args.namespace.clone())
+    };
+    let pipelines: Api<FlashcardPipeline> = match &scope {
+        Scope::All => Api::all(client.clone()),
+        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
     };
     if let Err(e) = pipelines.list(&ListParams::default().limit(1)).await {
         if matches!(&e, kube::Error::Api(s) if s.code == 404) {
@@ -116,72 +144,89 @@ pub async fn run(args: RunArgs) -> Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    // Leadership.
-    let (leader_tx, mut leader_rx) = watch::channel(!args.leader_election);
+    // Leadership: without election this process always leads.
+    let (leader_tx, leader_rx) = watch::channel(!args.leader_election);
     let elector = args.leader_election.then(|| {
         let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
-        Arc::new(Elector::new(leases, &args.lease_name, &args.identity))
+        Arc::new(Elector::new(
+            leases,
+            &args.lease_name,
+            &args.identity,
+            timing,
+        ))
     });
     if let Some(e) = &elector {
         let (e, stop) = (e.clone(), stop_rx.clone());
         tokio::spawn(async move { e.run(leader_tx, stop).await });
-        tracing::info!(identity = %args.identity, lease = %args.lease_name, "waiting for leadership");
-        let mut stop = stop_rx.clone();
-        tokio::select! {
-            r = leader_rx.wait_for(|l| *l) => { r.context("elector stopped")?; }
-            _ = stop.wait_for(|s| *s) => { return finish(server, None).await; }
-        }
-        tracing::info!("became leader");
     }
 
-    // The controller, until shutdown or lost leadership.
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
         Arc::new(RedisConnector::new(client.clone())),
     ));
-    let lost = Arc::new(AtomicBool::new(false));
-    let stop_trigger = {
-        let (mut stop, mut leader, lost) = (stop_rx.clone(), leader_rx.clone(), lost.clone());
-        async move {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => {}
-                _ = leader.wait_for(|l| !*l) => { lost.store(true, Ordering::Relaxed); }
+    // A controller that does not stop by itself within this much of losing the Lease (a
+    // reconcile stuck on the unreachable API server) is dropped, so it cannot write after a
+    // standby may have taken over: the standby waits lease - renew deadline longer.
+    let grace = timing
+        .lease_duration
+        .saturating_sub(timing.renew_deadline)
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_secs(1));
+    lead_while_leader(
+        client,
+        scope,
+        ctx,
+        leader_rx,
+        stop_rx,
+        &args.identity,
+        grace,
+    )
+    .await;
+    ready.store(false, Ordering::Relaxed);
+    finish(server, elector).await
+}
+
+/// Runs one controller per leadership term until shutdown.
+async fn lead_while_leader(
+    client: Client,
+    scope: Scope,
+    ctx: Arc<Context>,
+    mut leader: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    identity: &str,
+    grace: Duration,
+) {
+    loop {
+        tracing::info!(%identity, "waiting for leadership");
+        tokio::select! {
+            r = leader.wait_for(|l| *l) => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let term = ctx.begin_term();
+        tracing::info!(%identity, term, "became leader; starting the controller");
+        let ends = || {
+            let (mut stop, mut leader) = (stop.clone(), leader.clone());
+            async move {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {}
+                    _ = leader.wait_for(|l| !*l) => {}
+                }
+            }
+        };
+        let controller = controller::run(client.clone(), scope.clone(), ctx.clone(), ends());
+        let deadline = ends();
+        tokio::select! {
+            _ = controller => {}
+            _ = async { deadline.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "the controller did not stop in time; dropping its reconciles");
             }
         }
-    };
-    let controller = Controller::new(pipelines, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    let pruner = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                let alive: HashSet<String> = store
-                    .state()
-                    .iter()
-                    .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
-                    .collect();
-                ctx.prune(&alive).await;
-            }
-        })
-    };
-    controller
-        .graceful_shutdown_on(stop_trigger)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "reconcile result");
-            }
-        })
-        .await;
-    pruner.abort();
-    ready.store(false, Ordering::Relaxed);
-    if lost.load(Ordering::Relaxed) {
-        let _ = finish(server, None).await;
-        bail!("lost leadership; exiting so a fresh process campaigns again");
+        if *stop.borrow() {
+            return;
+        }
+        tracing::warn!(%identity, term, "lost leadership; controller stopped, campaigning again");
     }
-    finish(server, elector).await
 }
 
 /// Releases the Lease (if held) and waits for the HTTP server to drain.

@@ -26,7 +26,6 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::CustomResourceExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -442,14 +441,14 @@ fn kustomize_crd_is_the_generated_crd() {
         .iter()
         .find(|d| d["kind"] == "CustomResourceDefinition")
         .expect("the CRD is in the kustomize output");
-    let generated = serde_json::to_value(FlashcardPipeline::crd()).unwrap();
+    let generated = serde_json::to_value(flashcard_operator::crdgen::crd()).unwrap();
     // Compared as values (kustomize writes 0.0 as 0), in both directions.
     let mut problems = Vec::new();
     diff(crd, &generated, "", &mut problems);
     diff(&generated, crd, "", &mut problems);
     assert!(
         problems.is_empty(),
-        "the CRD applied by `kubectl apply -k manifests/` differs from FlashcardPipeline::crd(); \
+        "the CRD applied by `kubectl apply -k manifests/` differs from crdgen::crd(); \
          regenerate crds/ (flashcard-operator crd > crds/flashcardpipelines.flashcards.dev.yaml): \
          {problems:?}"
     );
@@ -520,7 +519,7 @@ fn sample_pipelines_are_minimal_and_full() {
         "spec",
         &mut missing,
     );
-    let schema = serde_json::to_value(FlashcardPipeline::crd()).unwrap();
+    let schema = serde_json::to_value(flashcard_operator::crdgen::crd()).unwrap();
     let spec_schema =
         &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
     schema_keys_missing(spec_schema, &full[0]["spec"], "spec", &mut missing);
@@ -995,7 +994,36 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
                     .ends_with("-leader-election")
             })
             .unwrap_or_else(|| panic!("{name}: no {kind} for the operator"));
-        let rules: Vec<PolicyRule> = serde_json::from_value(role["rules"].clone()).unwrap();
+        let mut rules: Vec<PolicyRule> = serde_json::from_value(role["rules"].clone()).unwrap();
+        // rbac.restrictSecrets: Secret reads only by name (resourceNames), nothing else narrowed.
+        let secret_names: Vec<Vec<String>> = rules
+            .iter_mut()
+            .filter_map(|r| r.resource_names.take().map(|n| (r, n)))
+            .map(|(r, n)| {
+                assert_eq!(
+                    r.resources.as_deref(),
+                    Some(&["secrets".to_owned()][..]),
+                    "{name}: resourceNames only on the Secret rule"
+                );
+                n
+            })
+            .collect();
+        if name == "all-options-values" {
+            let names = secret_names.first().unwrap_or_else(|| {
+                panic!("{name}: rbac.restrictSecrets=true but no resourceNames on secrets")
+            });
+            assert!(
+                names.starts_with(&["redis".to_owned(), "redis-study".to_owned()])
+                    && names.len() == 3
+                    && names[2].ends_with("-redis"),
+                "{name}: the listed Secrets plus the chart's Redis Secret, got {names:?}"
+            );
+        } else {
+            assert!(
+                secret_names.is_empty(),
+                "{name}: resourceNames without rbac.restrictSecrets"
+            );
+        }
         assert_eq!(
             rule_set(&rules),
             rbac_expected,
@@ -1036,7 +1064,7 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
         "crds.keep defaults to true"
     );
     let mut problems = Vec::new();
-    let generated = serde_json::to_value(FlashcardPipeline::crd()).unwrap();
+    let generated = serde_json::to_value(flashcard_operator::crdgen::crd()).unwrap();
     let mut rendered = crd[0].clone();
     rendered["metadata"]
         .as_object_mut()
@@ -1049,7 +1077,7 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
     diff(&generated, &rendered, "", &mut problems);
     assert!(
         problems.is_empty(),
-        "the chart's CRD is not FlashcardPipeline::crd(): {problems:?}"
+        "the chart's CRD is not crdgen::crd(): {problems:?}"
     );
 
     let all = case("all-options-values");

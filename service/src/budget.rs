@@ -84,14 +84,42 @@ pub fn usd_to_micros(usd: f64) -> u64 {
     }
 }
 
-/// An amount for people: `$1.37`, or enough digits to tell sub-cent amounts apart
-/// (`$0.000183`), never `$0.00` for something that is not zero.
-pub fn format_usd(micros: u64) -> String {
-    if micros == 0 || micros >= 10_000 {
-        return format!("${:.2}", micros_to_usd(micros));
+/// Micro-dollars as a plain decimal: `510.00`, `0.0042`, `1.234567`. Whole cents keep two
+/// decimals; anything finer shows every digit down to the micro-dollar (LLM jobs often cost a
+/// fraction of a cent, and "$0.00 of $0.00" says nothing), computed from the integer so no
+/// float rounding creeps in.
+pub fn usd_amount(micros: u64) -> String {
+    let whole = micros / 1_000_000;
+    let frac = micros % 1_000_000;
+    if frac.is_multiple_of(10_000) {
+        format!("{whole}.{:02}", frac / 10_000)
+    } else {
+        let digits = format!("{frac:06}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
     }
-    let text = format!("{:.6}", micros_to_usd(micros));
-    format!("${}", text.trim_end_matches('0'))
+}
+
+/// Micro-dollars with a dollar sign: `$510.00`, `$0.0042`.
+pub fn format_usd(micros: u64) -> String {
+    format!("${}", usd_amount(micros))
+}
+
+/// A percentage with one decimal, or more when it is below 1 % (so a small but real spend never
+/// reads "0.0%"): `85.0%`, `0.042%`, `0%`.
+pub fn format_percent(p: f64) -> String {
+    if !p.is_finite() || p <= 0.0 {
+        return "0%".into();
+    }
+    if p >= 1.0 {
+        return format!("{p:.1}%");
+    }
+    let s = format!("{p:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "0" {
+        "<0.0001%".into()
+    } else {
+        format!("{s}%")
+    }
 }
 
 /// Micro-dollars to US dollars.
@@ -114,12 +142,30 @@ mod tests {
     }
 
     #[test]
-    fn amounts_keep_their_digits() {
+    fn whole_cents_keep_two_decimals() {
+        assert_eq!(format_usd(510_000_000), "$510.00");
         assert_eq!(format_usd(0), "$0.00");
-        assert_eq!(format_usd(1_370_000), "$1.37");
-        assert_eq!(format_usd(183), "$0.000183");
-        assert_eq!(format_usd(5_000), "$0.005");
         assert_eq!(format_usd(10_000), "$0.01");
+        assert_eq!(format_usd(50_020_000), "$50.02");
+    }
+
+    #[test]
+    fn sub_cent_amounts_show_every_digit() {
+        assert_eq!(format_usd(4_200), "$0.0042");
+        assert_eq!(format_usd(10_400), "$0.0104");
+        assert_eq!(format_usd(1), "$0.000001");
+        assert_eq!(format_usd(1_234_567), "$1.234567");
+        assert_eq!(usd_amount(15_000), "0.015");
+    }
+
+    #[test]
+    fn small_percentages_are_not_zero() {
+        assert_eq!(format_percent(85.0), "85.0%");
+        assert_eq!(format_percent(100.0), "100.0%");
+        assert_eq!(format_percent(0.042), "0.042%");
+        assert_eq!(format_percent(0.5), "0.5%");
+        assert_eq!(format_percent(0.0), "0%");
+        assert_eq!(format_percent(0.000_01), "<0.0001%");
     }
 
     #[test]

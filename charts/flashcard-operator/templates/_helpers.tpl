@@ -74,6 +74,13 @@ the same objects. With one replica it stays on by default too, because a rolling
 runs the old and the new pod side by side.
 */}}
 {{- define "flashcard-operator.leaderElection" -}}
+{{- $le := .Values.leaderElection }}
+{{- if not (lt (int $le.renewDeadlineSeconds) (int $le.leaseDurationSeconds)) }}
+{{- fail "leaderElection.renewDeadlineSeconds must be below leaderElection.leaseDurationSeconds" }}
+{{- end }}
+{{- if not (lt (int $le.retryPeriodSeconds) (int $le.renewDeadlineSeconds)) }}
+{{- fail "leaderElection.retryPeriodSeconds must be below leaderElection.renewDeadlineSeconds" }}
+{{- end }}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ else }}false{{ end }}
 {{- end }}
 

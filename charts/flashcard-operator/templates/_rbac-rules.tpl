@@ -14,19 +14,21 @@ against RBAC_RULES.
 - apiGroups: ["flashcards.dev"]
   resources: ["flashcardpipelines/status"]
   verbs: ["get", "patch"]
-# API and worker Deployments (reconcile::apply: server-side apply; children are re-applied on
-# every poll, never watched).
+# API and worker Deployments (reconcile::apply: server-side apply; controller: watched by the
+# managed-by label, so drift is repaired at once and pod readiness reaches the status).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "create", "patch"]
-# API and worker Services, the service ConfigMap (reconcile::apply: server-side apply).
+  verbs: ["get", "list", "watch", "create", "patch"]
+# API and worker Services, the service ConfigMap (reconcile::apply: server-side apply;
+# controller: metadata-only watch by label).
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "create", "patch"]
-# The API's Ingress (reconcile::apply: server-side apply; delete when spec.api.ingress is removed).
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The API's Ingress (reconcile::apply: server-side apply; delete when spec.api.ingress is removed;
+# controller: metadata-only watch by label).
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # PrometheusRule and ServiceMonitor from spec.alerts (reconcile::apply, only when the
 # monitoring.coreos.com CRDs exist; API discovery needs no RBAC).
 - apiGroups: ["monitoring.coreos.com"]
@@ -37,12 +39,32 @@ against RBAC_RULES.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["patch"]
-# The Redis URL of a pipeline, spec.redis.urlSecretRef (connector): get by name, never list/watch.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
-# Kubernetes Events about pipelines (kube::runtime::events::Recorder).
+# Kubernetes Events about pipelines (events: one Event per distinct change, a series for repeats).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# The Redis URL of a pipeline, spec.redis.urlSecretRef (connector): get by name, never list/watch.
+# With rbac.restrictSecrets only the Secrets named in rbac.secretNames (and the chart's own Redis
+# Secret when redis.enabled). Kept last: the optional resourceNames line ends the rule.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- if .Values.rbac.restrictSecrets }}
+  resourceNames: {{ include "flashcard-operator.secretNames" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret names the operator may read with rbac.restrictSecrets, as a JSON list: rbac.secretNames,
+plus the try-it-out Redis Secret when redis.enabled.
+*/}}
+{{- define "flashcard-operator.secretNames" -}}
+{{- $names := .Values.rbac.secretNames }}
+{{- if .Values.redis.enabled }}
+{{- $names = append $names (include "flashcard-operator.redis.fullname" .) }}
+{{- end }}
+{{- if not $names }}
+{{- fail "rbac.restrictSecrets=true needs rbac.secretNames (the Secrets of spec.redis.urlSecretRef)" }}
+{{- end }}
+{{- $names | uniq | toJson }}
 {{- end }}

@@ -29,12 +29,13 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "FlashcardPipelineStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"API","type":"string","jsonPath":".status.api.summary","description":"ready/desired API pods"}"#,
     printcolumn = r#"{"name":"Waiting","type":"integer","jsonPath":".status.queue.waiting"}"#,
-    printcolumn = r#"{"name":"Workers","type":"string","jsonPath":".status.workers.summary","description":"current/desired worker replicas"}"#,
+    printcolumn = r#"{"name":"Workers","type":"string","jsonPath":".status.workers.summary","description":"ready/desired worker pods"}"#,
     printcolumn = r#"{"name":"Spend","type":"string","jsonPath":".status.budget.summary","description":"spent/limit in USD this period"}"#,
     printcolumn = r#"{"name":"Kill-Switch","type":"boolean","jsonPath":".status.budget.killSwitch"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("the pipeline name is a Redis hash tag and a label value: at most 63 characters of a-z, 0-9 and '-'")
+    validation = Rule::new("size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("the pipeline name is a Redis hash tag and a label value: at most 63 characters of a-z, 0-9 and '-'").field_path(".metadata.name").reason(kube::core::Reason::FieldValueInvalid)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FlashcardPipelineSpec {
@@ -61,11 +62,10 @@ pub struct FlashcardPipelineSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
     use serde_json::Value;
 
     fn schema() -> Value {
-        let crd = serde_json::to_value(FlashcardPipeline::crd()).unwrap();
+        let crd = serde_json::to_value(crate::crdgen::crd()).unwrap();
         crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
     }
 
@@ -127,6 +127,88 @@ mod tests {
             assert!(rules.contains(rule), "missing rule {rule}");
         }
         assert_eq!(worker["targetJobsPerReplica"]["minimum"], 1.0);
+    }
+
+    /// Every CEL rule names the field it is about and why (else `kubectl apply` reports
+    /// `<nil>: Invalid value`), and its fieldPath resolves in the schema the way the API server
+    /// resolves it (dotted property names below the node that carries the rule).
+    #[test]
+    fn every_cel_rule_has_a_resolvable_field_path_and_a_reason() {
+        fn walk(node: &Value, path: &str, found: &mut usize) {
+            for rule in node["x-kubernetes-validations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                *found += 1;
+                let fp = rule["fieldPath"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("rule {} at {path} has no fieldPath", rule["rule"]));
+                let reason = rule["reason"].as_str().unwrap_or_default();
+                assert!(
+                    [
+                        "FieldValueInvalid",
+                        "FieldValueRequired",
+                        "FieldValueForbidden",
+                        "FieldValueDuplicate"
+                    ]
+                    .contains(&reason),
+                    "rule at {path}: reason {reason:?}"
+                );
+                let mut target = node;
+                for part in fp
+                    .strip_prefix('.')
+                    .expect("fieldPath starts with '.'")
+                    .split('.')
+                {
+                    target = &target["properties"][part];
+                    assert!(
+                        target.is_object(),
+                        "fieldPath {fp} at {path} does not resolve"
+                    );
+                }
+            }
+            for (k, v) in node["properties"].as_object().into_iter().flatten() {
+                walk(v, &format!("{path}.{k}"), found);
+            }
+        }
+        let mut found = 0;
+        walk(&schema(), "", &mut found);
+        assert_eq!(found, 5, "the five rules of the resource");
+    }
+
+    /// `kubectl explain` shows descriptions as written: no hard wraps, and the defaults and
+    /// ranges it would not show otherwise.
+    #[test]
+    fn descriptions_read_well_in_kubectl_explain() {
+        fn walk(node: &Value, path: &str) {
+            if let Some(d) = node["description"].as_str() {
+                assert!(
+                    !d.replace("\n\n", "").contains('\n'),
+                    "{path}: hard line break in {d:?}"
+                );
+            }
+            for (k, v) in node["properties"].as_object().into_iter().flatten() {
+                walk(v, &format!("{path}.{k}"));
+            }
+        }
+        let s = schema();
+        walk(&s, "");
+        let worker = &s["properties"]["spec"]["properties"]["worker"]["properties"];
+        let poll = worker["pollIntervalSeconds"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(poll.ends_with("Default: `5`. Range: 1 to 300."), "{poll}");
+        let period =
+            s["properties"]["spec"]["properties"]["budget"]["properties"]["period"]["description"]
+                .as_str()
+                .unwrap();
+        assert!(period.contains("Default: `monthly`."), "{period}");
+        let limit = s["properties"]["spec"]["properties"]["budget"]["properties"]["limitUsd"]
+            ["description"]
+            .as_str()
+            .unwrap();
+        assert!(limit.contains("Default: `0.0`. Minimum: 0."), "{limit}");
     }
 
     #[test]

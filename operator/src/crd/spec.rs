@@ -118,7 +118,7 @@ pub struct IngressSpec {
 /// up at once, down only after the stabilization window, idle workers removed first.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas"))]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas").field_path(".minReplicas").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct WorkerSpec {
     /// Container image. Empty: `ghcr.io/flashcards-dev/flashcard-service:<operator version>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,7 +206,7 @@ impl ProviderKind {
 /// The provider and its prices.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.kind != 'openai' || has(self.apiKeySecretRef)").message("provider kind openai needs apiKeySecretRef"))]
+#[x_kube(validation = Rule::new("self.kind != 'openai' || has(self.apiKeySecretRef)").message("provider kind openai needs apiKeySecretRef").field_path(".apiKeySecretRef").reason(kube::core::Reason::FieldValueRequired))]
 pub struct ProviderSpec {
     /// `local` (offline) or `openai` (OpenAI-compatible endpoint).
     #[serde(default)]
@@ -303,7 +303,7 @@ impl Default for BudgetSpec {
 /// (here or through the admin API).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.manual || size(self.reason) > 0").message("a manual kill-switch needs a reason"))]
+#[x_kube(validation = Rule::new("!self.manual || size(self.reason) > 0").message("a manual kill-switch needs a reason").field_path(".reason").reason(kube::core::Reason::FieldValueRequired))]
 pub struct KillSwitchSpec {
     /// Switch on automatically when the period's spend reaches `limitUsd`, and off again at the
     /// next period or when the limit is raised.
@@ -330,7 +330,7 @@ impl Default for KillSwitchSpec {
 /// Alert thresholds (the runbook's numbers) and labels of the PrometheusRule and ServiceMonitor.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.queueDepthHigh < self.queueDepthCritical").message("queueDepthHigh must be below queueDepthCritical"))]
+#[x_kube(validation = Rule::new("self.queueDepthHigh < self.queueDepthCritical").message("queueDepthHigh must be below queueDepthCritical").field_path(".queueDepthHigh").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct AlertsSpec {
     /// Waiting jobs above which the queue counts as backed up (warning).
     #[serde(default = "default_depth_high")]

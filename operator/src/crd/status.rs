@@ -5,13 +5,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
-/// Condition types the operator maintains.
+/// Condition types the operator maintains. Each changes only when its meaning does.
 pub mod condition {
-    /// The API and workers are applied and the store answers.
+    /// The children are applied, the API Deployment has all its pods ready and the store
+    /// answers.
     pub const READY: &str = "Ready";
-    /// Children are being rolled out (spec changed since the last apply).
+    /// The API or worker Deployment has not finished rolling out (new pods not yet updated and
+    /// available, old ones not yet gone), by the rules of `kubectl rollout status`.
     pub const PROGRESSING: &str = "Progressing";
-    /// The autoscaler's view: why the worker count is what it is.
+    /// The autoscaler's state: FollowingQueue, Stabilizing (a scale-down waits for its window),
+    /// Paused or StoreUnavailable (False: the count is frozen).
     pub const SCALING: &str = "Scaling";
     /// True while the kill-switch is on.
     pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
@@ -31,10 +34,13 @@ pub struct FlashcardPipelineStatus {
     /// The spec generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// API pods, from the API Deployment's status.
+    #[serde(default)]
+    pub api: ApiStatus,
     /// Queue depth at the last poll.
     #[serde(default)]
     pub queue: QueueStatus,
-    /// Worker replicas.
+    /// Worker replicas: pods from the worker Deployment, live workers from their heartbeats.
     #[serde(default)]
     pub workers: WorkersStatus,
     /// Spend of the current period and the kill-switch.
@@ -54,15 +60,35 @@ pub struct QueueStatus {
     pub delayed: u64,
 }
 
+/// API pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiStatus {
+    /// Replicas of the API Deployment (`spec.api.replicas`).
+    #[serde(default)]
+    pub desired: u32,
+    /// API pods that pass their readiness probe (the Deployment's `readyReplicas`).
+    #[serde(default)]
+    pub ready: u32,
+    /// `ready/desired`, for `kubectl get`.
+    #[serde(default)]
+    pub summary: String,
+}
+
 /// Worker replicas and the last scaling decision.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkersStatus {
     /// Replicas the autoscaler set on the worker Deployment.
     pub desired: u32,
-    /// Workers with a live heartbeat in the store.
-    pub current: u32,
-    /// `current/desired`, for `kubectl get`.
+    /// Worker pods that pass their readiness probe (the Deployment's `readyReplicas`).
+    #[serde(default)]
+    pub ready: u32,
+    /// Workers with a live heartbeat in the store (pods that are running the worker loop; a
+    /// draining pod counts until it stops).
+    #[serde(default)]
+    pub live: u32,
+    /// `ready/desired` pods, for `kubectl get`.
     #[serde(default)]
     pub summary: String,
     /// When the replica count last changed (RFC 3339).

@@ -1,19 +1,24 @@
-//! Server-side apply of the children (only what changed since the last apply, plus a periodic
-//! resync), removal of a dropped Ingress, and pod-deletion-cost before a scale-down.
+//! Server-side apply of the children that changed or drifted, removal of a dropped Ingress, and
+//! pod-deletion-cost before a scale-down.
+//!
+//! A child is applied when its rendering changed since the last apply, when its watch shows it
+//! deleted or edited ([`crate::children::in_sync`]), or, for children without a usable watch,
+//! every [`RESYNC_UNWATCHED`]. Nothing else: an idle pipeline sends no request.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use flashcard_service::store::WorkerInfo;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
+use tokio::time::Instant;
 
-use crate::context::{PipelineMemory, RESYNC};
+use crate::children::{Applied, ChildStores, Seen, Version, in_sync};
+use crate::context::{PipelineMemory, RESYNC_UNWATCHED};
 use crate::render::monitoring::{prometheus_rule_resource, service_monitor_resource};
 use crate::render::{Children, MANAGER, names};
 
@@ -30,21 +35,69 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Tracks which children changed since they were last applied.
+/// What one pass applied.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Keys (`Kind/name`) of the children applied, in order.
+    pub applied: Vec<String>,
+    /// The API and worker Deployments as the apply returned them (with status), when applied.
+    pub api: Option<Deployment>,
+    pub worker: Option<Deployment>,
+}
+
+/// Decides and records, child by child.
 struct Applier<'a> {
     client: &'a Client,
     ns: &'a str,
     mem: &'a mut PipelineMemory,
-    applied_any: bool,
+    seen: &'a ChildStores,
+    resync_due: bool,
+    out: Outcome,
 }
 
 impl Applier<'_> {
-    fn changed<T: Serialize>(&self, key: &str, obj: &T) -> Option<u64> {
+    /// The hash of `obj` if it must be applied, with what its watch shows.
+    fn needed<T: Serialize>(
+        &self,
+        key: &str,
+        kind: &str,
+        name: &str,
+        obj: &T,
+    ) -> Option<(u64, Seen)> {
         let hash = fnv(&serde_json::to_vec(obj).unwrap_or_default());
-        (self.mem.applied.get(key) != Some(&hash)).then_some(hash)
+        let seen = self.seen.seen(kind, self.ns, name);
+        let needed = match self.mem.applied.get(key) {
+            None => true,
+            Some(a) if a.hash != hash => true,
+            Some(_) if seen == Seen::Unknown => self.resync_due,
+            Some(a) => !in_sync(a, &seen, kind == "Deployment"),
+        };
+        if needed
+            && let Some(a) = self.mem.applied.get(key)
+            && a.hash == hash
+        {
+            tracing::info!(namespace = %self.ns, child = %key, ?seen, "child drifted; applying again");
+        }
+        needed.then_some((hash, seen))
     }
 
-    async fn typed<K>(&mut self, obj: &K) -> Result<(), kube::Error>
+    fn record(&mut self, key: String, hash: u64, seen: Seen, after: Version) {
+        let before = match seen {
+            Seen::Present(v) => Some(v),
+            _ => None,
+        };
+        self.mem.applied.insert(
+            key.clone(),
+            Applied {
+                hash,
+                before,
+                after,
+            },
+        );
+        self.out.applied.push(key);
+    }
+
+    async fn typed<K>(&mut self, obj: &K) -> Result<Option<K>, kube::Error>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Serialize
@@ -53,15 +106,17 @@ impl Applier<'_> {
             + serde::de::DeserializeOwned,
     {
         let name = obj.name_any();
-        let key = format!("{}/{name}", K::kind(&()));
-        if let Some(hash) = self.changed(&key, obj) {
-            let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
-            api.patch(&name, &apply_params(), &Patch::Apply(obj))
-                .await?;
-            self.mem.applied.insert(key, hash);
-            self.applied_any = true;
-        }
-        Ok(())
+        let kind = K::kind(&());
+        let key = format!("{kind}/{name}");
+        let Some((hash, seen)) = self.needed(&key, &kind, &name, obj) else {
+            return Ok(None);
+        };
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
+        let applied = api
+            .patch(&name, &apply_params(), &Patch::Apply(obj))
+            .await?;
+        self.record(key, hash, seen, Version::of(&applied));
+        Ok(Some(applied))
     }
 
     async fn dynamic(
@@ -71,37 +126,43 @@ impl Applier<'_> {
     ) -> Result<(), kube::Error> {
         let name = obj.name_any();
         let key = format!("{}/{name}", ar.kind);
-        if let Some(hash) = self.changed(&key, obj) {
-            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.ns, ar);
-            api.patch(&name, &apply_params(), &Patch::Apply(obj))
-                .await?;
-            self.mem.applied.insert(key, hash);
-            self.applied_any = true;
-        }
+        let Some((hash, seen)) = self.needed(&key, &ar.kind, &name, obj) else {
+            return Ok(());
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.ns, ar);
+        let applied = api
+            .patch(&name, &apply_params(), &Patch::Apply(obj))
+            .await?;
+        self.record(key, hash, seen, Version::of(&applied));
         Ok(())
     }
 }
 
-/// Applies every child that changed; returns whether anything was applied.
+/// Applies every child that changed or drifted (see the module docs).
 pub async fn apply_children(
     client: &Client,
     ns: &str,
     pipeline: &str,
     children: &Children,
+    seen: &ChildStores,
     mem: &mut PipelineMemory,
-) -> Result<bool, kube::Error> {
-    if mem.last_full_apply.is_none_or(|t| t.elapsed() >= RESYNC) {
-        mem.applied.clear();
-        mem.last_full_apply = Some(Instant::now());
+) -> Result<Outcome, kube::Error> {
+    let resync_due = mem
+        .last_resync
+        .is_none_or(|t| t.elapsed() >= RESYNC_UNWATCHED);
+    if resync_due {
+        mem.last_resync = Some(Instant::now());
     }
     let mut a = Applier {
         client,
         ns,
         mem,
-        applied_any: false,
+        seen,
+        resync_due,
+        out: Outcome::default(),
     };
     a.typed::<ConfigMap>(&children.config_map).await?;
-    a.typed::<Deployment>(&children.api_deployment).await?;
+    a.out.api = a.typed::<Deployment>(&children.api_deployment).await?;
     a.typed::<Service>(&children.api_service).await?;
     if let Some(ing) = &children.ingress {
         a.typed::<Ingress>(ing).await?;
@@ -130,9 +191,12 @@ pub async fn apply_children(
                 }
             }
         }
+        a.mem
+            .applied
+            .remove(&format!("{}/{name}", Ingress::kind(&())));
         a.mem.ingress_absent = true;
     }
-    a.typed::<Deployment>(&children.worker_deployment).await?;
+    a.out.worker = a.typed::<Deployment>(&children.worker_deployment).await?;
     a.typed::<Service>(&children.worker_service).await?;
     if let Some(rule) = &children.prometheus_rule {
         a.dynamic(rule, &prometheus_rule_resource()).await?;
@@ -140,7 +204,7 @@ pub async fn apply_children(
     if let Some(sm) = &children.service_monitor {
         a.dynamic(sm, &service_monitor_resource()).await?;
     }
-    Ok(a.applied_any)
+    Ok(a.out)
 }
 
 /// Deletion cost of each worker pod: its active jobs, so the ReplicaSet removes idle pods first.

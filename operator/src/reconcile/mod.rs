@@ -1,17 +1,19 @@
-//! The reconciler: one pass per pipeline every `spec.worker.pollIntervalSeconds`.
+//! The reconciler: one pass per pipeline every `spec.worker.pollIntervalSeconds`, and at once
+//! when the pipeline's spec or one of its children changes (see `controller`).
 //!
 //! 1. read the store (queue, workers, spend, kill-switch) and enforce the budget;
 //! 2. decide the worker replicas ([`crate::scaling`]);
 //! 3. before a scale-down, mark idle worker pods as cheapest to delete;
-//! 4. server-side apply the children that changed (all of them at least every
-//!    [`crate::context::RESYNC`]);
-//! 5. publish Events for scale and kill-switch changes;
-//! 6. write the status if it changed, and requeue after the poll interval.
+//! 4. server-side apply the children that changed or drifted ([`apply`]);
+//! 5. build the status from what was observed, including the Deployments' pods ([`status`]);
+//! 6. publish an Event per distinct change ([`changes`]);
+//! 7. write the status if it changed, and requeue after the poll interval.
 //!
 //! An unreachable store is not an error: the worker count is kept and a condition says so.
 //! API errors go to [`error_policy`], which counts them and requeues.
 
 pub mod apply;
+pub mod changes;
 pub mod observe;
 pub mod status;
 
@@ -21,12 +23,12 @@ use std::time::Duration;
 use flashcard_service::keyspace::PipelineName;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
-use crate::budget::{Holder, Level};
 use crate::context::Context;
 use crate::crd::FlashcardPipeline;
+use crate::events::Event;
+use crate::render::names;
 use crate::scaling::{self, ScaleHistory};
 use crate::{Error, Result, render};
 
@@ -45,6 +47,7 @@ pub async fn reconcile(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<A
     let monitoring = ctx.monitoring_available().await;
     let memory = ctx.memory(&format!("{ns}/{name}")).await;
     let mut mem = memory.lock().await;
+    mem.enter_term(ctx.term());
 
     // 1. The store.
     let observed = match ctx.connector.connect(&p).await {
@@ -82,77 +85,50 @@ pub async fn reconcile(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<A
     }
 
     // 4. Children.
+    let stores = ctx.children();
     let children = render::render(&p, decision.replicas, monitoring)?;
-    let applied = apply::apply_children(&ctx.client, &ns, &name, &children, &mut mem).await?;
+    let outcome =
+        apply::apply_children(&ctx.client, &ns, &name, &children, &stores, &mut mem).await?;
     mem.replicas = Some(decision.replicas);
 
-    // 5. Events.
-    if scaled && let Some(c) = current {
-        let note = format!(
-            "workers {c} -> {}: {} (waiting {}, active {})",
-            decision.replicas,
-            decision.reason.as_str(),
-            queue.map_or(0, |q| q.waiting),
-            queue.map_or(0, |q| q.active)
-        );
-        publish(&ctx, &p, EventType::Normal, "Scaled", "Scale", note).await;
-    }
-    if let Ok(o) = &observed {
-        kill_switch_events(&ctx, &p, o, &mut mem).await;
-        if o.budget.level == Level::NearlyExhausted
-            && mem.budget_level != Some(Level::NearlyExhausted)
-        {
-            let note = format!(
-                "{:.1}% of the budget spent in {}",
-                o.budget.percent, o.period
-            );
-            publish(
-                &ctx,
-                &p,
-                EventType::Warning,
-                "BudgetNearlyExhausted",
-                "Budget",
-                note,
-            )
-            .await;
-        }
-        mem.budget_level = Some(o.budget.level);
-    }
-    let store_ok = observed.is_ok();
-    if mem.store_ok != Some(store_ok) {
-        if let Err(e) = &observed {
-            let note = format!("keeping {} workers: {e}", decision.replicas);
-            publish(
-                &ctx,
-                &p,
-                EventType::Warning,
-                "StoreUnavailable",
-                "Observe",
-                note,
-            )
-            .await;
-        }
-        mem.store_ok = Some(store_ok);
-    }
-    drop(mem);
-
-    // 6. Status and metrics.
+    // 5. Status, from the Deployments as the apply just returned them or as watched.
+    let deployment = |applied: Option<k8s_openapi::api::apps::v1::Deployment>, child: String| {
+        applied.or_else(|| stores.deployment(&ns, &child).map(|d| (*d).clone()))
+    };
+    let api_dep = deployment(outcome.api, names::api(&name));
+    let worker_dep = deployment(outcome.worker, names::worker(&name));
+    let old = status::current(&p, &mem);
     let facts = status::Facts {
         observed: observed.as_ref().map_err(String::as_str),
         scale: decision,
         scaled_at: scaled.then_some(now),
         monitoring,
-        applied,
+        api: status::Rollout::of(api_dep.as_ref(), p.spec.api.replicas),
+        worker: status::Rollout::of(worker_dep.as_ref(), decision.replicas),
     };
-    let new_status = status::build(&p, &facts);
-    let live = new_status.workers.current;
+    let new_status = status::build(&p, old.as_ref(), &facts);
+
+    // 6. Events.
+    let scale_change = current.filter(|_| scaled).map(|from| changes::ScaleChange {
+        from,
+        decision,
+        queue,
+    });
+    for ev in changes::events(old.as_ref(), &new_status, scale_change) {
+        publish(&ctx, &p, &ev).await;
+    }
+
+    // 7. Status and metrics.
+    let (ready_workers, live) = (new_status.workers.ready, new_status.workers.live);
     let api: Api<FlashcardPipeline> = Api::namespaced(ctx.client.clone(), &ns);
-    status::write(&api, &p, new_status).await?;
+    status::write(&api, &p, old.as_ref(), new_status, &mut mem).await?;
+    drop(mem);
+    tracing::debug!(pipeline = %name, namespace = %ns, applied = ?outcome.applied, live, "reconciled");
     ctx.metrics.set_workers(
         &name,
         &ns,
         decision.replicas,
-        live,
+        ready_workers,
         p.spec.worker.max_replicas,
     );
     Ok(Action::requeue(Duration::from_secs(
@@ -160,87 +136,11 @@ pub async fn reconcile(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<A
     )))
 }
 
-/// Events for kill-switch changes, whoever made them (the store's automatic budget stop
-/// switches on and off without the operator), and for restored spend.
-async fn kill_switch_events(
-    ctx: &Context,
-    p: &FlashcardPipeline,
-    o: &observe::Observed,
-    mem: &mut crate::context::PipelineMemory,
-) {
-    if let Some(micros) = o.restored_micros {
-        let note = format!(
-            "the store lost its data; restored the spend of {} to {} from the pipeline's status",
-            o.period,
-            flashcard_service::budget::format_usd(o.spent_micros)
-        );
-        tracing::warn!(pipeline = %p.name_any(), restored_micros = micros, "spend restored");
-        publish(ctx, p, EventType::Warning, "SpendRestored", "Budget", note).await;
-    }
-    let ks = &o.budget.after;
-    let holder = Holder::of(ks);
-    // The holder at the last poll, or (first poll of this process) at the start of this one.
-    let before = mem
-        .kill_switch_holder
-        .replace(holder)
-        .unwrap_or(o.holder_before);
-    if before == holder {
-        return;
-    }
-    match holder {
-        Some(h) => {
-            let note = format!(
-                "kill-switch on (set by {}): {}",
-                h.as_str(),
-                ks.reason.clone().unwrap_or_default()
-            );
-            publish(
-                ctx,
-                p,
-                EventType::Warning,
-                "KillSwitchOn",
-                "KillSwitch",
-                note,
-            )
-            .await;
-        }
-        None => {
-            let note = format!(
-                "kill-switch off: {:.1}% of the budget spent in {}",
-                o.budget.percent, o.period
-            );
-            publish(
-                ctx,
-                p,
-                EventType::Normal,
-                "KillSwitchOff",
-                "KillSwitch",
-                note,
-            )
-            .await;
-        }
-    }
-}
-
 /// Publishes an Event about the pipeline; a failure is logged, never fatal.
-async fn publish(
-    ctx: &Context,
-    p: &FlashcardPipeline,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    tracing::info!(pipeline = %p.name_any(), reason, %note, "event");
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
-        tracing::warn!(error = %e, reason, "cannot publish event");
+async fn publish(ctx: &Context, p: &FlashcardPipeline, ev: &Event) {
+    tracing::info!(pipeline = %p.name_any(), reason = %ev.reason, note = %ev.note, "event");
+    if let Err(e) = ctx.recorder.publish(ev, &p.object_ref(&())).await {
+        tracing::warn!(error = %e, reason = %ev.reason, "cannot publish event");
     }
 }
 

@@ -7,6 +7,7 @@ use flashcard_service::budget::usd_to_micros;
 use flashcard_service::store::{QueueCounts, SetBy};
 use http::{Method, StatusCode};
 use kube::runtime::controller::Action;
+use serde_json::{Value, json};
 
 use super::{error_policy, reconcile};
 use crate::crd::{FlashcardPipeline, FlashcardPipelineStatus};
@@ -20,6 +21,7 @@ const STATUS: &str =
     "/apis/flashcards.dev/v1alpha1/namespaces/study/flashcardpipelines/biology/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/study/events";
 const DISCOVERY: &str = "/apis/monitoring.coreos.com/v1";
+const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/study/ingresses/biology";
 
 async fn run(ctx: &Arc<crate::context::Context>, p: &FlashcardPipeline) -> crate::Result<Action> {
     tokio::time::timeout(
@@ -39,11 +41,62 @@ fn status_of(seen: &[Seen]) -> FlashcardPipelineStatus {
     serde_json::from_value(s.body["status"].clone()).unwrap()
 }
 
+/// The pipeline as the watch would deliver it after the reconcile's status write.
+fn after_write(p: &FlashcardPipeline, seen: &[Seen]) -> FlashcardPipeline {
+    let s = seen
+        .iter()
+        .rev()
+        .find(|s| s.uri.contains("/status"))
+        .expect("status patch");
+    serde_json::from_value(s.response.clone()).unwrap_or_else(|_| {
+        let mut p = p.clone();
+        p.status = Some(status_of(seen));
+        p
+    })
+}
+
 fn condition<'a>(
     s: &'a FlashcardPipelineStatus,
     t: &str,
 ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     s.conditions.iter().find(|c| c.type_ == t).unwrap()
+}
+
+/// A pipeline without an Ingress: the first apply after start looks for one an earlier spec may
+/// have left (404 when there is none).
+fn no_ingress() -> Expect {
+    expect(Method::GET, INGRESS).reply(StatusCode::NOT_FOUND, status_error(404, "NotFound"))
+}
+
+fn minimal_children() -> Vec<Expect> {
+    vec![
+        expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
+        expect(Method::PATCH, &format!("{APPS}/deployments/biology-api")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-api")),
+        no_ingress(),
+        expect(Method::PATCH, &format!("{APPS}/deployments/biology-worker")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
+    ]
+}
+
+fn no_monitoring() -> Expect {
+    expect(Method::GET, DISCOVERY).reply(StatusCode::NOT_FOUND, status_error(404, "NotFound"))
+}
+
+/// What the API server answers to an apply of the API Deployment whose pods exist but are not
+/// ready (Pending: no node, image pull, failing readiness probe).
+fn api_deployment_pending(replicas: i64, ready: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "biology-api", "namespace": "study", "generation": 1,
+                     "resourceVersion": "7",
+                     "labels": {"app.kubernetes.io/managed-by": "flashcard-operator"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"a": "b"}},
+                 "template": {"metadata": {}, "spec": {"containers": []}}},
+        "status": {"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
+                   "readyReplicas": ready, "availableReplicas": ready,
+                   "unavailableReplicas": replicas - ready}
+    })
 }
 
 #[tokio::test]
@@ -91,10 +144,12 @@ async fn first_reconcile_applies_every_child_enforces_budget_and_writes_status()
     }
     // (40 + 8) / 16 = 3 workers.
     assert_eq!(seen[5].body["spec"]["replicas"], 3);
-    // The event says the kill-switch went on.
-    assert_eq!(seen[9].body["reason"], "KillSwitchOn");
+    // The event says who switched the kill-switch on, and why, with the amounts.
+    assert_eq!(seen[9].body["reason"], "KillSwitchOnBudget");
     assert_eq!(seen[9].body["type"], "Warning");
     assert_eq!(seen[9].body["regarding"]["name"], "biology");
+    let note = seen[9].body["note"].as_str().unwrap();
+    assert!(note.contains("$510.00 of $500.00 spent"), "{note}");
     // The operator wrote the budget into the store, whose automatic stop switched on.
     let written = state.budget_writes.lock().unwrap().clone();
     assert_eq!(written.len(), 1);
@@ -115,34 +170,101 @@ async fn first_reconcile_applies_every_child_enforces_budget_and_writes_status()
         status.budget.store_epoch.is_some(),
         "the store epoch is recorded"
     );
-    assert_eq!(condition(&status, "Ready").status, "True");
+    // The API Deployment was just created: no pod is ready, so the pipeline is not.
+    assert_eq!((status.api.desired, status.api.ready), (3, 0));
+    assert_eq!(condition(&status, "Ready").status, "False");
+    assert_eq!(condition(&status, "Ready").reason, "ApiNotReady");
     assert_eq!(condition(&status, "BudgetExceeded").reason, "LimitReached");
     assert_eq!(condition(&status, "MonitoringAvailable").status, "True");
-    assert_eq!(condition(&status, "Scaling").reason, "QueueGrew");
+    assert_eq!(condition(&status, "Scaling").reason, "FollowingQueue");
+    assert_eq!(
+        status.workers.last_scale_reason.as_deref(),
+        Some("QueueGrew")
+    );
     // No secret value anywhere in what was sent.
     let all = serde_json::to_string(&seen.iter().map(|s| &s.body).collect::<Vec<_>>()).unwrap();
     assert!(!all.contains("redis://"));
+}
+
+/// The cluster run: `Ready=True` 0.12 s after apply while the API pods were 0/2
+/// Pending. Now Ready waits for the pods, and turns True with exactly one status write when the
+/// Deployment's watch reports them ready.
+#[tokio::test]
+async fn status_with_pending_api_pods_is_not_ready_until_they_are() {
+    let (ctx, handle, _, _) = context();
+    let mut p = minimal();
+    let mut script = vec![
+        no_monitoring(),
+        expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
+        expect(Method::PATCH, &format!("{APPS}/deployments/biology-api"))
+            .reply(StatusCode::OK, api_deployment_pending(2, 0)),
+    ];
+    script.extend(minimal_children().into_iter().skip(2));
+    script.push(expect(Method::PATCH, STATUS));
+    // Second reconcile (the API Deployment's watch event): only the status changes.
+    script.push(expect(Method::PATCH, STATUS));
+    let (server, record) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+
+    let first = record.lock().unwrap().clone();
+    let status = status_of(&first);
+    assert_eq!((status.api.desired, status.api.ready), (2, 0));
+    assert_eq!(status.api.summary, "0/2");
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ApiNotReady")
+    );
+    assert_eq!(ready.message, "API pods 0/2 ready");
+    let progressing = condition(&status, "Progressing");
+    assert_eq!(progressing.status, "True");
+    assert!(
+        progressing
+            .message
+            .contains("API Deployment: 0/2 pods available"),
+        "{}",
+        progressing.message
+    );
+
+    // The pods become ready: the watch delivers the Deployment's new status.
+    let mut stores_seen = first.clone();
+    let api = stores_seen
+        .iter_mut()
+        .find(|s| s.uri.contains("deployments/biology-api"))
+        .unwrap();
+    api.response = api_deployment_pending(2, 2);
+    api.response["metadata"]["resourceVersion"] = json!("8");
+    // The worker Deployment (0 replicas) has been seen by its controller too.
+    let worker = stores_seen
+        .iter_mut()
+        .find(|s| s.uri.contains("deployments/biology-worker"))
+        .unwrap();
+    worker.response["status"] = json!({"observedGeneration": 1});
+    worker.response["metadata"]["resourceVersion"] = json!("9");
+    ctx.set_children(stores_from(&stores_seen));
+    p = after_write(&p, &first);
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen.len(),
+        first.len() + 1,
+        "one status write, nothing applied"
+    );
+    let status = status_of(&seen);
+    assert_eq!((status.api.desired, status.api.ready), (2, 2));
+    assert_eq!(condition(&status, "Ready").status, "True");
+    assert_eq!(condition(&status, "Ready").reason, "Available");
+    assert_eq!(condition(&status, "Progressing").status, "False");
 }
 
 #[tokio::test]
 async fn missing_monitoring_crds_are_a_condition_not_a_failure() {
     let (ctx, handle, _, _) = context();
     let p = minimal();
-    let (server, _) = serve(
-        handle,
-        &p,
-        vec![
-            expect(Method::GET, DISCOVERY)
-                .reply(StatusCode::NOT_FOUND, status_error(404, "NotFound")),
-            expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
-            expect(Method::PATCH, &format!("{APPS}/deployments/biology-api")),
-            expect(Method::PATCH, &format!("{NS}/services/biology-api")),
-            no_ingress(),
-            expect(Method::PATCH, &format!("{APPS}/deployments/biology-worker")),
-            expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
-            expect(Method::PATCH, STATUS),
-        ],
-    );
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::PATCH, STATUS));
+    let (server, _) = serve(handle, &p, script);
     run(&ctx, &p).await.unwrap();
     let status = status_of(&server.await.unwrap());
     let c = condition(&status, "MonitoringAvailable");
@@ -153,49 +275,153 @@ async fn missing_monitoring_crds_are_a_condition_not_a_failure() {
     assert_eq!(status.workers.desired, 0, "idle queue, min 0");
 }
 
-const INGRESS: &str = "/apis/networking.k8s.io/v1/namespaces/study/ingresses/biology";
-
-/// A pipeline without an Ingress: the first apply after start looks for one an earlier spec may
-/// have left (404 when there is none).
-fn no_ingress() -> Expect {
-    expect(Method::GET, INGRESS).reply(StatusCode::NOT_FOUND, status_error(404, "NotFound"))
-}
-
-fn minimal_children() -> Vec<Expect> {
-    vec![
-        expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
-        expect(Method::PATCH, &format!("{APPS}/deployments/biology-api")),
-        expect(Method::PATCH, &format!("{NS}/services/biology-api")),
-        no_ingress(),
-        expect(Method::PATCH, &format!("{APPS}/deployments/biology-worker")),
-        expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
-    ]
-}
-
-fn no_monitoring() -> Expect {
-    expect(Method::GET, DISCOVERY).reply(StatusCode::NOT_FOUND, status_error(404, "NotFound"))
-}
-
-#[tokio::test]
-async fn unchanged_pipeline_sends_nothing() {
+/// The idle load on the API server: after the first reconcile, with the children in the
+/// watches as applied, an hour of polls (720 reconciles at the 5 s default) sends only the
+/// discovery of the prometheus-operator group every 5 minutes (shared by all pipelines), no
+/// apply, no status write. Virtual time: tokio's clock is paused and advanced by the test.
+#[tokio::test(start_paused = true)]
+async fn idle_reconciles_send_no_request_for_an_hour() {
     let (ctx, handle, _, _) = context();
     let mut p = minimal();
     let mut script = vec![no_monitoring()];
     script.extend(minimal_children());
     script.push(expect(Method::PATCH, STATUS));
-    // Second poll: children cached, discovery cached; only Progressing flips to False.
+    // Discovery is cached for 5 minutes: 12 more in the hour, and nothing else.
+    for _ in 0..12 {
+        script.push(no_monitoring());
+    }
+    let (server, record) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let first = record.lock().unwrap().clone();
+    ctx.set_children(stores_from(&first));
+    p = after_write(&p, &first);
+    for _ in 0..720 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        run(&ctx, &p).await.unwrap();
+    }
+    let seen = server.await.unwrap();
+    let idle: Vec<_> = seen[first.len()..].iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(idle.len(), 12, "{idle:?}");
+    assert!(idle.iter().all(|u| u.starts_with(DISCOVERY)), "{idle:?}");
+}
+
+/// With the prometheus-operator installed, the PrometheusRule and ServiceMonitor (not watched)
+/// are re-applied every 10 minutes; the watched children never are.
+#[tokio::test(start_paused = true)]
+async fn only_unwatched_children_are_resynced() {
+    let (ctx, handle, _, _) = context();
+    let mut p = minimal();
+    let monitoring =
+        || expect(Method::GET, DISCOVERY).reply(StatusCode::OK, monitoring_resources());
+    let mut script = vec![monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(
+        Method::PATCH,
+        &format!("{MON}/prometheusrules/biology"),
+    ));
+    script.push(expect(
+        Method::PATCH,
+        &format!("{MON}/servicemonitors/biology"),
+    ));
+    script.push(expect(Method::PATCH, STATUS));
+    // 5 min: discovery. 10 min: discovery, then the resync of the two unwatched objects.
+    script.push(monitoring());
+    script.push(monitoring());
+    script.push(expect(
+        Method::PATCH,
+        &format!("{MON}/prometheusrules/biology"),
+    ));
+    script.push(expect(
+        Method::PATCH,
+        &format!("{MON}/servicemonitors/biology"),
+    ));
+    let (server, record) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let first = record.lock().unwrap().clone();
+    ctx.set_children(stores_from(&first));
+    p = after_write(&p, &first);
+    for _ in 0..120 {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        run(&ctx, &p).await.unwrap();
+    }
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), first.len() + 4);
+}
+
+/// Someone ran `kubectl scale deploy/biology-worker --replicas=5`: the watch shows a newer
+/// generation, and the next reconcile (triggered by that watch event) applies the worker
+/// Deployment again, and nothing else.
+#[tokio::test]
+async fn hand_scaled_worker_deployment_is_reverted() {
+    let (ctx, handle, _, _) = context();
+    let mut p = minimal();
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::PATCH, STATUS));
+    script.push(expect(
+        Method::PATCH,
+        &format!("{APPS}/deployments/biology-worker"),
+    ));
+    let (server, record) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let mut first = record.lock().unwrap().clone();
+    p = after_write(&p, &first);
+    let worker = first
+        .iter_mut()
+        .find(|s| s.uri.contains("deployments/biology-worker"))
+        .unwrap();
+    worker.response["spec"]["replicas"] = json!(5);
+    worker.response["metadata"]["generation"] = json!(2);
+    worker.response["metadata"]["resourceVersion"] = json!("900");
+    ctx.set_children(stores_from(&first));
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    let last = seen.last().unwrap();
+    assert!(last.uri.contains("deployments/biology-worker"));
+    assert_eq!(
+        last.body["spec"]["replicas"], 0,
+        "back to the autoscaler's count"
+    );
+}
+
+/// A deleted Service is re-created; a Deployment whose status alone changed is left alone.
+#[tokio::test]
+async fn deleted_child_is_recreated_and_status_updates_are_not_drift() {
+    let (ctx, handle, _, _) = context();
+    let mut p = minimal();
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::PATCH, STATUS));
+    script.push(expect(
+        Method::PATCH,
+        &format!("{NS}/services/biology-worker"),
+    ));
+    // The API Deployment's controller has now seen it: Progressing says what it waits for.
     script.push(expect(Method::PATCH, STATUS));
     let (server, record) = serve(handle, &p, script);
     run(&ctx, &p).await.unwrap();
-    p.status = Some(status_of(&record.lock().unwrap()));
+    let mut first = record.lock().unwrap().clone();
+    p = after_write(&p, &first);
+    // The worker Service is gone; the API Deployment got a status update (new RV, same
+    // generation, still no ready pod).
+    first.retain(|s| !s.uri.contains("services/biology-worker"));
+    let api = first
+        .iter_mut()
+        .find(|s| s.uri.contains("deployments/biology-api"))
+        .unwrap();
+    api.response["metadata"]["resourceVersion"] = json!("901");
+    api.response["status"] = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2});
+    ctx.set_children(stores_from(&first));
     run(&ctx, &p).await.unwrap();
     let seen = server.await.unwrap();
-    assert_eq!(seen.len(), 9);
+    let n = seen.len();
+    assert!(seen[n - 2].uri.contains("services/biology-worker"));
     let status = status_of(&seen);
-    assert_eq!(condition(&status, "Progressing").status, "False");
-    // Third poll with that status: nothing to send (the mock is gone, so a request would fail).
-    p.status = Some(status);
-    run(&ctx, &p).await.unwrap();
+    assert!(
+        condition(&status, "Progressing")
+            .message
+            .contains("API Deployment: 0/2 pods available")
+    );
 }
 
 #[tokio::test]
@@ -235,16 +461,115 @@ async fn scale_down_marks_idle_pods_cheapest_first() {
     assert!(seen[1].uri.contains("fieldManager=flashcard-operator"));
     // ceil(2 / 4) = 1 worker.
     assert_eq!(seen[7].body["spec"]["replicas"], 1);
-    assert_eq!(seen[9].body["reason"], "Scaled");
-    assert!(seen[9].body["note"].as_str().unwrap().contains("3 -> 1"));
+    assert_eq!(seen[9].body["reason"], "ScaledDown");
+    assert_eq!(
+        seen[9].body["note"],
+        "workers 3 -> 1: QueueShrank (waiting 0, active 2, delayed 0)"
+    );
     let status = status_of(&seen);
     assert_eq!(status.workers.desired, 1);
-    assert_eq!(status.workers.current, 2);
+    assert_eq!(status.workers.live, 2);
     assert_eq!(
         status.workers.last_scale_reason.as_deref(),
         Some("QueueShrank")
     );
     assert!(status.workers.last_scale_time.is_some());
+}
+
+/// The cluster run: three scale changes folded into one Event (count 3) that still read
+/// "workers 0 -> 13", and a manual switch read "set by operator, budget reached". Now each
+/// change is an Event with its own reason and note.
+#[tokio::test]
+async fn every_change_is_an_event_with_its_own_note() {
+    let (ctx, handle, state, _) = context();
+    let mut p = minimal();
+    p.spec.worker.max_replicas = 20;
+    p.spec.budget.limit_usd = 0.01;
+    let set_queue = |waiting| {
+        *state.counts.lock().unwrap() = QueueCounts {
+            waiting,
+            ..Default::default()
+        };
+    };
+    set_queue(12);
+    // Poll 1: 0 -> 3 (first decision: no scale event, the count starts there).
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::PATCH, STATUS));
+    // Poll 2: 3 -> 13.
+    script.push(expect(
+        Method::PATCH,
+        &format!("{APPS}/deployments/biology-worker"),
+    ));
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    // Poll 3: 13 -> 20, and the budget (one cent) is spent: the store's automatic stop.
+    script.push(expect(
+        Method::PATCH,
+        &format!("{APPS}/deployments/biology-worker"),
+    ));
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    // Poll 4: a person switches it on in the resource: taken over by the manual switch.
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    let (server, record) = serve(handle, &p, script);
+
+    run(&ctx, &p).await.unwrap();
+    let step = |p: &FlashcardPipeline| {
+        let seen = record.lock().unwrap().clone();
+        ctx.set_children(stores_from(&seen));
+        after_write(p, &seen)
+    };
+    p = step(&p);
+    set_queue(52);
+    run(&ctx, &p).await.unwrap();
+    p = step(&p);
+    set_queue(200);
+    *state.spent_micros.lock().unwrap() = 10_400;
+    run(&ctx, &p).await.unwrap();
+    p = step(&p);
+    p.spec.budget.kill_switch.manual = true;
+    p.spec.budget.kill_switch.reason = "maintenance window".into();
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+
+    let events: Vec<(String, String)> = seen
+        .iter()
+        .filter(|s| s.method == Method::POST)
+        .map(|s| {
+            (
+                s.body["reason"].as_str().unwrap().to_owned(),
+                s.body["note"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[0].0, "ScaledUp");
+    assert!(
+        events[0].1.starts_with("workers 3 -> 13:"),
+        "{}",
+        events[0].1
+    );
+    assert_eq!(events[1].0, "ScaledUp");
+    assert!(
+        events[1].1.starts_with("workers 13 -> 20:"),
+        "{}",
+        events[1].1
+    );
+    assert_eq!(events[2].0, "KillSwitchOnBudget");
+    assert!(
+        events[2].1.contains("$0.0104 of $0.01 spent"),
+        "sub-cent amounts keep their digits: {}",
+        events[2].1
+    );
+    assert_eq!(events[3].0, "KillSwitchOnManual");
+    assert!(
+        events[3]
+            .1
+            .contains("(set by resource): maintenance window")
+    );
 }
 
 #[tokio::test]
@@ -268,6 +593,12 @@ async fn store_down_keeps_the_workers_and_says_so() {
     let seen = server.await.unwrap();
     assert_eq!(seen[5].body["spec"]["replicas"], 4, "last good count kept");
     assert_eq!(seen[7].body["reason"], "StoreUnavailable");
+    assert!(
+        seen[7].body["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("keeping 4 workers: cannot read the store")
+    );
     let status = status_of(&seen);
     let ready = condition(&status, "Ready");
     assert_eq!(
@@ -289,10 +620,19 @@ async fn admin_kill_switch_is_left_alone_and_reported() {
     let p = minimal();
     let mut script = vec![no_monitoring()];
     script.extend(minimal_children());
+    script.push(expect(Method::POST, EVENTS));
     script.push(expect(Method::PATCH, STATUS));
     let (server, _) = serve(handle, &p, script);
     run(&ctx, &p).await.unwrap();
-    let status = status_of(&server.await.unwrap());
+    let seen = server.await.unwrap();
+    assert_eq!(seen[7].body["reason"], "KillSwitchOnAdmin");
+    assert!(
+        seen[7].body["note"]
+            .as_str()
+            .unwrap()
+            .contains("(set by admin): incident")
+    );
+    let status = status_of(&seen);
     assert!(state.kill_switch_now().enabled);
     assert_eq!(status.budget.kill_switch_set_by.as_deref(), Some("admin"));
     assert_eq!(

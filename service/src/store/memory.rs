@@ -886,12 +886,9 @@ impl Store for MemoryStore {
         let now = now_ms();
         let now_ts = jiff::Timestamp::now();
         let mut core = lock(&self.core);
+        core.review_stop(now_ts, now);
         let budget = core.in_force(now_ts);
         let spend = *core.spend_of(&budget.period);
-        let ks = core.switch();
-        if budget_stop_lapsed(&ks, &budget.config, spend.spent_micros, now_ts) {
-            core.clear_switch(SetBy::Budget, now);
-        }
         Ok(BudgetState {
             config: budget.config,
             stored: core.budget.is_some(),

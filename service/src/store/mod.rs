@@ -117,8 +117,9 @@ pub trait Store: Send + Sync + 'static {
 
     // --- budget and kill-switch ---
     /// The budget in force, the kill-switch, the current period's spend and the store epoch,
-    /// in one read. An automatic budget stop that has lapsed (period over, limit raised above
-    /// the spend or removed) is cleared on the way.
+    /// in one read. The automatic budget stop is reviewed on the way: cleared if it lapsed
+    /// (period over, limit raised above the spend or removed), switched on if spend is at an
+    /// enforced limit, so what is read is what is enforced.
     async fn budget_state(&self) -> StoreResult<BudgetState>;
     /// Writes the budget in force. A [`BudgetSource::Flags`] budget never replaces one the
     /// operator wrote. Re-evaluates the automatic budget stop under the new limit.

@@ -1,10 +1,10 @@
--- Reads the budget in force, the kill-switch, the current period's spend and the epoch;
--- clears an automatic budget stop that has lapsed.
+-- Reads the budget in force, the kill-switch, the current period's spend and the epoch, after
+-- reviewing the automatic budget stop: cleared if it lapsed, switched on if spend is at an
+-- enforced limit (e.g. after spend was restored), so what is read is what is enforced.
 local budget = budget_in_force()
 local sp = redis.call('HMGET', budget.spend_key, 'spentMicros', 'reservedMicros', 'inputTokens',
   'outputTokens', 'jobs', 'overrunMicros', 'restoredMicros')
-local ks = read_switch()
-if stop_lapsed(ks, budget, num(sp[1])) then clear_switch('budget') end
+review_stop(budget, num(sp[1]))
 return {
   redis.call('HGETALL', K.budget),
   redis.call('HGETALL', K.killswitch),

@@ -1,0 +1,151 @@
+//! The controller: watches that trigger reconciles, and the loop that runs them.
+//!
+//! - FlashcardPipelines, filtered to changes of the spec or the lifecycle (generation,
+//!   deletion, finalizers, annotations): the operator's own status writes do not trigger a
+//!   reconcile;
+//! - the children, by the `managed-by` label: Deployments in full (their status is
+//!   `status.api`/`status.workers`, managed fields dropped to save memory), Services,
+//!   ConfigMaps and Ingresses metadata-only. Every child event reconciles its owner, which
+//!   repairs a deleted or edited child at once ([`crate::children`]);
+//! - the requeue after each reconcile (`spec.worker.pollIntervalSeconds`) polls the queue.
+//!
+//! One controller runs per leadership term; a new term starts with fresh watches.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::children::{CHILD_SELECTOR, ChildStores};
+use crate::context::Context;
+use crate::crd::FlashcardPipeline;
+use crate::reconcile::{error_policy, reconcile};
+
+/// Reconcile requests for one pipeline that arrive within this window run once (an apply of
+/// six children produces six watch events).
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often memory of deleted pipelines is dropped.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Which namespaces the controller watches.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        match self {
+            Scope::All => Api::all(client.clone()),
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// The trigger filter of pipelines: what a user or another controller changes, not the status
+/// this operator writes.
+fn spec_or_lifecycle(p: &FlashcardPipeline) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    p.meta().generation.hash(&mut h);
+    p.meta().deletion_timestamp.is_some().hash(&mut h);
+    p.finalizers().hash(&mut h);
+    p.annotations().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller until `shutdown` resolves (then it finishes the reconciles in flight).
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (stores, writers) = ChildStores::new();
+    ctx.set_children(stores);
+
+    let (pipelines, pipeline_writer) = reflector::store::<FlashcardPipeline>();
+    let pipeline_events = watcher(
+        scope.api::<FlashcardPipeline>(&client),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(pipeline_writer)
+    .applied_objects()
+    .predicate_filter(spec_or_lifecycle, Default::default());
+
+    let children = watcher::Config::default()
+        .labels(CHILD_SELECTOR)
+        .any_semantic();
+    let deployments = watcher(scope.api::<Deployment>(&client), children.clone())
+        .default_backoff()
+        .modify(|d| d.managed_fields_mut().clear())
+        .reflect(writers.deployments)
+        .touched_objects();
+    let services = watcher(
+        scope.api::<PartialObjectMeta<Service>>(&client),
+        children.clone(),
+    )
+    .default_backoff()
+    .reflect(writers.services)
+    .touched_objects();
+    let config_maps = watcher(
+        scope.api::<PartialObjectMeta<ConfigMap>>(&client),
+        children.clone(),
+    )
+    .default_backoff()
+    .reflect(writers.config_maps)
+    .touched_objects();
+    let ingresses = watcher(scope.api::<PartialObjectMeta<Ingress>>(&client), children)
+        .default_backoff()
+        .reflect(writers.ingresses)
+        .touched_objects();
+
+    let pruner = {
+        let (ctx, pipelines) = (ctx.clone(), pipelines.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PRUNE_EVERY).await;
+                let alive: HashSet<String> = pipelines
+                    .state()
+                    .iter()
+                    .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+                    .collect();
+                ctx.prune(&alive).await;
+            }
+        })
+    };
+
+    Controller::for_stream(pipeline_events, pipelines)
+        .owns_stream(deployments)
+        .owns_stream(services)
+        .owns_stream(config_maps)
+        .owns_stream(ingresses)
+        .with_config(controller::Config::default().debounce(DEBOUNCE))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile result");
+            }
+        })
+        .await;
+    pruner.abort();
+}
+
+#[cfg(test)]
+mod tests;
