@@ -63,6 +63,17 @@ fn admin_access(mode: &Mode, settings: &Settings) -> anyhow::Result<AdminAccess>
     })
 }
 
+fn identities(settings: &Settings) -> anyhow::Result<api::identity::Identities> {
+    let api = &settings.api;
+    api::identity::Identities::load(
+        api.client_identity,
+        api.api_keys_file.as_deref(),
+        &api.identity_header,
+        &api.trusted_proxies,
+    )
+    .context("client identity configuration")
+}
+
 fn worker_options(settings: &Settings) -> WorkerOptions {
     let w = &settings.worker;
     let q = &settings.queue;
@@ -140,6 +151,7 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
         settings: settings.clone(),
         store_watch,
         admin: admin_access(&mode, &settings)?,
+        identities: Arc::new(identities(&settings)?),
         local_breaker,
     };
     let router = if runs_api {
@@ -166,8 +178,11 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("HTTP server failed")
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .context("HTTP server failed")
 }

@@ -235,6 +235,26 @@ pub struct ApiSettings {
     /// Origins allowed by CORS, comma separated; `*` for any. Empty: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS", default_value = "", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// How clients are identified (rate limits, job ownership): `body` trusts the request's
+    /// `userId` (the seed's behaviour; trusted networks only), `api-key` checks keys from
+    /// --api-keys-file, `proxy` trusts --identity-header from --trusted-proxies.
+    #[arg(long, env = "CLIENT_IDENTITY", default_value = "body")]
+    pub client_identity: crate::api::identity::IdentityMode,
+    /// File of API keys: one `<sha256-hex-of-key> <principal>` per line (a mounted Secret).
+    #[arg(long, env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Header an authenticating proxy sets to the user's identity (`proxy` mode).
+    #[arg(long, env = "IDENTITY_HEADER", default_value = "x-forwarded-user")]
+    pub identity_header: String,
+    /// Addresses or CIDRs of proxies whose identity header and `X-Forwarded-For` are trusted,
+    /// comma separated.
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// The budget from the command line. The budget in force lives in the store: with the

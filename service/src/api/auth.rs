@@ -1,11 +1,13 @@
 //! Bearer-token authentication of the admin endpoints.
 //!
-//! Missing token -> 401, wrong token -> 403, compared in constant time. Without a configured
-//! token the admin endpoints are closed (503) in api mode, and open only in standalone mode
-//! when it listens on loopback, for local development.
+//! Missing token -> 401, wrong token -> 403, compared in constant time; the `Bearer` scheme is
+//! case-insensitive. Without a configured token the admin endpoints are closed (503) in api
+//! mode, and open only in standalone mode when it listens on loopback, for local development;
+//! there, writes need `Content-Type: application/json`, which a cross-site form cannot send
+//! without a CORS preflight.
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -33,6 +35,15 @@ impl std::fmt::Debug for AdminAccess {
     }
 }
 
+/// Whether a request carries the admin token (for extra detail on public endpoints).
+pub fn presents_admin_token(access: &AdminAccess, headers: &axum::http::HeaderMap) -> bool {
+    match access {
+        AdminAccess::Token(expected) => super::identity::bearer(headers)
+            .is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.as_bytes()))),
+        AdminAccess::OpenLocal | AdminAccess::Disabled => false,
+    }
+}
+
 pub async fn require_admin(
     State(state): State<AppState>,
     request: Request,
@@ -50,11 +61,7 @@ pub async fn require_admin(
         }
         AdminAccess::Token(token) => token,
     };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = super::identity::bearer(request.headers());
     match presented {
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,

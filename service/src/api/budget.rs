@@ -5,11 +5,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::AdminAccess;
 use super::error::ApiError;
 use crate::budget::micros_to_usd;
 use crate::job::{iso, now_ms};
@@ -80,11 +81,27 @@ struct KillSwitchRequest {
     reason: Option<String>,
 }
 
-/// Switches the kill-switch (held by `admin`: never cleared automatically).
+/// Switches the kill-switch (held by `admin`: never cleared automatically). With the admin
+/// token the body is read as JSON whatever its content type, so the seed's `curl -d
+/// '{"enabled": false}'` (sent as form data by curl) works as written; without a token (standalone
+/// on loopback) it must say `application/json`, which a cross-site form cannot.
 pub async fn set_kill_switch(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if matches!(state.admin, AdminAccess::OpenLocal) && !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Admin writes without a token need `Content-Type: application/json`",
+        ));
+    }
     let request: KillSwitchRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

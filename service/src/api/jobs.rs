@@ -1,14 +1,14 @@
 //! Job endpoints: submit (`POST /api/ai/generate-flashcards`), status, queue statistics.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::error::{ApiError, FieldError, json_rejection};
+use super::{AppState, Peer};
 use crate::config::ApiSettings;
 use std::time::Duration;
 
@@ -47,11 +47,13 @@ fn required_text(
     None
 }
 
-/// Validates the seed's body; the `user-id` header stands in for a missing `userId`.
+/// Validates the seed's body; the `user-id` header stands in for a missing `userId`, and so
+/// does `identified` (the authenticated principal), when there is one.
 pub fn validate(
     body: &Value,
     headers: &HeaderMap,
     settings: &ApiSettings,
+    identified: Option<&str>,
 ) -> Result<JobRequest, ApiError> {
     if !body.is_object() {
         return Err(ApiError::validation(vec![FieldError {
@@ -65,7 +67,10 @@ pub fn validate(
     let topic = required_text(body, "topic", MAX_LABEL_CHARS, &mut errors);
     let user_id = match (
         body.get("userId"),
-        headers.get("user-id").and_then(|v| v.to_str().ok()),
+        headers
+            .get("user-id")
+            .and_then(|v| v.to_str().ok())
+            .or(identified),
     ) {
         (None, Some(header)) if !header.trim().is_empty() => {
             let mut header_body = serde_json::Map::new();
@@ -162,13 +167,15 @@ fn accepted(job_id: &str, state: JobState, replayed: bool) -> Response {
 
 pub async fn generate(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let client = state.identities.client(&headers, peer)?;
     let Json(body) = body.map_err(json_rejection)?;
     let settings = &state.settings;
-    let request = validate(&body, &headers, &settings.api)?;
-    let owner = request.user_id.clone();
+    let request = validate(&body, &headers, &settings.api, client.principal.as_deref())?;
+    let owner = state.identities.owner(&client, &request.user_id);
     let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
         digest: idempotency_digest(&owner, &key),
         // The validated request is what the job runs: the same request is the same body.
@@ -249,24 +256,40 @@ pub fn status_body(job: &JobRecord) -> Value {
     body
 }
 
+fn invalid_job_id() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "INVALID_JOB_ID",
+        "Not a valid job id",
+    )
+}
+
+/// The answer for an unknown job, and for someone else's job when ownership is enforced (so
+/// a job id reveals nothing).
+pub fn job_not_found(job_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "JOB_NOT_FOUND",
+        format!("No job {job_id} (unknown, or expired after its retention time)"),
+    )
+}
+
 pub async fn status(
     State(state): State<AppState>,
-    Path(job_id): Path<String>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    job_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let client = state.identities.client(&headers, peer)?;
+    let Ok(Path(job_id)) = job_id else {
+        return Err(invalid_job_id());
+    };
     if !is_valid_job_id(&job_id) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_JOB_ID",
-            "Not a valid job id",
-        ));
+        return Err(invalid_job_id());
     }
     match state.store.job(&job_id).await? {
-        Some(job) => Ok(Json(status_body(&job))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "JOB_NOT_FOUND",
-            format!("No job {job_id} (unknown, or expired after its retention time)"),
-        )),
+        Some(job) if state.identities.may_read(&client, &job.owner) => Ok(Json(status_body(&job))),
+        _ => Err(job_not_found(&job_id)),
     }
 }
 

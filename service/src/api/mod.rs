@@ -4,13 +4,14 @@ pub mod alerts;
 pub mod auth;
 pub mod budget;
 pub mod error;
+pub mod identity;
 pub mod jobs;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,6 +36,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store_watch: Arc<StoreWatch>,
     pub admin: AdminAccess,
+    pub identities: Arc<identity::Identities>,
     /// This process's own circuit breaker state, when it runs a worker.
     pub local_breaker: Option<Arc<dyn Fn() -> &'static str + Send + Sync>>,
 }
@@ -177,14 +179,47 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn sse_stats(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!(state.hub.stats()))
+/// Connection and delivery counters; which jobs are followed (job ids are all that guards a
+/// job in `body` mode) only with the admin token.
+async fn sse_stats(State(state): State<AppState>, headers: HeaderMap) -> Json<serde_json::Value> {
+    let mut stats = json!(state.hub.stats());
+    if !auth::presents_admin_token(&state.admin, &headers)
+        && let Some(obj) = stats.as_object_mut()
+    {
+        obj.remove("subscriptionsPerJob");
+    }
+    Json(stats)
 }
 
+/// The peer address of a request (`0.0.0.0:0` when the server did not record one).
+pub struct Peer(pub std::net::SocketAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0)
+                .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+        ))
+    }
+}
+
+/// The exposition: always answers. While the store is unreachable the store-derived gauges are
+/// left out and `flashcards_store_up` is 0, so HTTP and breaker metrics stay visible exactly
+/// when they are needed.
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let shared = state.shared_state().await?;
     let local = state.local_breaker.as_ref().map(|f| f());
-    state.metrics.observe_shared(&shared, local);
+    match state.shared_state().await {
+        Ok(shared) => state.metrics.observe_shared(&shared, local),
+        Err(_) => state.metrics.store_unreachable(local),
+    }
     let text = state.metrics.encode().map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

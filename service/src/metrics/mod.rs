@@ -124,6 +124,7 @@ pub struct SharedState {
 pub struct Metrics {
     registry: Registry,
     pipeline: String,
+    store_up: Family<PipelineLabels, Gauge>,
     queue_jobs: Family<StateLabels, Gauge>,
     jobs: Family<OutcomeLabels, Counter>,
     job_duration: Family<OutcomeLabels, Histogram, Buckets>,
@@ -187,6 +188,7 @@ impl Metrics {
         let metrics = Self {
             registry: Registry::default(),
             pipeline: pipeline.to_owned(),
+            store_up: Family::default(),
             queue_jobs: Family::default(),
             jobs: Family::default(),
             job_duration: Family::new_with_constructor(job_buckets),
@@ -209,6 +211,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(http_buckets),
         };
         register(&mut registry, BUILD_INFO, build_info);
+        register(&mut registry, STORE_UP, metrics.store_up.clone());
         register(&mut registry, QUEUE_JOBS, metrics.queue_jobs.clone());
         register(&mut registry, JOBS_TOTAL, metrics.jobs.clone());
         register(
@@ -419,8 +422,34 @@ impl Metrics {
         self.sse_dropped.get_or_create(&self.labels()).inc();
     }
 
+    /// The store could not be read for this scrape: its gauges are left out rather than
+    /// reported stale, and `flashcards_store_up` says why; this process's own breaker is still
+    /// reported.
+    pub fn store_unreachable(&self, local_breaker: Option<&str>) {
+        self.store_up.get_or_create(&self.labels()).set(0);
+        self.queue_jobs.clear();
+        self.budget_spent.clear();
+        self.budget_limit.clear();
+        self.budget_reserved.clear();
+        self.kill_switch.clear();
+        self.workers_live.clear();
+        self.heartbeat.clear();
+        self.breaker.clear();
+        if let Some(local) = local_breaker {
+            for s in ["closed", "open", "half_open"] {
+                self.breaker
+                    .get_or_create(&StateLabels {
+                        pipeline: self.pipeline.clone(),
+                        state: s.to_owned(),
+                    })
+                    .set(i64::from(s == local));
+            }
+        }
+    }
+
     /// Sets the gauges that mirror shared state; `local_breaker` is this process's own breaker.
     pub fn observe_shared(&self, shared: &SharedState, local_breaker: Option<&str>) {
+        self.store_up.get_or_create(&self.labels()).set(1);
         let p = &self.pipeline;
         let state = |s: &str| StateLabels {
             pipeline: p.clone(),

@@ -24,6 +24,7 @@ pub struct MetricSpec {
 
 // --- service (`flashcards_`) ---
 pub const BUILD_INFO: &str = "flashcards_build_info";
+pub const STORE_UP: &str = "flashcards_store_up";
 pub const QUEUE_JOBS: &str = "flashcards_queue_jobs";
 pub const JOBS_TOTAL: &str = "flashcards_jobs_total";
 pub const JOB_DURATION_SECONDS: &str = "flashcards_job_duration_seconds";
@@ -62,6 +63,12 @@ pub const SERVICE_METRICS: &[MetricSpec] = &[
         kind: Kind::Gauge,
         help: "Always 1; labels carry the version and mode of the process.",
         labels: &["version", "mode"],
+    },
+    MetricSpec {
+        name: STORE_UP,
+        kind: Kind::Gauge,
+        help: "1 when this process could read the store for this scrape, 0 when not (the store-derived gauges are then left out).",
+        labels: &[],
     },
     MetricSpec {
         name: QUEUE_JOBS,

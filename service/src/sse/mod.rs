@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
 
-use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::api::{AppState, Peer};
 use crate::events;
 use crate::job::{is_valid_job_id, now_ms};
 use crate::store::StoredEvent;
@@ -48,9 +48,11 @@ fn last_event_id(headers: &HeaderMap, query: &EventsQuery) -> u64 {
 
 pub async fn job_events(
     State(state): State<AppState>,
+    Peer(peer): Peer,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
+    let client = state.identities.client(&headers, peer)?;
     let job_id = match query.job_id.as_deref() {
         Some(id) if is_valid_job_id(id) => id.to_owned(),
         Some(_) => {
@@ -77,12 +79,9 @@ pub async fn job_events(
         )
         .with_retry_after(5));
     };
-    let Some(job) = state.store.job(&job_id).await? else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "JOB_NOT_FOUND",
-            format!("No job {job_id} (unknown, or expired after its retention time)"),
-        ));
+    let job = match state.store.job(&job_id).await? {
+        Some(job) if state.identities.may_read(&client, &job.owner) => job,
+        _ => return Err(crate::api::jobs::job_not_found(&job_id)),
     };
     let history = state.store.events_after(&job_id, after).await?;
     let ended = job.state.is_terminal() && job.event_seq <= after;
