@@ -1,6 +1,5 @@
 //! Wires a mode together: store, metrics, SSE hub, provider, worker and HTTP server.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use crate::config::{Mode, Settings};
 use crate::keyspace::PipelineId;
 use crate::metrics::Metrics;
 use crate::provider;
+use crate::server;
 use crate::sse::hub::Hub;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -154,6 +154,15 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
         identities: Arc::new(identities(&settings)?),
         local_breaker,
     };
+    // Checked and bound before the feed starts, so a bad setting or a taken port fails fast.
+    let sse_heartbeat =
+        runs_api.then(|| Duration::from_secs(settings.api.sse_heartbeat_seconds.max(1)));
+    let limits = server::Limits::new(
+        &settings.api.http,
+        settings.api.max_body_bytes,
+        sse_heartbeat,
+    )?;
+    let listener = server::bind(settings.listen, limits.listen_backlog)?;
     let router = if runs_api {
         hub.start(&*store, shutdown.clone())
             .await
@@ -162,27 +171,11 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
     } else {
         api::worker_router(state)
     };
-    serve(settings.listen, router, shutdown.clone()).await?;
+    server::serve(listener, router, limits, shutdown.clone())
+        .await
+        .context("HTTP server failed")?;
     if let Some(task) = worker_task {
         task.await.context("worker task panicked")?;
     }
     Ok(())
-}
-
-async fn serve(
-    addr: SocketAddr,
-    router: axum::Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, "listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("HTTP server failed")
 }

@@ -255,6 +255,37 @@ pub struct ApiSettings {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<String>,
+
+    #[command(flatten)]
+    pub http: HttpSettings,
+}
+
+/// Limits of the HTTP layer (every mode: the worker's metrics/health server uses them too).
+#[derive(Debug, Clone, Args)]
+pub struct HttpSettings {
+    /// A connection must deliver its whole request line and headers within this many ms, or it
+    /// is closed (slowloris). The same timer runs while a keep-alive connection waits for its
+    /// next request, so a finished SSE stream's connection does not linger either.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// A request body must arrive in full within this many ms of its headers, or the request
+    /// ends with 408 `REQUEST_TIMEOUT` (a body trickled byte by byte cannot hold a connection).
+    #[arg(long, env = "REQUEST_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_body_timeout_ms: u64,
+    /// A connection on which no byte moved in either direction for this many seconds is closed:
+    /// a response stuck on a client that stopped reading, or an idle keep-alive. Must be longer
+    /// than --sse-heartbeat-seconds, since an open SSE stream is only that quiet.
+    #[arg(long, env = "IDLE_TIMEOUT_SECONDS", default_value_t = 75)]
+    pub idle_timeout_seconds: u64,
+    /// Most TCP connections this process holds at once (every request, not only SSE streams);
+    /// past it a new connection gets 503 `TOO_MANY_CONNECTIONS` with Retry-After. Lowered at
+    /// start to what the open-files limit allows.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 12_000)]
+    pub max_connections: usize,
+    /// Connections the kernel queues for accept (listen backlog); a burst larger than this sees
+    /// SYN retries (about 1 s each). Linux caps it at net.core.somaxconn.
+    #[arg(long, env = "LISTEN_BACKLOG", default_value_t = 4096)]
+    pub listen_backlog: u32,
 }
 
 /// The budget from the command line. The budget in force lives in the store: with the

@@ -14,6 +14,7 @@ pub mod job;
 pub mod keyspace;
 pub mod metrics;
 pub mod provider;
+pub mod server;
 pub mod sse;
 pub mod store;
 pub mod store_watch;

@@ -5,6 +5,18 @@ use flashcard_service::config::{Cli, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, measured against glibc malloc and mimalloc on the api holding idle SSE followers
+/// (release build, 10,000 followers, issue 12): RSS per follower 11.5 KiB (glibc 15.6 KiB,
+/// mimalloc 23.1 KiB), and 60 s after they all closed 96% of the growth was back with the
+/// OS (glibc 12%, mimalloc 0%: neither returns memory from an idle process). The ~4 KiB less
+/// per follower is about one page: jemalloc keeps no headers next to its 8 KiB blocks, so only
+/// the written first page of hyper's two mostly empty 8 KiB connection buffers is resident. Its
+/// background thread (the `background_threads` feature) purges freed pages without waiting for
+/// new allocations, which is what gives the memory back.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

@@ -85,8 +85,28 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Maps axum's JSON extractor failures to stable codes (413, 415, 400).
+/// Whether a body error comes from the HTTP layer's request body deadline
+/// (`crate::server`), somewhere down the error's source chain.
+fn is_body_deadline(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Maps axum's JSON extractor failures to stable codes (413, 415, 408, 400).
 pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    if is_body_deadline(&rejection) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "The request body did not arrive in time",
+        );
+    }
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
