@@ -68,9 +68,13 @@ fn ensure_fd_limit() {
     );
 }
 
+/// Per-job detail of the stats is only for the admin.
+const ADMIN_TOKEN: &str = "sse-scale-admin";
+
 async fn sse_stats(api: &Service) -> Value {
     http()
         .get(api.url("/api/sse/stats"))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .expect("GET /api/sse/stats")
@@ -160,7 +164,19 @@ async fn thousand_subscribers_across_hundred_jobs_all_get_terminal_events() {
         "--sse-max-connections",
         "5000",
     ]);
-    let api = Service::start("api", &api_args, &[]).await;
+    let api = Service::start("api", &api_args, &[("ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    let public: Value = http()
+        .get(api.url("/api/sse/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        public.get("subscriptionsPerJob").is_none(),
+        "which jobs are followed is not public: {public}"
+    );
 
     // 100 jobs that stay waiting: no worker runs yet.
     let mut jobs = Vec::with_capacity(JOBS);
