@@ -1,0 +1,158 @@
+//! Ranking and de-duplication: from all proposed cards, the requested number that together test
+//! the most important facts. Greedy: each step takes the best remaining card, scored by its type,
+//! its own weight and its sentence's importance, and discounted when its sentence, its answer or
+//! its facts are already used, so the chosen set spreads over the text and its facts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::candidate::{Candidate, Kind};
+
+/// A card whose facts are all tested already is worth this share.
+const REPEATED_FACTS: f64 = 0.5;
+/// Each card already taken from the same sentence multiplies by this.
+const SAME_SENTENCE: f64 = 0.4;
+/// A card whose answer another card already has.
+const REPEATED_ANSWER: f64 = 0.35;
+
+/// Lower-cased words of a text, for comparing questions and answers.
+pub fn normalise(text: &str) -> String {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A candidate with what the selection compares, computed once.
+struct Entry {
+    score: f64,
+    question: String,
+    answer: String,
+    card: Candidate,
+}
+
+/// The best `wanted` candidates, best first. At most one card of each type per sentence; no two
+/// cards with the same question.
+pub fn select(candidates: Vec<Candidate>, importance: &[f64], wanted: usize) -> Vec<Candidate> {
+    let mut pool: Vec<Entry> = candidates
+        .into_iter()
+        .filter(|c| !c.question.is_empty() && !c.answer.is_empty())
+        .map(|c| Entry {
+            score: base_score(&c, importance),
+            question: normalise(&c.question),
+            answer: normalise(&c.answer),
+            card: c,
+        })
+        .collect();
+    let mut chosen: Vec<Candidate> = Vec::new();
+    let mut questions: BTreeSet<String> = BTreeSet::new();
+    let mut sentence_kinds: BTreeSet<(usize, Kind)> = BTreeSet::new();
+    let mut sentence_answers: BTreeSet<(usize, String)> = BTreeSet::new();
+    let mut per_sentence: BTreeMap<usize, i32> = BTreeMap::new();
+    let mut answers: BTreeSet<String> = BTreeSet::new();
+    let mut facts: BTreeSet<String> = BTreeSet::new();
+
+    while chosen.len() < wanted {
+        pool.retain(|e| {
+            !questions.contains(&e.question)
+                && !sentence_kinds.contains(&(e.card.sentence, e.card.kind))
+                && !sentence_answers.contains(&(e.card.sentence, e.answer.clone()))
+        });
+        let mut best: Option<(f64, usize)> = None;
+        for (index, e) in pool.iter().enumerate() {
+            let c = &e.card;
+            let mut adjusted = e.score;
+            adjusted *= SAME_SENTENCE.powi(per_sentence.get(&c.sentence).copied().unwrap_or(0));
+            if answers.contains(&e.answer) {
+                adjusted *= REPEATED_ANSWER;
+            }
+            let new_facts = c.facts.iter().filter(|f| !facts.contains(*f)).count();
+            if !c.facts.is_empty() {
+                adjusted *= if new_facts == 0 {
+                    REPEATED_FACTS
+                } else {
+                    1.0 + 0.1 * new_facts.min(3) as f64
+                };
+            }
+            // Ties go to the earlier candidate: stages propose in text order.
+            if best.is_none_or(|(b, _)| adjusted > b) {
+                best = Some((adjusted, index));
+            }
+        }
+        let Some((_, index)) = best else { break };
+        // `remove`, not `swap_remove`: the pool's order breaks ties.
+        let Entry {
+            question,
+            answer,
+            card,
+            ..
+        } = pool.remove(index);
+        questions.insert(question);
+        sentence_kinds.insert((card.sentence, card.kind));
+        sentence_answers.insert((card.sentence, answer.clone()));
+        *per_sentence.entry(card.sentence).or_default() += 1;
+        answers.insert(answer);
+        facts.extend(card.facts.iter().cloned());
+        chosen.push(card);
+    }
+    chosen
+}
+
+fn base_score(c: &Candidate, importance: &[f64]) -> f64 {
+    let importance = importance.get(c.sentence).copied().unwrap_or(0.0);
+    // Early sentences usually introduce the main ideas.
+    let position = 1.0 + 0.15 / (1.0 + c.sentence as f64 / 4.0);
+    c.kind.weight() * c.weight * (0.55 + 0.45 * importance) * position
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(kind: Kind, q: &str, a: &str, sentence: usize) -> Candidate {
+        Candidate::new(kind, q.into(), a.into(), sentence).with_facts([a.to_lowercase()])
+    }
+
+    #[test]
+    fn one_card_per_type_and_sentence_and_unique_questions() {
+        let chosen = select(
+            vec![
+                card(Kind::Cloze, "Fill in the blank: _____ b c", "a", 0),
+                card(Kind::Cloze, "Fill in the blank: a _____ c", "b", 0),
+                card(Kind::When, "When was it?", "1789", 0),
+                card(Kind::When, "When was it?", "1790", 1),
+            ],
+            &[1.0, 1.0],
+            10,
+        );
+        let kinds: Vec<_> = chosen.iter().map(|c| (c.sentence, c.kind)).collect();
+        assert_eq!(kinds.len(), 2, "{chosen:#?}");
+        assert!(kinds.contains(&(0, Kind::When)) && kinds.contains(&(0, Kind::Cloze)));
+    }
+
+    #[test]
+    fn spreads_over_sentences_and_facts() {
+        let chosen = select(
+            vec![
+                card(Kind::Definition, "What is a?", "x", 0),
+                card(Kind::When, "When was a?", "1789", 0),
+                card(Kind::Cloze, "Fill in the blank: _____ was late", "1789", 1),
+                card(Kind::Cloze, "Fill in the blank: _____ is here", "y", 2),
+            ],
+            &[1.0, 1.0, 1.0],
+            3,
+        );
+        let questions: Vec<_> = chosen.iter().map(|c| c.question.as_str()).collect();
+        assert_eq!(
+            questions,
+            [
+                "What is a?",
+                "Fill in the blank: _____ was late",
+                "Fill in the blank: _____ is here"
+            ]
+        );
+    }
+}
