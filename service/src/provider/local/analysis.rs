@@ -49,13 +49,12 @@ impl Analysis {
         }
     }
 
-    /// Sentences that can carry a fact: prose and list items, not headings.
+    /// Sentences that can carry a fact: prose and list items, not headings, nor sentences with a
+    /// web address (its parts are not words to learn).
     pub fn fact_sentences(&self) -> impl Iterator<Item = (usize, &Sentence)> {
-        self.doc
-            .sentences
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.origin != Origin::Heading)
+        self.doc.sentences.iter().enumerate().filter(|(_, s)| {
+            s.origin != Origin::Heading && !s.text.contains("://") && !s.text.contains("www.")
+        })
     }
 
     pub fn dates(&self, si: usize) -> impl Iterator<Item = &Span> {

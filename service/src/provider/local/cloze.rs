@@ -46,10 +46,17 @@ struct Blank {
 
 pub fn extract(a: &Analysis) -> Vec<Candidate> {
     let max_term_score = a.terms.iter().map(|t| t.score).fold(0.0_f64, f64::max);
+    // A note of a sentence or two: shorter sentences are all there is.
+    let short_note = a.doc.sentences.len() <= 3;
+    let (min_words, min_context) = if short_note {
+        (3, 2)
+    } else {
+        (MIN_WORDS, MIN_CONTEXT_WORDS)
+    };
     let mut out = Vec::new();
     for (si, s) in a.fact_sentences() {
         let n = s.tokens.len();
-        if !(MIN_WORDS..=MAX_WORDS).contains(&n) || s.text.trim_end().ends_with(':') {
+        if !(min_words..=MAX_WORDS).contains(&n) || s.text.trim_end().ends_with(':') {
             continue;
         }
         let mut blanks = blanks(a, si, s, max_term_score);
@@ -58,7 +65,7 @@ pub fn extract(a: &Analysis) -> Vec<Candidate> {
         for b in blanks.drain(..) {
             let key = s.text[b.from..b.to].to_lowercase();
             let tokens = b.end - b.start;
-            if tokens * 5 > n * 2 || n - tokens < MIN_CONTEXT_WORDS {
+            if tokens * 5 > n * 2 || n - tokens < min_context {
                 continue;
             }
             match best.get(&key) {
@@ -140,6 +147,14 @@ fn blanks(a: &Analysis, si: usize, s: &Sentence, max_term_score: f64) -> Vec<Bla
     let inside_fact = |start: usize, end: usize| facts.iter().any(|&(a, b)| start < b && a < end);
     let names = &a.names.by_sentence[si];
     for name in names.iter().filter(|n| !inside_fact(n.start, n.end)) {
+        // "Act 5", "Chapter 3": the word is a label of the number.
+        let labels_number = name.end - name.start == 1
+            && s.tokens
+                .get(name.end)
+                .is_some_and(|t| t.lower.starts_with(|c: char| c.is_ascii_digit()));
+        if labels_number {
+            continue;
+        }
         let weight = match a.names.class(s, name) {
             NameClass::Person | NameClass::Place => 0.85,
             NameClass::Other if name.end - name.start > 1 => 0.8,
@@ -218,7 +233,36 @@ fn blanks(a: &Analysis, si: usize, s: &Sentence, max_term_score: f64) -> Vec<Bla
 /// ("two"), and for one word not half of a compound ("cell _____", "_____ shells").
 fn noun_like(s: &Sentence, start: usize, end: usize) -> bool {
     let last = s.lower(end - 1);
-    let after_determiner = start > 0 && words::listed(words::DETERMINERS, s.lower(start - 1));
+    let after_determiner = start > 0
+        && matches!(
+            s.lower(start - 1),
+            "a" | "an"
+                | "the"
+                | "this"
+                | "that"
+                | "these"
+                | "those"
+                | "its"
+                | "their"
+                | "his"
+                | "her"
+                | "our"
+                | "each"
+                | "every"
+                | "no"
+                | "some"
+                | "any"
+                | "many"
+                | "most"
+                | "of"
+                | "in"
+                | "on"
+                | "for"
+                | "from"
+                | "with"
+                | "by"
+                | "into"
+        );
     let verb = verbs::present_base(last).is_some()
         || (verbs::past_base(last).is_some() && !after_determiner);
     if (verb && !after_determiner) || (1..=12).any(|n| words::count_word(n) == last) {
@@ -236,7 +280,11 @@ fn noun_like(s: &Sentence, start: usize, end: usize) -> bool {
     };
     let modifier_before = start > 0 && s.adjacent(start - 1) && content(start - 1);
     let noun_after = end < s.tokens.len() && s.adjacent(end - 1) && content(end);
-    !modifier_before && !noun_after
+    // "Lady" of "Lady Macbeth": part of a name.
+    let in_name =
+        (start > 0 && s.adjacent(start - 1) && s.is_capitalised(start - 1) && start - 1 > 0)
+            || (end < s.tokens.len() && s.adjacent(end - 1) && s.is_capitalised(end));
+    !modifier_before && !noun_after && !in_name
 }
 
 /// "began in _____ and ended in _____" -> "1789; 1799": every date and quantity of a sentence
@@ -286,7 +334,10 @@ fn blanked(s: &Sentence, b: &Blank) -> String {
             .zip(&words)
             .all(|(t, w)| t.lower == *w);
         let inside = (i..i + len).any(|k| (b.start..b.end).contains(&k));
-        if same && !inside {
+        // "Macbeth" inside "Lady Macbeth" is another name.
+        let part_of_name = (i > 0 && s.is_capitalised(i - 1) && s.adjacent(i - 1))
+            || (i + len < s.tokens.len() && s.is_capitalised(i + len) && s.adjacent(i + len - 1));
+        if same && !inside && !part_of_name {
             ranges.push((s.tokens[i].start, s.tokens[i + len - 1].end));
         }
     }

@@ -6,7 +6,6 @@
 use super::analysis::Analysis;
 use super::candidate::{Candidate, Kind};
 use super::lists;
-use super::names::NameClass;
 use super::text::{Document, Origin, Sentence, clean_fragment, is_acronym, word_count};
 use super::verbs;
 use super::words::{self, is_stopword, listed};
@@ -77,13 +76,12 @@ pub fn extract(a: &Analysis) -> Vec<Candidate> {
     definitions(&a.doc)
         .into_iter()
         .map(|d| {
-            let s = &a.doc.sentences[d.sentence];
             let kind = if lists::is_enumeration(&d.answer) {
                 Kind::List
             } else {
                 Kind::Definition
             };
-            let question = if is_person(a, s, &d) {
+            let question = if is_person(&d) {
                 d.question.replacen("What ", "Who ", 1)
             } else {
                 d.question
@@ -98,27 +96,26 @@ pub fn extract(a: &Analysis) -> Vec<Candidate> {
         .collect()
 }
 
-/// "Robespierre was a leader of the Jacobins": asked with "Who" when the text names a person, or
-/// the answer starts with a role ("a lawyer", "the most influential member").
-fn is_person(a: &Analysis, s: &Sentence, d: &Definition) -> bool {
+/// "Robespierre was a leader of the Jacobins": asked with "Who" when a name is defined as a
+/// person ("a lawyer", "the most influential member", "Macbeth's wife"). The answer decides, not
+/// the name: "Macbeth is a tragedy" is asked with "What" even where Macbeth is also a man.
+fn is_person(d: &Definition) -> bool {
     if !d.question.starts_with("What was ") && !d.question.starts_with("What is ") {
         return false;
     }
-    let named_person = a.names.by_sentence[d.sentence]
-        .iter()
-        .any(|n| n.key(s) == d.key && a.names.class(s, n) == NameClass::Person);
-    let role = d
-        .answer
-        .split_whitespace()
-        .take(4)
-        .any(|w| listed(words::ROLE_NOUNS, &w.to_lowercase()));
+    let person_noun = d.answer.split_whitespace().take(5).any(|w| {
+        let w = w
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        listed(words::ROLE_NOUNS, &w) || listed(words::PERSON_NOUNS, &w)
+    });
     // "What was Robespierre?" names someone; "What was the leader?" does not.
     let shown_as_name = d
         .question
         .split_whitespace()
         .nth(2)
         .is_some_and(|w| w.starts_with(char::is_uppercase));
-    named_person || (role && shown_as_name)
+    person_noun && shown_as_name
 }
 
 fn definitions(doc: &Document) -> Vec<Definition> {

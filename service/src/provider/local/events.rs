@@ -26,6 +26,17 @@ pub fn extract(a: &Analysis) -> Vec<Candidate> {
     out
 }
 
+/// After an auxiliary, a second verb in another tense cannot follow the inverted subject ("When
+/// was the dam completed and controls the flooding?"): the question ends before it.
+fn coordinated_end(s: &Sentence, p: &Parsed, end: usize) -> usize {
+    if !matches!(p.verb_kind, VerbKind::Auxiliary) {
+        return end;
+    }
+    (p.verb + 2..end)
+        .find(|&k| s.lower(k - 1) == "and" && verbs::present_base(s.lower(k)).is_some())
+        .map_or(end, |k| k - 1)
+}
+
 /// The intro moved to the end of a question ("In 1897 X discovered Y" -> "Who discovered Y in
 /// 1897?"), or `None` if the clause opens with a subordinate clause that cannot move.
 fn trailing_intro(s: &Sentence, p: &Parsed) -> Option<String> {
@@ -59,8 +70,12 @@ fn when(a: &Analysis, si: usize, s: &Sentence, p: &Parsed) -> Option<Candidate> 
             (answer_from, span, None)
         }
         _ => {
-            // A date phrase after the verb, in the clause's own stretch (no "which", "that").
-            let (at, answer_from, span) = (p.verb + 1..p.end).find_map(|k| {
+            // A date phrase after the verb, in the clause's own stretch: before any "which",
+            // "that" or comma ("Macbeth is a tragedy, probably first performed in 1606").
+            let stretch_end = (p.verb + 1..p.end)
+                .find(|&k| s.gap(k).contains(','))
+                .unwrap_or(p.end);
+            let (at, answer_from, span) = (p.verb + 1..stretch_end).find_map(|k| {
                 if listed(words::CLAUSE_OPENERS, s.lower(k)) || s.lower(k) == "that" {
                     return Some(None);
                 }
@@ -88,6 +103,7 @@ fn when(a: &Analysis, si: usize, s: &Sentence, p: &Parsed) -> Option<Candidate> 
     if other_date {
         return None;
     }
+    let rest_end = coordinated_end(s, p, rest_end);
     let rest = clause::predicate_rest(s, p, p.verb + 1, rest_end, &remove);
     // The intro, when it is not the date itself, stays with the question.
     let tail = match p.intro {
@@ -220,6 +236,7 @@ fn where_(a: &Analysis, si: usize, s: &Sentence, p: &Parsed) -> Option<Candidate
     let rest_end = (end..p.end)
         .find(|&k| s.gap(k).contains(','))
         .unwrap_or(p.end);
+    let rest_end = coordinated_end(s, p, rest_end);
     let rest = clause::predicate_rest(s, p, p.verb + 1, rest_end, &[(at, end)]);
     let question = clause::inverted(&a.doc, s, p, "Where", &format!("{rest}{tail}"))?;
     let answer = clean_fragment(s.slice(at, end));

@@ -144,17 +144,27 @@ fn such_as(a: &Analysis, si: usize, s: &Sentence, c: Clause) -> Option<Candidate
     let at = (c.start + 1..c.end).find(|&k| s.lower(k) == "such" && s.lower(k + 1) == "as")?;
     // The noun phrase before: content words back to a determiner, preposition or verb; only a
     // comma may stand between it and "such as".
+    let is_verb = |w: &str| verbs::present_base(w).is_some() || verbs::past_base(w).is_some();
     let mut np_start = at;
     while np_start > c.start && at - np_start < 4 {
         let w = s.lower(np_start - 1);
         let gap = s.gap(np_start).trim();
         let gap_ok = gap.is_empty() || (np_start == at && gap == ",");
-        if words::is_stopword(w) || listed(words::AUXILIARIES, w) || !gap_ok {
+        if words::is_stopword(w) || listed(words::AUXILIARIES, w) || is_verb(w) || !gap_ok {
             break;
         }
         np_start -= 1;
     }
-    if np_start == at {
+    // "a microorganism that causes disease, such as a bacterium": the examples are of the
+    // microorganism, not of the disease; only a phrase after an article or preposition is sure.
+    let opens = np_start == c.start || {
+        let before = s.lower(np_start - 1);
+        words::is_stopword(before)
+            && !is_verb(before)
+            && !listed(words::CLAUSE_OPENERS, before)
+            && before != "that"
+    };
+    if np_start == at || !opens {
         return None;
     }
     let np_end = at;

@@ -216,6 +216,7 @@ fn segments(content: &str) -> Vec<(String, Origin)> {
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
+        let line = strip_markup(&line);
         let trimmed = line.trim();
         if trimmed.is_empty() {
             flush(&mut current, &mut origin, &mut out);
@@ -239,6 +240,22 @@ fn segments(content: &str) -> Vec<(String, Origin)> {
     }
     flush(&mut current, &mut origin, &mut out);
     out
+}
+
+/// Markdown emphasis and code marks ("**Osmosis**", "*partially*", "`H2O`") are formatting, not
+/// text; a leading "* " stays, it is a bullet.
+fn strip_markup(line: &str) -> String {
+    let (bullet, rest) = match line.trim_start().strip_prefix("* ") {
+        Some(rest) => ("* ", rest),
+        None => ("", line),
+    };
+    let cleaned: String = rest
+        .replace("**", "")
+        .replace("__", "")
+        .chars()
+        .filter(|&c| c != '`' && c != '*')
+        .collect();
+    format!("{bullet}{cleaned}")
 }
 
 fn strip_bullet(line: &str) -> Option<&str> {

@@ -203,6 +203,14 @@ pub const ROLE_NOUNS: &[&str] = &[
     "scientist", "soldier", "statesman", "surgeon", "writer",
 ];
 
+/// Nouns for people that are not occupations ("Macbeth's wife", "a man").
+#[rustfmt::skip]
+pub const PERSON_NOUNS: &[&str] = &[
+    "aunt", "boy", "brother", "child", "cousin", "daughter", "father", "friend", "girl",
+    "grandfather", "grandmother", "heir", "hero", "heroine", "husband", "man", "mother", "nephew",
+    "niece", "person", "sister", "son", "uncle", "widow", "wife", "woman",
+];
+
 /// Verbs whose subject is almost always a person (base forms).
 #[rustfmt::skip]
 pub const PERSON_VERBS: &[&str] = &[
@@ -270,7 +278,8 @@ pub const UNITS: &[&str] = &[
     "milligrams", "milliliters", "millilitres", "millimeters", "millimetres", "minute", "minutes",
     "ml", "mm", "mol", "mole", "moles", "month", "months", "mph", "newton", "newtons", "nm", "pa",
     "pascals", "per", "percent", "ppm", "second", "seconds", "square", "tb", "times", "tonne",
-    "tonnes", "tons", "volt", "volts", "watt", "watts", "week", "weeks", "year", "years",
+    "tonnes", "tons", "volt", "volts", "watt", "watts", "week", "weeks", "year", "years", "µg",
+    "µm", "μg", "μm",
 ];
 
 /// Words that scale a number ("4.6 billion").
@@ -339,6 +348,7 @@ mod tests {
             NON_PLACE_NOUNS,
             TITLES,
             ROLE_NOUNS,
+            PERSON_NOUNS,
             PERSON_VERBS,
             NON_PERSON_HEADS,
             LOCATIVE_PREPOSITIONS,
