@@ -39,7 +39,7 @@ fn corpus() -> Vec<Text> {
 }
 
 fn texts_in(dir: &std::path::Path) -> Vec<Text> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
