@@ -62,7 +62,8 @@ impl Analysis {
     }
 }
 
-/// A sentence's share of the key terms (by score) and of the dates and quantities.
+/// A sentence's density of key terms (by score, per square root of its length, so a long
+/// sentence does not win by length alone) and its dates and quantities.
 fn importance(doc: &Document, terms: &[Term], spans: &[Vec<Span>]) -> Vec<f64> {
     let mut raw = vec![0.0_f64; doc.sentences.len()];
     for term in terms {
@@ -72,14 +73,20 @@ fn importance(doc: &Document, terms: &[Term], spans: &[Vec<Span>]) -> Vec<f64> {
             }
         }
     }
+    for (r, s) in raw.iter_mut().zip(&doc.sentences) {
+        *r /= (s.tokens.len().max(8) as f64).sqrt();
+    }
     let max = raw.iter().copied().fold(0.0_f64, f64::max);
     raw.iter()
         .zip(spans)
         .map(|(r, sp)| {
-            let facts = sp
+            // "14 July 1789" is a sharper fact than "1789".
+            let facts: usize = sp
                 .iter()
                 .filter(|s| matches!(s.kind, SpanKind::Date | SpanKind::Quantity))
-                .count() as f64;
+                .map(|s| (s.end - s.start).min(3))
+                .sum();
+            let facts = facts as f64;
             let terms = if max > 0.0 { r / max } else { 0.0 };
             (terms + 0.15 * facts).min(1.0)
         })

@@ -64,6 +64,12 @@ fn when(a: &Analysis, si: usize, s: &Sentence, p: &Parsed) -> Option<Candidate> 
     if matches!(p.intro, Some(i) if i.kind == IntroKind::Subordinate) {
         return None;
     }
+    // "X was a period of Y between D1 and D2" defines X; "When was X a period of Y?" is no
+    // question a student asks. The definition and the cloze carry its date.
+    let copula = matches!(s.lower(p.verb), "is" | "are" | "was" | "were");
+    if copula && matches!(s.lower(p.verb + 1), "a" | "an" | "the") {
+        return None;
+    }
     let (answer_from, span, remove) = match p.intro {
         Some(intro) if intro.kind == IntroKind::Date => {
             let (answer_from, span) = clause::date_phrase_parts(s, intro.start)?;
@@ -113,7 +119,13 @@ fn when(a: &Analysis, si: usize, s: &Sentence, p: &Parsed) -> Option<Candidate> 
     let question = clause::inverted(&a.doc, s, p, "When", &format!("{rest}{tail}"))?;
     let answer = clean_fragment(&s.text[s.tokens[answer_from].start..span.to]);
     let fact = span.text(s).to_lowercase();
-    Some(Candidate::new(Kind::When, question, answer, si).with_facts([fact]))
+    // A day and month make the date a sharper fact than a year alone.
+    let precision = 1.0 + 0.1 * (span.end - span.start).saturating_sub(1).min(2) as f64;
+    Some(
+        Candidate::new(Kind::When, question, answer, si)
+            .with_facts([fact])
+            .with_weight(precision),
+    )
 }
 
 fn who(a: &Analysis, si: usize, s: &Sentence, p: &Parsed) -> Option<Candidate> {
@@ -313,7 +325,10 @@ fn place_phrase(a: &Analysis, si: usize, s: &Sentence, p: &Parsed, k: usize) -> 
     if named_place && (head == k + 1 || s.lower(k + 1) == "the") {
         return Some(end);
     }
+    let counted = (1..=12).any(|n| words::count_word(n) == s.lower(head))
+        || s.lower(head).starts_with(|c: char| c.is_ascii_digit());
     if head >= end
+        || counted
         || listed(words::NON_PLACE_NOUNS, s.lower(head))
         || s.is_capitalised(head)
         || !s.lower(head).chars().all(|c| c.is_alphabetic() || c == '-')

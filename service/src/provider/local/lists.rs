@@ -236,7 +236,8 @@ fn colon_list(
                     )
                 }
                 VerbKind::Auxiliary if matches!(s.lower(p.verb), "is" | "are" | "was" | "were") => {
-                    // "an assembly of the three estates of the realm:" -> "the three estates of the realm"
+                    // "an assembly of the three estates of the realm:" -> "the three estates of
+                    // the realm"
                     let counted = (p.verb + 2..lead.end)
                         .rev()
                         .find(|&k| s.lower(k - 1) == "the" && is_count(s.lower(k)))?;

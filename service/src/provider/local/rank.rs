@@ -13,6 +13,8 @@ const REPEATED_FACTS: f64 = 0.5;
 const SAME_SENTENCE: f64 = 0.4;
 /// A card whose answer another card already has.
 const REPEATED_ANSWER: f64 = 0.35;
+/// Each chosen card of the same type multiplies by this, so a short deck mixes types.
+const SAME_KIND: f64 = 0.93;
 
 /// Lower-cased words of a text, for comparing questions and answers.
 pub fn normalise(text: &str) -> String {
@@ -52,6 +54,7 @@ pub fn select(candidates: Vec<Candidate>, importance: &[f64], wanted: usize) -> 
     let mut sentence_kinds: BTreeSet<(usize, Kind)> = BTreeSet::new();
     let mut sentence_answers: BTreeSet<(usize, String)> = BTreeSet::new();
     let mut per_sentence: BTreeMap<usize, i32> = BTreeMap::new();
+    let mut per_kind: BTreeMap<Kind, i32> = BTreeMap::new();
     let mut answers: BTreeSet<String> = BTreeSet::new();
     let mut facts: BTreeSet<String> = BTreeSet::new();
 
@@ -66,6 +69,7 @@ pub fn select(candidates: Vec<Candidate>, importance: &[f64], wanted: usize) -> 
             let c = &e.card;
             let mut adjusted = e.score;
             adjusted *= SAME_SENTENCE.powi(per_sentence.get(&c.sentence).copied().unwrap_or(0));
+            adjusted *= SAME_KIND.powi(per_kind.get(&c.kind).copied().unwrap_or(0));
             if answers.contains(&e.answer) {
                 adjusted *= REPEATED_ANSWER;
             }
@@ -94,6 +98,7 @@ pub fn select(candidates: Vec<Candidate>, importance: &[f64], wanted: usize) -> 
         sentence_kinds.insert((card.sentence, card.kind));
         sentence_answers.insert((card.sentence, answer.clone()));
         *per_sentence.entry(card.sentence).or_default() += 1;
+        *per_kind.entry(card.kind).or_default() += 1;
         answers.insert(answer);
         facts.extend(card.facts.iter().cloned());
         chosen.push(card);

@@ -330,7 +330,22 @@ async fn unicode_and_odd_input_do_not_panic() {
         "a-b-c - - ' ’s 's x's",
         "\n\n\t\r\n",
         &"word ".repeat(5_000),
+        "In In In In 1789 1789 1789. On on 14 14 July July 1789 1789, by by 1780s.",
+        "1,2,3,4,5,6,7,8,9,10 and 11 km km km per per second squared 5 % °C ° C.",
+        "The The The is is is a a a. Are are are. Was was was the the the.",
+        "Fill in the blank: _____ _____. Fill in the blanks: _____; _____.",
+        "A, B, and C, such as D, E and F: G, H; I. such as such as, and, or.",
+        &"apples, ".repeat(2_000),
+        "X because because because Y. Because, because. It leads to to to. Caused by by.",
+        "He said: \"It is.\" (She was.) [1] {2} <b>bold</b> https://x.y/z?q=1#f www.a.b",
+        "123 456 789 1000000 3.14159 0.0001 1e10 -5 +7 ½ ² ³",
+        "مرحبا بالعالم. नमस्ते दुनिया। ข้อความภาษาไทย",
+        "Mr. Dr. Prof. St. J. J. A. B. C. e.g. i.e. etc. vs. No. 5.",
+        "—— –– -- ... !!! ??? ;;; ::: ,,, '''' \"\"\"",
+        "The King Louis XVI Louis XVI XVI X I V was executed executed in Paris Paris at at.",
+        "Who was who? What is what? When was when? Where is where?",
     ];
+
     for text in texts {
         let request = request(text, 5);
         let result = LocalProvider::new().generate(&request).await.unwrap();
@@ -374,6 +389,42 @@ async fn usage_is_estimated_and_bounded() {
     }
     assert_eq!(provider.name(), "local");
     assert_eq!(provider.model(), "local-extractive-v1");
+}
+
+#[tokio::test]
+async fn shuffled_study_words_never_panic() {
+    // Sentences of real study words in random order: every stage sees subjects, verbs, dates,
+    // names and enumerations in places it does not expect them.
+    let corpus = [
+        include_str!("../../../tests/corpus/history_french_revolution.txt"),
+        include_str!("../../../tests/corpus/biology_photosynthesis.txt"),
+        include_str!("../../../tests/corpus/physics_motion.txt"),
+    ]
+    .join(" ");
+    let vocabulary: Vec<&str> = corpus.split_whitespace().collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as usize % n
+    };
+    let provider = LocalProvider::new();
+    for round in 0..120 {
+        let words = 5 + next(300);
+        let mut text = String::new();
+        for _ in 0..words {
+            text.push_str(vocabulary[next(vocabulary.len())]);
+            text.push(if next(9) == 0 { '\n' } else { ' ' });
+        }
+        let n = 1 + (round % 50) as u32;
+        let result = provider.generate(&request(&text, n)).await.unwrap();
+        assert!(!result.flashcards.is_empty() && result.flashcards.len() <= n as usize);
+        let questions: BTreeSet<_> = result
+            .flashcards
+            .iter()
+            .map(|c| normalise(&c.question))
+            .collect();
+        assert_eq!(questions.len(), result.flashcards.len(), "{text:?}");
+    }
 }
 
 #[tokio::test]

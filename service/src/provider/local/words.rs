@@ -214,10 +214,10 @@ pub const PERSON_NOUNS: &[&str] = &[
 /// Verbs whose subject is almost always a person (base forms).
 #[rustfmt::skip]
 pub const PERSON_VERBS: &[&str] = &[
-    "argue", "believe", "build", "compose", "conclude", "demonstrate", "describe", "design",
-    "die", "discover", "explain", "found", "invent", "marry", "notice", "observe", "paint",
-    "predict", "propose", "prove", "publish", "realise", "realize", "receive", "say", "show",
-    "study", "suggest", "test", "trace", "write",
+    "argue", "believe", "build", "compose", "conclude", "demonstrate", "describe", "design", "die",
+    "discover", "explain", "found", "invent", "marry", "notice", "observe", "paint", "predict",
+    "propose", "prove", "publish", "realise", "realize", "receive", "say", "show", "study",
+    "suggest", "test", "trace", "write",
 ];
 
 /// Last words of names that are institutions, events, things or places, not people.
@@ -225,11 +225,12 @@ pub const PERSON_VERBS: &[&str] = &[
 pub const NON_PERSON_HEADS: &[&str] = &[
     "act", "age", "army", "assembly", "association", "bank", "basin", "bay", "belt", "church",
     "city", "club", "committee", "company", "convention", "council", "court", "cycle",
-    "declaration", "department", "desert", "directory", "empire", "estate", "estates", "fault", "forest", "gulf",
-    "hemisphere", "island", "islands", "kingdom", "lake", "law", "league", "mountains", "movement",
-    "oath", "ocean", "organisation", "organization", "party", "plate", "plateau", "prize",
-    "protocol", "railway", "republic", "revolution", "ridge", "river", "sea", "society", "state",
-    "states", "street", "system", "treaty", "union", "university", "valley", "war", "web",
+    "declaration", "department", "desert", "directory", "empire", "estate", "estates", "fault",
+    "forest", "gulf", "hemisphere", "island", "islands", "kingdom", "lake", "law", "league",
+    "mountains", "movement", "oath", "ocean", "organisation", "organization", "party", "plate",
+    "plateau", "prize", "protocol", "railway", "republic", "revolution", "ridge", "river", "sea",
+    "society", "state", "states", "street", "system", "treaty", "union", "university", "valley",
+    "war", "web",
 ];
 
 /// Prepositions before a place ("in Paris", "at Cromford", "from Africa").
