@@ -28,53 +28,73 @@ pub fn normalise(text: &str) -> String {
         .join(" ")
 }
 
-/// A candidate with what the selection compares, computed once.
+/// Number of card types ([`Kind`] variants).
+const KINDS: usize = Kind::Note as usize + 1;
+
+/// A candidate with what the selection compares, computed once: its normalised question,
+/// answer and facts as small integers, so each step of the greedy loop is cheap.
 struct Entry {
     score: f64,
-    question: String,
-    answer: String,
+    question: usize,
+    answer: usize,
+    facts: Vec<usize>,
     card: Candidate,
+}
+
+/// Gives each distinct string a number, in order of first sight.
+#[derive(Default)]
+struct Interner(BTreeMap<String, usize>);
+
+impl Interner {
+    fn id(&mut self, text: String) -> usize {
+        let next = self.0.len();
+        *self.0.entry(text).or_insert(next)
+    }
 }
 
 /// The best `wanted` candidates, best first. At most one card of each type per sentence; no two
 /// cards with the same question.
 pub fn select(candidates: Vec<Candidate>, importance: &[f64], wanted: usize) -> Vec<Candidate> {
+    let mut strings = Interner::default();
     let mut pool: Vec<Entry> = candidates
         .into_iter()
         .filter(|c| !c.question.is_empty() && !c.answer.is_empty())
         .map(|c| Entry {
             score: base_score(&c, importance),
-            question: normalise(&c.question),
-            answer: normalise(&c.answer),
+            question: strings.id(normalise(&c.question)),
+            answer: strings.id(normalise(&c.answer)),
+            facts: c.facts.iter().map(|f| strings.id(f.clone())).collect(),
             card: c,
         })
         .collect();
+    let ids = strings.0.len();
     let mut chosen: Vec<Candidate> = Vec::new();
-    let mut questions: BTreeSet<String> = BTreeSet::new();
+    let mut used_questions = vec![false; ids];
+    let mut used_answers = vec![false; ids];
+    let mut tested_facts = vec![false; ids];
     let mut sentence_kinds: BTreeSet<(usize, Kind)> = BTreeSet::new();
-    let mut sentence_answers: BTreeSet<(usize, String)> = BTreeSet::new();
-    let mut per_sentence: BTreeMap<usize, i32> = BTreeMap::new();
-    let mut per_kind: BTreeMap<Kind, i32> = BTreeMap::new();
-    let mut answers: BTreeSet<String> = BTreeSet::new();
-    let mut facts: BTreeSet<String> = BTreeSet::new();
+    let mut sentence_answers: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let sentences = pool.iter().map(|e| e.card.sentence + 1).max().unwrap_or(0);
+    let mut per_sentence = vec![0_i32; sentences];
+    let mut per_kind = [0_i32; KINDS];
 
     while chosen.len() < wanted {
         pool.retain(|e| {
-            !questions.contains(&e.question)
+            !used_questions[e.question]
                 && !sentence_kinds.contains(&(e.card.sentence, e.card.kind))
-                && !sentence_answers.contains(&(e.card.sentence, e.answer.clone()))
+                && !sentence_answers.contains(&(e.card.sentence, e.answer))
         });
         let mut best: Option<(f64, usize)> = None;
         for (index, e) in pool.iter().enumerate() {
             let c = &e.card;
             let mut adjusted = e.score;
-            adjusted *= SAME_SENTENCE.powi(per_sentence.get(&c.sentence).copied().unwrap_or(0));
-            adjusted *= SAME_KIND.powi(per_kind.get(&c.kind).copied().unwrap_or(0));
-            if answers.contains(&e.answer) {
+            adjusted *= SAME_SENTENCE.powi(per_sentence[c.sentence]);
+            adjusted *= SAME_KIND.powi(per_kind[c.kind as usize]);
+            if used_answers[e.answer] {
                 adjusted *= REPEATED_ANSWER;
             }
-            let new_facts = c.facts.iter().filter(|f| !facts.contains(*f)).count();
-            if !c.facts.is_empty() {
+            let new_facts = e.facts.iter().filter(|&&f| !tested_facts[f]).count();
+            if !e.facts.is_empty() {
                 adjusted *= if new_facts == 0 {
                     REPEATED_FACTS
                 } else {
@@ -88,20 +108,17 @@ pub fn select(candidates: Vec<Candidate>, importance: &[f64], wanted: usize) -> 
         }
         let Some((_, index)) = best else { break };
         // `remove`, not `swap_remove`: the pool's order breaks ties.
-        let Entry {
-            question,
-            answer,
-            card,
-            ..
-        } = pool.remove(index);
-        questions.insert(question);
-        sentence_kinds.insert((card.sentence, card.kind));
-        sentence_answers.insert((card.sentence, answer.clone()));
-        *per_sentence.entry(card.sentence).or_default() += 1;
-        *per_kind.entry(card.kind).or_default() += 1;
-        answers.insert(answer);
-        facts.extend(card.facts.iter().cloned());
-        chosen.push(card);
+        let entry = pool.remove(index);
+        used_questions[entry.question] = true;
+        used_answers[entry.answer] = true;
+        for &f in &entry.facts {
+            tested_facts[f] = true;
+        }
+        sentence_kinds.insert((entry.card.sentence, entry.card.kind));
+        sentence_answers.insert((entry.card.sentence, entry.answer));
+        per_sentence[entry.card.sentence] += 1;
+        per_kind[entry.card.kind as usize] += 1;
+        chosen.push(entry.card);
     }
     chosen
 }
