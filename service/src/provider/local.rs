@@ -3,13 +3,13 @@
 //!
 //! The text goes through stages, each a module:
 //!
-//! 1. segmentation ([`text`]): paragraphs, headings and bullets to sentences, sentences to words;
-//! 2. analysis ([`analysis`]): clauses with their subject and verb ([`clause`], [`verbs`]), dates,
-//!    quantities and acronyms ([`spans`]), names and whether each is a person or a place
-//!    ([`names`]), key terms ranked by frequency and specificity ([`terms`]);
-//! 3. candidate cards, one module per card type ([`definitions`], [`events`], [`causes`],
-//!    [`lists`], [`cloze`]);
-//! 4. ranking and de-duplication ([`rank`]): the requested number of cards that together test the
+//! 1. segmentation (`text`): paragraphs, headings and bullets to sentences, sentences to words;
+//! 2. analysis (`analysis`): clauses with their subject and verb (`clause`, `verbs`), dates,
+//!    quantities and acronyms (`spans`), names and whether each is a person or a place
+//!    (`names`), key terms ranked by frequency and specificity (`terms`);
+//! 3. candidate cards, one module per card type (`definitions`, `events`, `causes`,
+//!    `lists`, `cloze`);
+//! 4. ranking and de-duplication (`rank`): the requested number of cards that together test the
 //!    most important facts, at most one card of a type per sentence, no repeated question.
 //!
 //! Card types (the flashcard's `type`):
@@ -23,13 +23,14 @@
 //! | `where` | a named place, or a place after "takes place", "is found" | Where does the Calvin cycle take place? |
 //! | `cause` | "X leads to / causes / results in Y", "Y because X" | What led to the Reign of Terror? |
 //! | `effect` | the same sentences, asked the other way | What does the overuse of antibiotics lead to? |
-//! | `cloze` | any sentence: its date, quantity, name or key term blanked | Fill in the blank: ... _____ ... |
+//! | `cloze` | any sentence: its date, quantity, name or key term blanked; all of them, answers joined by "; ", when it has two or three dates or quantities | Fill in the blank: ... _____ ... |
 //! | `note` | only when the text gives nothing else: its topic or the note itself | Which topic do these notes cover? |
 //!
-//! Questions keep the text's own words and only re-order them, so they stay grammatical: the
-//! first word of a subject is lower-cased only when the text writes it so elsewhere (or it is
-//! shaped like a common noun), articles stay with their nouns. Same input, same cards: no
-//! randomness, ordered maps only.
+//! Questions keep the text's own words and only re-order them ("X seized power in 1799" ->
+//! "When did X seize power?"), so they stay grammatical: the first word of a subject is
+//! lower-cased only when the text writes it so elsewhere (or it is shaped like a common noun),
+//! articles stay with their nouns. Cards come best first, so a smaller count keeps the best of a
+//! larger one. Same input, same cards: no randomness, ordered maps only.
 
 mod analysis;
 mod candidate;
