@@ -321,9 +321,27 @@ fn place_phrase(a: &Analysis, si: usize, s: &Sentence, p: &Parsed, k: usize) -> 
     let named_place = a
         .names
         .starting_at(si, head)
-        .is_some_and(|n| a.names.class(s, &n) == NameClass::Place && n.end <= end);
-    if named_place && (head == k + 1 || s.lower(k + 1) == "the") {
-        return Some(end);
+        .filter(|n| a.names.class(s, n) == NameClass::Place && n.end <= end);
+    if let Some(place) = named_place
+        && (head == k + 1 || s.lower(k + 1) == "the")
+    {
+        // "declared war on Serbia" is no place; "on" names one only after a verb of location.
+        if s.lower(k) == "on" && !location_verb(s, p) {
+            return None;
+        }
+        // The place is the name, and a second one that locates it ("at Cromford in
+        // Derbyshire"), not what follows ("on Serbia a month later").
+        let in_place = s.lower(place.end) == "in"
+            && a.names
+                .starting_at(si, place.end + 1)
+                .is_some_and(|n| a.names.class(s, &n) == NameClass::Place && n.end <= end);
+        return Some(if in_place {
+            a.names
+                .starting_at(si, place.end + 1)
+                .map_or(place.end, |n| n.end)
+        } else {
+            place.end
+        });
     }
     let counted = (1..=12).any(|n| words::count_word(n) == s.lower(head))
         || s.lower(head).starts_with(|c: char| c.is_ascii_digit());

@@ -168,19 +168,21 @@ pub const COMMON_VERBS: &[&str] = &[
 /// Verbs that say where something happens: with them, "in the stroma" is a place, not a manner.
 #[rustfmt::skip]
 pub const LOCATION_VERBS: &[&str] = &[
-    "be", "begin", "build", "bury", "develop", "die", "form", "found", "grow", "happen", "hide",
-    "hold", "house", "keep", "lie", "live", "locate", "make", "mature", "meet", "occur", "produce",
+    "be", "build", "bury", "develop", "die", "form", "found", "grow", "happen", "hide", "hold",
+    "house", "keep", "lie", "live", "locate", "make", "mature", "meet", "occur", "produce",
     "reside", "settle", "sit", "situate", "store", "take",
 ];
 
 /// Nouns after "in" that make a manner or a state, not a place ("in the form of", "in power").
 #[rustfmt::skip]
 pub const NON_PLACE_NOUNS: &[&str] = &[
-    "absence", "addition", "case", "charge", "common", "contrast", "coup", "danger", "direction",
-    "effect", "end", "fact", "favor", "favour", "form", "general", "manner", "meantime", "order",
-    "part", "particular", "place", "position", "power", "practice", "presence", "process",
-    "response", "return", "same", "shape", "short", "size", "terms", "theory", "time", "total",
-    "turn", "way", "ways",
+    "absence", "action", "addition", "advance", "battle", "case", "charge", "combat", "common",
+    "contrast", "coup", "danger", "debt", "detail", "direction", "effect", "end", "fact", "favor",
+    "favour", "form", "full", "general", "half", "halves", "harmony", "history", "line", "love",
+    "manner", "meantime", "mind", "need", "order", "pairs", "part", "particular", "place",
+    "position", "power", "practice", "presence", "private", "process", "public", "question",
+    "response", "return", "same", "secret", "shape", "short", "size", "step", "terms", "theory",
+    "time", "total", "touch", "trouble", "tune", "turn", "use", "vain", "war", "way", "ways",
 ];
 
 /// Titles that come before a person's name.
