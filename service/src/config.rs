@@ -177,19 +177,35 @@ pub struct ProviderSettings {
     /// Extra latency added to every provider call, in ms (demos, load tests, failure drills).
     #[arg(long, env = "SIMULATED_LATENCY_MS", default_value_t = 0)]
     pub simulated_latency_ms: u64,
-    /// Price of 1,000 input tokens in US dollars.
-    #[arg(long, env = "PRICE_INPUT_PER_1K", default_value_t = 0.00015)]
-    pub price_input_per_1k: f64,
-    /// Price of 1,000 output tokens in US dollars.
-    #[arg(long, env = "PRICE_OUTPUT_PER_1K", default_value_t = 0.0006)]
-    pub price_output_per_1k: f64,
+    /// Price of 1,000 input tokens in US dollars. Default: the provider's own (openai: gpt-4o-mini's
+    /// $0.00015; local: 0, it costs nothing).
+    #[arg(long, env = "PRICE_INPUT_PER_1K")]
+    pub price_input_per_1k: Option<f64>,
+    /// Price of 1,000 output tokens in US dollars. Default: the provider's own (openai: gpt-4o-mini's
+    /// $0.0006; local: 0).
+    #[arg(long, env = "PRICE_OUTPUT_PER_1K")]
+    pub price_output_per_1k: Option<f64>,
 }
 
+/// What the `openai` provider costs when no price is configured: gpt-4o-mini's list prices.
+pub const OPENAI_DEFAULT_PRICES: Prices = Prices {
+    input_per_1k: 0.00015,
+    output_per_1k: 0.0006,
+};
+
 impl ProviderSettings {
+    /// The prices spend is counted at: each configured price as given, else the provider's
+    /// default. The single place that decides, so the offline provider is never billed by
+    /// accident while a configured price (a budget drill, a self-hosted model's real cost) still
+    /// applies to any provider.
     pub fn prices(&self) -> Prices {
+        let defaults = match self.provider {
+            ProviderKind::Local => Prices::default(),
+            ProviderKind::Openai => OPENAI_DEFAULT_PRICES,
+        };
         Prices {
-            input_per_1k: self.price_input_per_1k,
-            output_per_1k: self.price_output_per_1k,
+            input_per_1k: self.price_input_per_1k.unwrap_or(defaults.input_per_1k),
+            output_per_1k: self.price_output_per_1k.unwrap_or(defaults.output_per_1k),
         }
     }
 }
@@ -342,4 +358,65 @@ pub struct AlertSettings {
     /// Seconds without a worker heartbeat, while jobs are active, that count as stalled.
     #[arg(long, env = "ALERT_WORKER_STALLED_SECONDS", default_value_t = 120)]
     pub worker_stalled_seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider_settings(args: &[&str]) -> ProviderSettings {
+        let mut argv = vec!["flashcard-service", "standalone"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(Cli {
+                mode: Mode::Standalone(settings),
+            }) => settings.provider,
+            other => panic!("unexpected parse result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn local_provider_costs_nothing_by_default() {
+        assert_eq!(provider_settings(&[]).prices(), Prices::default());
+        assert_eq!(
+            Prices::default().cost_micros(1_000_000, 1_000_000),
+            0,
+            "a free provider never adds spend"
+        );
+    }
+
+    #[test]
+    fn openai_defaults_to_gpt_4o_mini_prices() {
+        assert_eq!(
+            provider_settings(&["--provider", "openai"]).prices(),
+            OPENAI_DEFAULT_PRICES
+        );
+    }
+
+    #[test]
+    fn configured_prices_apply_to_any_provider() {
+        let local = provider_settings(&["--price-input-per-1k", "0.5"]);
+        assert_eq!(
+            local.prices(),
+            Prices {
+                input_per_1k: 0.5,
+                output_per_1k: 0.0
+            }
+        );
+        let openai = provider_settings(&[
+            "--provider",
+            "openai",
+            "--price-input-per-1k",
+            "0.0025",
+            "--price-output-per-1k",
+            "0.01",
+        ]);
+        assert_eq!(
+            openai.prices(),
+            Prices {
+                input_per_1k: 0.0025,
+                output_per_1k: 0.01
+            }
+        );
+    }
 }

@@ -57,7 +57,8 @@ pub struct JobRequest {
 pub struct Flashcard {
     pub question: String,
     pub answer: String,
-    /// How the card was made: `definition`, `term`, `cloze` (local provider) or `llm`.
+    /// How the card was made: `definition`, `list`, `when`, `who`, `where`, `cause`, `effect`,
+    /// `cloze` or `note` (local provider, see `provider::local`) or `llm`.
     #[serde(rename = "type")]
     pub kind: String,
 }

@@ -217,14 +217,16 @@ pub struct ProviderSpec {
     /// Base URL of the OpenAI-compatible API, without `/chat/completions`.
     #[serde(default = "default_base_url")]
     pub base_url: String,
-    /// Price of 1,000 input tokens in US dollars.
-    #[serde(default = "default_price_input")]
+    /// Price of 1,000 input tokens in US dollars. Unset: the provider's default (`openai`:
+    /// gpt-4o-mini's 0.00015; `local`: 0, the offline generator costs nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
-    pub price_input_per_1k: f64,
-    /// Price of 1,000 output tokens in US dollars.
-    #[serde(default = "default_price_output")]
+    pub price_input_per_1k: Option<f64>,
+    /// Price of 1,000 output tokens in US dollars. Unset: the provider's default (`openai`:
+    /// gpt-4o-mini's 0.0006; `local`: 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
-    pub price_output_per_1k: f64,
+    pub price_output_per_1k: Option<f64>,
     /// Secret key holding the provider's API key (passed as `OPENAI_API_KEY`). Required for `openai`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
@@ -236,8 +238,8 @@ impl Default for ProviderSpec {
             kind: ProviderKind::Local,
             model: default_model(),
             base_url: default_base_url(),
-            price_input_per_1k: default_price_input(),
-            price_output_per_1k: default_price_output(),
+            price_input_per_1k: None,
+            price_output_per_1k: None,
             api_key_secret_ref: None,
         }
     }
@@ -392,12 +394,6 @@ fn default_model() -> String {
 }
 fn default_base_url() -> String {
     "https://api.openai.com/v1".into()
-}
-fn default_price_input() -> f64 {
-    0.00015
-}
-fn default_price_output() -> f64 {
-    0.0006
 }
 fn default_warn_percent() -> f64 {
     80.0

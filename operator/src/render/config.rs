@@ -25,14 +25,6 @@ pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
         ("OPENAI_MODEL", s.provider.model.clone()),
         ("OPENAI_BASE_URL", s.provider.base_url.clone()),
         (
-            "PRICE_INPUT_PER_1K",
-            s.provider.price_input_per_1k.to_string(),
-        ),
-        (
-            "PRICE_OUTPUT_PER_1K",
-            s.provider.price_output_per_1k.to_string(),
-        ),
-        (
             "ALERT_QUEUE_DEPTH_HIGH",
             s.alerts.queue_depth_high.to_string(),
         ),
@@ -60,7 +52,19 @@ pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
             s.worker.shutdown_grace_seconds.to_string(),
         ),
     ];
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    // Prices only when the spec sets them: unset, each provider applies its own default (the
+    // offline generator costs nothing).
+    let prices = [
+        ("PRICE_INPUT_PER_1K", s.provider.price_input_per_1k),
+        ("PRICE_OUTPUT_PER_1K", s.provider.price_output_per_1k),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v.to_string())));
+    pairs
+        .into_iter()
+        .chain(prices)
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
 }
 
 /// The ConfigMap `<pipeline>-config`, used with `envFrom` by both Deployments.
@@ -142,6 +146,15 @@ mod tests {
         assert_eq!(s.worker.concurrency, 8);
         assert_eq!(s.pipeline_namespace, "study");
         assert_eq!(s.alerts.queue_depth_high, 60);
+    }
+
+    #[test]
+    fn prices_are_left_to_the_provider_unless_set() {
+        let mut p = full();
+        p.spec.provider.price_input_per_1k = None;
+        p.spec.provider.price_output_per_1k = None;
+        let d = config_values(&p);
+        assert!(!d.contains_key("PRICE_INPUT_PER_1K") && !d.contains_key("PRICE_OUTPUT_PER_1K"));
     }
 
     #[test]

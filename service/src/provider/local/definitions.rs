@@ -1,9 +1,14 @@
 //! Definition cards: sentences of the form "X is a Y", "X refers to Y", "X is defined as Y",
 //! "X means Y", "X consists of Y", "X, also known as Y, ..." and "X is called Y" become
-//! "What is X?"-style questions whose answer is the cleaned-up Y.
+//! "What is X?"-style questions ("Who was X?" for a person) whose answer is the cleaned-up Y. A
+//! Y that is an enumeration makes the card a list card.
 
-use super::text::{Document, Sentence, clean_fragment, is_acronym, word_count};
-use super::words::{self, is_stopword};
+use super::analysis::Analysis;
+use super::candidate::{Candidate, Kind};
+use super::lists;
+use super::text::{Document, Origin, Sentence, clean_fragment, is_acronym, word_count};
+use super::verbs;
+use super::words::{self, is_stopword, listed};
 
 /// A definition found in the text.
 #[derive(Debug, Clone)]
@@ -61,12 +66,64 @@ fn bad_bare_predicate_start(word: &str) -> bool {
     word.ends_with("ly")
         || word.ends_with("ed")
         || is_stopword(word)
-        || words::DESCRIPTIVE.binary_search(&word).is_ok()
+        || listed(words::DESCRIPTIVE, word)
+        || listed(words::IRREGULAR_PARTICIPLES, word)
+        || verbs::present_base(word).is_some()
 }
 
-pub fn extract(doc: &Document) -> Vec<Definition> {
+/// Definition (and definition-shaped list) cards of the analysed text.
+pub fn extract(a: &Analysis) -> Vec<Candidate> {
+    definitions(&a.doc)
+        .into_iter()
+        .map(|d| {
+            let kind = if lists::is_enumeration(&d.answer) {
+                Kind::List
+            } else {
+                Kind::Definition
+            };
+            let question = if is_person(&d) {
+                d.question.replacen("What ", "Who ", 1)
+            } else {
+                d.question
+            };
+            let mut facts = vec![d.key.clone()];
+            // "The mitochondrion" defines the term "mitochondrion".
+            if let Some(head) = d.key.strip_prefix("the ").or(d.key.strip_prefix("a ")) {
+                facts.push(head.to_owned());
+            }
+            Candidate::new(kind, question, d.answer, d.sentence).with_facts(facts)
+        })
+        .collect()
+}
+
+/// "Robespierre was a leader of the Jacobins": asked with "Who" when a name is defined as a
+/// person ("a lawyer", "the most influential member", "Macbeth's wife"). The answer decides, not
+/// the name: "Macbeth is a tragedy" is asked with "What" even where Macbeth is also a man.
+fn is_person(d: &Definition) -> bool {
+    if !d.question.starts_with("What was ") && !d.question.starts_with("What is ") {
+        return false;
+    }
+    let person_noun = d.answer.split_whitespace().take(5).any(|w| {
+        let w = w
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        listed(words::ROLE_NOUNS, &w) || listed(words::PERSON_NOUNS, &w)
+    });
+    // "What was Robespierre?" names someone; "What was the leader?" does not.
+    let shown_as_name = d
+        .question
+        .split_whitespace()
+        .nth(2)
+        .is_some_and(|w| w.starts_with(char::is_uppercase));
+    person_noun && shown_as_name
+}
+
+fn definitions(doc: &Document) -> Vec<Definition> {
     let mut out: Vec<Definition> = Vec::new();
     for (index, sentence) in doc.sentences.iter().enumerate() {
+        if sentence.origin == Origin::Heading {
+            continue;
+        }
         let found = from_sentence(doc, sentence, index)
             .into_iter()
             .chain(acronyms(sentence, index));
@@ -87,8 +144,8 @@ fn from_sentence(doc: &Document, s: &Sentence, index: usize) -> Option<Definitio
 
     let max_subject_words = if matches!(form, Form::Called) { 12 } else { 5 };
     let subject = subject_phrase(raw_subject, max_subject_words)?;
-    let shown = question_subject(doc, &subject);
     let plural = matches!(verb, "are" | "were" | "refer" | "consist");
+    let shown = doc.mid_sentence_subject(&subject, plural);
 
     let (question, answer) = match form {
         Form::Be => {
@@ -237,29 +294,30 @@ fn subject_phrase(raw: &str, max_words: usize) -> Option<String> {
     Some(phrase.to_owned())
 }
 
-/// The subject as it reads mid-question: "The French Revolution" → "the French Revolution",
-/// "Photosynthesis" → "photosynthesis" when the text writes it in lower case elsewhere.
-fn question_subject(doc: &Document, subject: &str) -> String {
-    let (first, rest) = subject.split_once(' ').unwrap_or((subject, ""));
-    let first = match first {
-        "The" | "A" | "An" => first.to_lowercase(),
-        _ => doc.mid_sentence_form(first),
-    };
-    if rest.is_empty() {
-        first
-    } else {
-        format!("{first} {rest}")
-    }
-}
-
 fn subject_looks_plural(subject: &str) -> bool {
     let last = subject.rsplit(' ').next().unwrap_or(subject).to_lowercase();
     last.ends_with('s') && !last.ends_with("ss") && !last.ends_with("us") && !last.ends_with("is")
 }
 
-/// The defining part of the sentence: up to a `;`, shortened at a comma if very long.
+/// The defining part of the sentence: up to a `;`, a `:` or a new clause (", and it was ..."),
+/// shortened at a comma if very long.
 fn predicate(rest: &str, min_words: usize) -> Option<String> {
     let mut text = rest.split([';', ':']).next().unwrap_or(rest).trim();
+    if !lists::is_enumeration(clean_fragment(text).as_str()) {
+        for boundary in [
+            ", and ",
+            ", but ",
+            ", while ",
+            ", whereas ",
+            ", so ",
+            ", which is why",
+            ", because ",
+        ] {
+            if let Some(at) = text.find(boundary) {
+                text = &text[..at];
+            }
+        }
+    }
     if word_count(text) > 30 {
         let mut cut = None;
         for (i, _) in text.match_indices(", ") {
@@ -290,7 +348,7 @@ mod tests {
     use super::*;
 
     fn defs(text: &str) -> Vec<(String, String)> {
-        extract(&Document::parse(text))
+        definitions(&Document::parse(text))
             .into_iter()
             .map(|d| (d.question, d.answer))
             .collect()

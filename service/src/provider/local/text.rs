@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 
 use unicode_segmentation::UnicodeSegmentation;
 
+use super::words;
+
 /// Sentences longer than this are cut at clause boundaries, so every card stays readable and
 /// the output size has a bound.
 pub const MAX_SENTENCE_CHARS: usize = 400;
@@ -19,20 +21,65 @@ pub struct Token {
     pub lower: String,
 }
 
+/// Where a sentence came from: only prose and list items carry facts; a heading only names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Prose,
+    Heading,
+    Bullet,
+}
+
 #[derive(Debug, Clone)]
 pub struct Sentence {
     pub text: String,
     pub tokens: Vec<Token>,
+    pub origin: Origin,
 }
 
 impl Sentence {
-    fn new(text: String) -> Self {
+    fn new(text: String, origin: Origin) -> Self {
         let tokens = tokenize(&text);
-        Sentence { text, tokens }
+        Sentence {
+            text,
+            tokens,
+            origin,
+        }
     }
 
     pub fn word(&self, i: usize) -> &str {
         &self.text[self.tokens[i].start..self.tokens[i].end]
+    }
+
+    /// Lower-cased word `i`, or "" past the end (saves bounds checks in pattern matching).
+    pub fn lower(&self, i: usize) -> &str {
+        self.tokens.get(i).map_or("", |t| t.lower.as_str())
+    }
+
+    /// The original text from token `from` to the end of token `to - 1`; empty if `from >= to`.
+    pub fn slice(&self, from: usize, to: usize) -> &str {
+        let to = to.min(self.tokens.len());
+        if from >= to {
+            return "";
+        }
+        &self.text[self.tokens[from].start..self.tokens[to - 1].end]
+    }
+
+    /// The text between token `i - 1` and token `i` (before the first token for `i == 0`, after
+    /// the last one for `i == tokens.len()`).
+    pub fn gap(&self, i: usize) -> &str {
+        let start = match i.checked_sub(1) {
+            Some(prev) => self.tokens.get(prev).map_or(self.text.len(), |t| t.end),
+            None => 0,
+        };
+        let end = self.tokens.get(i).map_or(self.text.len(), |t| t.start);
+        self.text.get(start..end).unwrap_or("")
+    }
+
+    /// A capital letter starts word `i`.
+    pub fn is_capitalised(&self, i: usize) -> bool {
+        self.tokens
+            .get(i)
+            .is_some_and(|t| self.text[t.start..t.end].starts_with(char::is_uppercase))
     }
 
     /// Only whitespace between tokens `i` and `i + 1` (no comma, bracket, dash...).
@@ -50,88 +97,165 @@ pub struct Document {
     /// Words seen in lower case somewhere other than at the start of a sentence: a capitalised
     /// sentence-initial word in this set is a common noun and can be lower-cased in a question.
     pub lower_words: BTreeSet<String>,
+    /// Words (lower-cased) seen capitalised somewhere other than at the start of a sentence:
+    /// names, or parts of names.
+    pub capitalised_words: BTreeSet<String>,
 }
 
 impl Document {
     pub fn parse(content: &str) -> Self {
         let sentences: Vec<Sentence> = segments(content)
-            .iter()
-            .flat_map(|segment| split_sentences(segment))
-            .flat_map(|s| split_long(&s))
-            .map(Sentence::new)
+            .into_iter()
+            .flat_map(|(segment, origin)| {
+                split_sentences(&segment)
+                    .into_iter()
+                    .flat_map(|s| split_long(&s))
+                    .map(move |s| Sentence::new(s, origin))
+            })
             .filter(|s| !s.tokens.is_empty())
             .collect();
         let mut lower_words = BTreeSet::new();
+        let mut capitalised_words = BTreeSet::new();
         for s in &sentences {
             for (i, t) in s.tokens.iter().enumerate().skip(1) {
-                if s.word(i).chars().next().is_some_and(char::is_lowercase) {
+                let first = s.word(i).chars().next();
+                if first.is_some_and(char::is_lowercase) {
                     lower_words.insert(t.lower.clone());
+                } else if first.is_some_and(char::is_uppercase) {
+                    capitalised_words.insert(t.lower.clone());
                 }
             }
         }
         Document {
             sentences,
             lower_words,
+            capitalised_words,
         }
     }
 
-    /// `word` as it would appear mid-sentence: lower-cased when the text itself writes it so,
-    /// otherwise unchanged (names, acronyms).
-    pub fn mid_sentence_form(&self, word: &str) -> String {
+    /// `word` as it would appear mid-sentence: unchanged when the text capitalises it mid-sentence
+    /// somewhere (names) or it is an acronym, lower-cased when the text writes it so elsewhere.
+    /// A word the text only ever writes at the start of a sentence is lower-cased when it is
+    /// shaped like a common noun ("Photosynthesis") or modifies a lower-case noun ("Poor
+    /// harvests"); otherwise it may be a name ("Robespierre was ...") and keeps its capital.
+    fn re_cased(&self, word: &str, modifies_next: bool) -> String {
         let lower = word.to_lowercase();
+        // "T cells", "X-rays": a lone capital letter is a name.
+        let single_letter = word.chars().next().is_some_and(char::is_uppercase)
+            && word.chars().nth(1).is_none_or(|c| !c.is_alphabetic());
+        if word == lower || has_inner_capital(word) || single_letter {
+            return word.to_owned();
+        }
         let singular = lower
             .strip_suffix("es")
             .into_iter()
             .chain(lower.strip_suffix('s'));
-        let seen_lower = std::iter::once(lower.as_str())
-            .chain(singular)
-            .any(|w| self.lower_words.contains(w));
-        if word != lower && seen_lower && !is_acronym(word) {
+        let forms = || std::iter::once(lower.as_str()).chain(singular.clone());
+        let seen_lower = forms().any(|w| self.lower_words.contains(w));
+        let seen_capitalised = forms().any(|w| self.capitalised_words.contains(w));
+        let common_shape = words::COMMON_NOUN_SUFFIXES
+            .iter()
+            .any(|suffix| lower.len() > suffix.len() + 2 && lower.ends_with(suffix));
+        if seen_lower || (!seen_capitalised && (common_shape || modifies_next)) {
             lower
         } else {
             word.to_owned()
         }
     }
+
+    /// A noun phrase taken from the text, as it reads inside a question: its first word in its
+    /// mid-sentence form ("The Bastille" -> "the Bastille", "Chloroplasts" -> "chloroplasts").
+    pub fn mid_sentence_phrase(&self, phrase: &str) -> String {
+        self.mid_sentence_subject(phrase, false)
+    }
+
+    /// [`Self::mid_sentence_phrase`] for the subject of a verb. A lone plural-shaped word before
+    /// a plural verb is a common noun ("Routers are ..."); a name takes a singular verb ("Mars
+    /// is ...").
+    pub fn mid_sentence_subject(&self, phrase: &str, plural_verb: bool) -> String {
+        let (first, rest) = match phrase.find(char::is_whitespace) {
+            Some(at) => phrase.split_at(at),
+            None => (phrase, ""),
+        };
+        // "Napoleon Bonaparte": a capitalised word before another is part of a name.
+        let next = rest.trim_start();
+        let starts_name =
+            next.starts_with(char::is_uppercase) && !words::is_stopword(&first.to_lowercase());
+        let lower = first.to_lowercase();
+        let plural_shape = lower.ends_with('s')
+            && !lower.ends_with("ss")
+            && !lower.ends_with("us")
+            && !lower.ends_with("is");
+        let modifies_next = next.starts_with(char::is_lowercase)
+            || (next.is_empty() && plural_verb && plural_shape);
+        let first = match first {
+            "The" | "A" | "An" => first.to_lowercase(),
+            _ if starts_name => first.to_owned(),
+            _ => self.re_cased(first, modifies_next),
+        };
+        format!("{first}{rest}")
+    }
 }
 
 /// Paragraphs, headings and list items, each with its whitespace collapsed. Line breaks inside a
 /// paragraph are just wrapping, but a blank line, a heading or a bullet always ends a sentence.
-fn segments(content: &str) -> Vec<String> {
+fn segments(content: &str) -> Vec<(String, Origin)> {
     let mut out = Vec::new();
     let mut current = String::new();
-    let flush = |current: &mut String, out: &mut Vec<String>| {
+    let mut origin = Origin::Prose;
+    let flush = |current: &mut String, origin: &mut Origin, out: &mut Vec<(String, Origin)>| {
         let collapsed = current.split_whitespace().collect::<Vec<_>>().join(" ");
         if !collapsed.is_empty() {
-            out.push(collapsed);
+            out.push((collapsed, *origin));
         }
         current.clear();
+        *origin = Origin::Prose;
     };
     for line in content.lines() {
         let line: String = line
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
+        let line = strip_markup(&line);
         let trimmed = line.trim();
         if trimmed.is_empty() {
-            flush(&mut current, &mut out);
+            flush(&mut current, &mut origin, &mut out);
             continue;
         }
         if let Some(heading) = trimmed.strip_prefix('#') {
-            flush(&mut current, &mut out);
+            flush(&mut current, &mut origin, &mut out);
             current.push_str(heading.trim_start_matches('#'));
-            flush(&mut current, &mut out);
+            origin = Origin::Heading;
+            flush(&mut current, &mut origin, &mut out);
             continue;
         }
         if let Some(item) = strip_bullet(trimmed) {
-            flush(&mut current, &mut out);
+            flush(&mut current, &mut origin, &mut out);
             current.push_str(item);
+            origin = Origin::Bullet;
             continue;
         }
         current.push(' ');
         current.push_str(trimmed);
     }
-    flush(&mut current, &mut out);
+    flush(&mut current, &mut origin, &mut out);
     out
+}
+
+/// Markdown emphasis and code marks ("**Osmosis**", "*partially*", "`H2O`") are formatting, not
+/// text; a leading "* " stays, it is a bullet.
+fn strip_markup(line: &str) -> String {
+    let (bullet, rest) = match line.trim_start().strip_prefix("* ") {
+        Some(rest) => ("* ", rest),
+        None => ("", line),
+    };
+    let cleaned: String = rest
+        .replace("**", "")
+        .replace("__", "")
+        .chars()
+        .filter(|&c| c != '`' && c != '*')
+        .collect();
+    format!("{bullet}{cleaned}")
 }
 
 fn strip_bullet(line: &str) -> Option<&str> {
@@ -262,8 +386,18 @@ fn raw_tokens(text: &str) -> Vec<Token> {
     let mut start: Option<usize> = None;
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
-        let next_alnum = chars.peek().is_some_and(|&(_, n)| n.is_alphanumeric());
-        let joiner = matches!(c, '-' | '\'' | '’') && start.is_some() && next_alnum;
+        let next = chars.peek().map(|&(_, n)| n);
+        let next_alnum = next.is_some_and(char::is_alphanumeric);
+        let word_joiner = matches!(c, '-' | '\'' | '’') && start.is_some() && next_alnum;
+        // "3.8", "1,836": one number, not two words.
+        let number_joiner = matches!(c, '.' | ',')
+            && next.is_some_and(|n| n.is_ascii_digit())
+            && start.is_some_and(|s| {
+                text[s..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b',' || b == b'.')
+            });
+        let joiner = word_joiner || number_joiner;
         if c.is_alphanumeric() || joiner {
             start.get_or_insert(i);
         } else if let Some(s) = start.take() {
@@ -282,6 +416,36 @@ fn raw_tokens(text: &str) -> Vec<Token> {
         });
     }
     tokens
+}
+
+/// A capital after the first letter: `RuBisCO`, `mRNA`, `NADPH`, `CO2`; never re-cased.
+pub fn has_inner_capital(word: &str) -> bool {
+    word.chars().skip(1).any(char::is_uppercase)
+}
+
+/// An adverb by its shape ("sharply", "mainly"), not one of the nouns that end like one.
+pub fn is_adverb(word: &str) -> bool {
+    const LY_NOUNS: &[&str] = &[
+        "ally",
+        "anomaly",
+        "assembly",
+        "belly",
+        "bully",
+        "butterfly",
+        "family",
+        "fly",
+        "holy",
+        "jelly",
+        "lily",
+        "monopoly",
+        "rally",
+        "reply",
+        "supply",
+    ];
+    word.len() >= 5
+        && word.ends_with("ly")
+        && word.starts_with(char::is_lowercase)
+        && !LY_NOUNS.contains(&word)
 }
 
 /// `ATP`, `DNA`, `NADPH`: kept as written.
@@ -367,7 +531,10 @@ mod tests {
 
     #[test]
     fn tokens_keep_inner_hyphens_and_unicode() {
-        let s = Sentence::new("Light-dependent reactions (in Schrödinger's café) — ok".into());
+        let s = Sentence::new(
+            "Light-dependent reactions (in Schrödinger's café) — ok".into(),
+            Origin::Prose,
+        );
         let words: Vec<_> = (0..s.tokens.len()).map(|i| s.word(i)).collect();
         assert_eq!(
             words,
