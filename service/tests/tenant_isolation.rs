@@ -302,13 +302,88 @@ async fn purge_removes_one_pipeline_and_nothing_else_on_a_cluster() {
     }
 }
 
-/// The README's recipe (operator and pods stopped, one node or a Sentinel master): every key
-/// under `fc:{shared}:` is renamed (RENAMENX) to `fc:{team-a.shared}:`, and the namespaced
-/// store carries on with the jobs, their events, the idempotency keys, the spend and the epoch.
+/// The README's recipe, as README.md shows it: with the operator and the pipeline's pods stopped
+/// (one node or a Sentinel master), every key under the old prefix is renamed (RENAMENX, never
+/// overwriting) and the period's aggregate reservation is reset (nothing runs).
+const MOVE_RECIPE: &str = r#"
+old='fc:{shared}:'; new='fc:{team-a.shared}:'
+redis-cli -u "$REDIS_URL" --scan --pattern "${old}*" | while IFS= read -r key; do
+  redis-cli -u "$REDIS_URL" RENAMENX "$key" "${new}${key#"$old"}" >/dev/null
+done
+redis-cli -u "$REDIS_URL" --scan --pattern "${new}spend:*" | while IFS= read -r key; do
+  redis-cli -u "$REDIS_URL" HSET "$key" reservedMicros 0 >/dev/null
+done
+redis-cli -u "$REDIS_URL" --scan --pattern "${old}*"
+"#;
+
+fn run_recipe(url: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(MOVE_RECIPE)
+        .env("REDIS_URL", url)
+        .output()
+        .expect("sh and redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes a waiting job, its history and the period's spend the way the version before
+/// namespaced keys did (`enqueue.lua` and `reserve.lua` of that version: fewer job fields, an
+/// idempotency mapping by raw key, the aggregate reservation of a job that was running).
+async fn write_old_layout(url: &str, period: &str) -> String {
+    let id = new_job_id();
+    let job = format!("fc:{{shared}}:job:{id}");
+    let request = serde_json::to_string(&request(9)).unwrap();
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .hset_multiple(
+            &job,
+            &[
+                ("id", id.as_str()),
+                ("state", "waiting"),
+                ("request", request.as_str()),
+                ("attempts", "0"),
+                ("maxAttempts", "3"),
+                ("stalls", "0"),
+                ("createdAt", "1764583200000"),
+                ("eventSeq", "0"),
+                ("idempotencyKey", "old-key"),
+            ],
+        )
+        .ignore()
+        .set("fc:{shared}:idem:old-key", &id)
+        .ignore()
+        .rpush("fc:{shared}:waiting", &id)
+        .ignore()
+        .hset_multiple(
+            format!("fc:{{shared}}:spend:{period}"),
+            &[
+                ("spentMicros", "777"),
+                ("reservedMicros", "555"),
+                ("jobs", "4"),
+            ],
+        )
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    id
+}
+
 #[tokio::test]
 async fn the_readme_recipe_moves_a_pipeline_to_its_namespaced_keys() {
     let redis = RedisServer::start();
     let url = redis.url();
+    // Data of the current layout under the old prefix (processes started without a namespace)...
     let legacy = RedisStore::connect(&url, &pipeline(None, "shared"))
         .await
         .unwrap();
@@ -317,37 +392,28 @@ async fn the_readme_recipe_moves_a_pipeline_to_its_namespaced_keys() {
     else {
         panic!("keyed submission accepted")
     };
-    let active = legacy.counts().await.unwrap();
+    let before = legacy.counts().await.unwrap();
     let epoch = legacy.budget_state().await.unwrap().epoch;
+    assert!(before.active > 0, "a job was running when the pods stopped");
+    drop(legacy);
 
-    // The recipe, as README.md shows it.
-    let recipe = r#"
-old='fc:{shared}:'; new='fc:{team-a.shared}:'
-redis-cli -u "$REDIS_URL" --scan --pattern "${old}*" | while IFS= read -r key; do
-  redis-cli -u "$REDIS_URL" RENAMENX "$key" "${new}${key#"$old"}" >/dev/null
-done
-"#;
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(recipe)
-        .env("REDIS_URL", &url)
-        .status()
-        .expect("sh and redis-cli");
-    assert!(status.success());
+    let out = run_recipe(&url);
+    assert!(
+        out.trim().is_empty(),
+        "keys left under the old prefix: {out}"
+    );
 
-    let left: Vec<String> =
-        support::admin::command(redis.port, redis::cmd("KEYS").arg("fc:{shared}:*")).unwrap();
-    assert!(left.is_empty(), "{left:?}");
     let moved = RedisStore::connect(&url, &pipeline(Some("team-a"), "shared"))
         .await
         .unwrap();
     let counts = moved.counts().await.unwrap();
     assert_eq!(
         (counts.waiting, counts.active),
-        (active.waiting, active.active)
+        (before.waiting, before.active)
     );
     let state = moved.budget_state().await.unwrap();
     assert_eq!(state.spend.spent_micros, 1234);
+    assert_eq!(state.spend.reserved_micros, 0, "reset: nothing runs");
     assert_eq!(
         state.epoch, epoch,
         "same epoch: the operator restores nothing"
@@ -358,7 +424,6 @@ done
         matches!(&replay, Admission::Replayed { job_id, .. } if *job_id == keyed_id),
         "{replay:?}"
     );
-    // A moved waiting job is claimed and has its history.
     let claimed = moved.claim(&claim_request()).await.unwrap();
     let job = &claimed.jobs[0].job;
     let events = moved.events_after(&job.id, 0).await.unwrap();
@@ -366,4 +431,88 @@ done
         events.last().map(|e| e.kind().to_owned()).as_deref(),
         Some("active")
     );
+}
+
+/// The same recipe on the data of the version before namespaced keys (its job layout was older
+/// too): the waiting job is claimed and completed by today's code, spend and job count are kept,
+/// the reservation of the job that was running is reset; the old idempotency mapping (by raw
+/// key) no longer matches (today's keys are digests), so a retry with that key is a new job.
+#[tokio::test]
+async fn the_readme_recipe_moves_the_data_of_the_version_before_namespaces() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let period = BudgetPeriod::Monthly.current_key();
+    let old_id = write_old_layout(&url, &period).await;
+    let out = run_recipe(&url);
+    assert!(
+        out.trim().is_empty(),
+        "keys left under the old prefix: {out}"
+    );
+
+    let moved = RedisStore::connect(&url, &pipeline(Some("team-a"), "shared"))
+        .await
+        .unwrap();
+    let state = moved.budget_state().await.unwrap();
+    assert_eq!(state.spend.spent_micros, 777);
+    assert_eq!(state.spend.reserved_micros, 0);
+    assert_eq!(state.spend.jobs, 4);
+    let job = moved.job(&old_id).await.unwrap().expect("the old job");
+    assert_eq!(job.request, request(9));
+    let claimed = moved.claim(&claim_request()).await.unwrap();
+    assert_eq!(claimed.jobs.len(), 1);
+    let claim = &claimed.jobs[0];
+    assert_eq!(claim.job.id, old_id);
+    let result = flashcard_service::job::JobResult {
+        flashcards: vec![],
+        token_usage: 10,
+        usage: flashcard_service::job::TokenUsage {
+            input_tokens: 7,
+            output_tokens: 3,
+        },
+        provider: "local".into(),
+        model: "m".into(),
+        cost_micros: 5,
+    };
+    let finished = moved
+        .finish(
+            &claim.lease,
+            flashcard_service::store::Outcome::Completed {
+                result: &result,
+                duration_ms: 5,
+            },
+            flashcard_service::store::Cost {
+                micros: 5,
+                usage: result.usage,
+                called: true,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        finished.outcome,
+        flashcard_service::store::FinishOutcome::Completed
+    );
+    let after = moved.budget_state().await.unwrap().spend;
+    assert_eq!((after.spent_micros, after.reserved_micros), (782, 0));
+    let events = moved.events_after(&old_id, 0).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.kind().to_owned())
+            .collect::<Vec<_>>(),
+        ["active", "completed"]
+    );
+    let retry = Submission {
+        idempotency: Some(Idempotency {
+            digest: idempotency_digest("user-9", "old-key"),
+            fingerprint: fingerprint(&serde_json::to_string(&request(9)).unwrap()),
+            ttl: Duration::from_secs(3600),
+        }),
+        ..submission(9)
+    };
+    assert!(matches!(
+        moved.submit(retry).await.unwrap(),
+        Admission::Accepted { .. }
+    ));
 }
