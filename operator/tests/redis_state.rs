@@ -487,6 +487,56 @@ async fn connector_bounds_secret_reads_while_redis_is_down() {
     assert_eq!(reads(&counter), 2);
 }
 
+/// The follower on a real Redis: a job submitted to the empty queue reaches the controller's
+/// trigger as a reconcile request for that pipeline; a second job while the first waits does
+/// not (the queue is not empty); after the queue drained, the next job does again.
+#[tokio::test]
+async fn a_job_for_an_empty_queue_reaches_the_controller_trigger() {
+    use flashcard_operator::follow::{Followers, MIN_TRIGGER_INTERVAL};
+    use futures::StreamExt;
+    use kube::runtime::reflector::ObjectRef;
+    let redis = RedisServer::start();
+    let s: Arc<dyn PipelineState> = Arc::new(store(&redis).await);
+    let followers = Followers::default();
+    let (tx, mut rx) = futures::channel::mpsc::unbounded();
+    followers.set_trigger(Some(tx));
+    let p = pipeline(0.0);
+    followers.ensure("study/biology", ObjectRef::from_obj(&p), &s);
+    // Let the follower subscribe (its XREAD starts after the stream's newest entry).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let direct = store(&redis).await;
+    let t0 = Instant::now();
+    submit(&direct, 1).await;
+    let got = tokio::time::timeout(Duration::from_secs(2), rx.next())
+        .await
+        .expect("a reconcile request within 2 s")
+        .unwrap();
+    let latency = t0.elapsed();
+    assert_eq!(got, ObjectRef::from_obj(&p));
+    submit(&direct, 2).await;
+    assert!(
+        tokio::time::timeout(MIN_TRIGGER_INTERVAL * 2, rx.next())
+            .await
+            .is_err(),
+        "a job for a queue that already waits signals nothing"
+    );
+    while !Store::claim(&direct, &claim_request())
+        .await
+        .unwrap()
+        .jobs
+        .is_empty()
+    {}
+    submit(&direct, 3).await;
+    tokio::time::timeout(Duration::from_secs(2), rx.next())
+        .await
+        .expect("the drained queue signals again")
+        .unwrap();
+    eprintln!("submit -> reconcile request through Redis: {latency:?}");
+    followers.stop("study/biology");
+    assert!(followers.is_empty());
+}
+
 /// Standard base64 (the Secret's `data` encoding), to avoid a dependency for one test.
 mod base64_free {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
