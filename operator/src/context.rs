@@ -1,6 +1,6 @@
 //! Shared state of the reconciler: the client, Event recorder, metrics, store connector, the
-//! child watches, the cached monitoring discovery and per-pipeline memory (scaling history, what
-//! was applied, the status last written).
+//! followers of the stores' signals, the child watches, the cached monitoring discovery and
+//! per-pipeline memory (scaling history, what was applied, the status last written).
 //!
 //! The context outlives a leadership term: after the operator loses and regains the Lease it
 //! keeps each pipeline's scaling history (so the scale-down window is not restarted), but drops
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::children::{Applied, ChildStores};
 use crate::crd::FlashcardPipelineStatus;
 use crate::events::Recorder;
+use crate::follow::Followers;
 use crate::metrics::Metrics;
 use crate::render::MANAGER;
 use crate::render::monitoring::MONITORING_GROUP;
@@ -89,6 +90,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub connector: Arc<dyn Connector>,
+    /// One follower of "work arrived" signals per connected pipeline.
+    pub followers: Followers,
     children: RwLock<ChildStores>,
     term: AtomicU64,
     monitoring: Mutex<Option<(Instant, bool)>>,
@@ -102,6 +105,7 @@ impl Context {
             client,
             metrics,
             connector,
+            followers: Followers::default(),
             // Not listed yet: every child counts as unknown until the controller's watches run.
             children: RwLock::new(ChildStores::new().0),
             term: AtomicU64::new(0),
@@ -187,6 +191,7 @@ impl Context {
             gone
         };
         for key in gone {
+            self.followers.stop(&key);
             self.connector.forget(&key).await;
             if let Some((ns, name)) = key.split_once('/') {
                 self.metrics.forget(name, ns);

@@ -7,6 +7,8 @@
 //!   `status.api`/`status.workers`, managed fields dropped to save memory), Services,
 //!   ConfigMaps and Ingresses metadata-only. Every child event reconciles its owner, which
 //!   repairs a deleted or edited child at once ([`crate::children`]);
+//! - the stores' "work arrived" signals ([`crate::follow`]): a job for an idle pipeline
+//!   reconciles it at once;
 //! - the requeue after each reconcile (`spec.worker.pollIntervalSeconds`) polls the queue.
 //!
 //! One controller runs per leadership term; a new term starts with fresh watches.
@@ -130,7 +132,13 @@ pub async fn run(
         })
     };
 
+    // Signals of the stores' followers reach this controller while it runs.
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    ctx.followers.set_trigger(Some(trigger));
+
+    let ran = ctx.clone();
     Controller::for_stream(pipeline_events, pipelines)
+        .reconcile_on(triggered)
         .owns_stream(deployments)
         .owns_stream(services)
         .owns_stream(config_maps)
@@ -144,6 +152,7 @@ pub async fn run(
             }
         })
         .await;
+    ran.followers.set_trigger(None);
     pruner.abort();
 }
 

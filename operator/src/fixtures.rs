@@ -8,6 +8,8 @@ use flashcard_service::store::{
     BudgetConfig, BudgetState, Epoch, KillSwitch, QueueCounts, SetBy, Spend, StoreError,
     StoreResult, WorkerInfo, budget_stop_lapsed,
 };
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use http::{Method, Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
@@ -18,6 +20,16 @@ use crate::context::Context;
 use crate::crd::FlashcardPipeline;
 use crate::metrics::Metrics;
 use crate::state::{Connector, PipelineState};
+
+/// The "work arrived" signals of a [`FakeState`]: a test sends, followers receive.
+#[derive(Debug)]
+pub struct Signals(pub tokio::sync::broadcast::Sender<u64>);
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(16).0)
+    }
+}
 
 /// In-memory stand-in for a pipeline's store.
 #[derive(Debug, Default)]
@@ -30,6 +42,11 @@ pub struct FakeState {
     pub epoch: Mutex<Option<Epoch>>,
     /// Every budget written, in order.
     pub budget_writes: Mutex<Vec<BudgetConfig>>,
+    pub signals: Signals,
+    /// How many times the store was purged.
+    pub purges: Mutex<u32>,
+    /// Every read fails, like a Redis that refuses the password.
+    pub broken: Mutex<bool>,
 }
 
 impl FakeState {
@@ -78,6 +95,9 @@ pub fn worker(pod: &str, active: u32) -> WorkerInfo {
 #[async_trait]
 impl PipelineState for FakeState {
     async fn counts(&self) -> StoreResult<QueueCounts> {
+        if *self.broken.lock().unwrap() {
+            return Err(StoreError::Corrupt("WRONGPASS invalid password".into()));
+        }
         Ok(*self.counts.lock().unwrap())
     }
     async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
@@ -137,6 +157,29 @@ impl PipelineState for FakeState {
         *self.kill_switch.lock().unwrap() = Some(state.clone());
         Ok(())
     }
+    async fn work_signals(&self) -> StoreResult<BoxStream<'static, u64>> {
+        let rx = self.signals.0.subscribe();
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(n) => return Some((n, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed())
+    }
+    async fn purge(&self) -> StoreResult<u64> {
+        *self.purges.lock().unwrap() += 1;
+        *self.counts.lock().unwrap() = QueueCounts::default();
+        self.workers.lock().unwrap().clear();
+        *self.kill_switch.lock().unwrap() = None;
+        *self.spent_micros.lock().unwrap() = 0;
+        *self.budget.lock().unwrap() = None;
+        *self.epoch.lock().unwrap() = None;
+        Ok(7)
+    }
     async fn clear_kill_switch_if(&self, set_by: SetBy) -> StoreResult<bool> {
         let mut ks = self.kill_switch.lock().unwrap();
         if ks
@@ -150,10 +193,24 @@ impl PipelineState for FakeState {
     }
 }
 
-/// Hands out one `FakeState`, or fails like an unreachable Redis.
+/// Hands out one `FakeState`, or fails like an unreachable Redis; after a reported failure,
+/// the `rotated` store if there is one (the Secret's new URL).
+#[derive(Default)]
 pub struct FakeConnector {
     pub state: Arc<FakeState>,
     pub down: Mutex<bool>,
+    pub rotated: Mutex<Option<Arc<FakeState>>>,
+    /// Failures the reconciler reported.
+    pub reports: Mutex<u32>,
+}
+
+impl FakeConnector {
+    pub fn new(state: Arc<FakeState>) -> Self {
+        Self {
+            state,
+            ..Self::default()
+        }
+    }
 }
 
 #[async_trait]
@@ -162,7 +219,16 @@ impl Connector for FakeConnector {
         if *self.down.lock().unwrap() {
             return Err(StoreError::Corrupt("connection refused".into()).to_string());
         }
+        if *self.reports.lock().unwrap() > 0
+            && let Some(fresh) = self.rotated.lock().unwrap().clone()
+        {
+            return Ok(fresh);
+        }
         Ok(self.state.clone())
+    }
+
+    async fn report_failure(&self, _p: &FlashcardPipeline) {
+        *self.reports.lock().unwrap() += 1;
     }
 }
 
@@ -311,10 +377,7 @@ pub fn context() -> (Arc<Context>, MockHandle, Arc<FakeState>, Arc<FakeConnector
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let state = Arc::new(FakeState::default());
-    let connector = Arc::new(FakeConnector {
-        state: state.clone(),
-        down: Mutex::new(false),
-    });
+    let connector = Arc::new(FakeConnector::new(state.clone()));
     let ctx = Context::new(client, Arc::new(Metrics::default()), connector.clone());
     (Arc::new(ctx), handle, state, connector)
 }

@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod crdgen;
 pub mod events;
+pub mod follow;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
@@ -30,6 +31,26 @@ pub enum Error {
     InvalidName(#[from] flashcard_service::keyspace::InvalidPipelineName),
     #[error("the pipeline has no namespace")]
     NoNamespace,
+    /// A `deletionPolicy: Delete` pipeline's store could not be cleaned up; the finalizer stays.
+    #[error("deletion blocked: {0}")]
+    DeletionBlocked(String),
+    /// A deletion waits for the pipeline's pods to stop before cleaning up (not a failure).
+    #[error("deletion in progress: {0}")]
+    CleanupPending(String),
+    /// The finalizer helper could not work with the object (no name, bad index).
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as F;
+        match e {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
+            other => Error::Finalizer(other.to_string()),
+        }
+    }
 }
 
 impl Error {
@@ -41,6 +62,9 @@ impl Error {
             Error::Render(_) => "render",
             Error::InvalidName(_) => "invalid_name",
             Error::NoNamespace => "no_namespace",
+            Error::DeletionBlocked(_) => "deletion_blocked",
+            Error::CleanupPending(_) => "cleanup_pending",
+            Error::Finalizer(_) => "finalizer",
         }
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! | apiGroup | resource | verbs | used by |
 //! | --- | --- | --- | --- |
-//! | flashcards.dev | flashcardpipelines | get, list, watch | `run`: the Controller's watch; start-up CRD check (list) |
+//! | flashcards.dev | flashcardpipelines | get, list, watch, patch | `run`: the Controller's watch; start-up CRD check (list); `reconcile::lifecycle`: the `deletionPolicy: Delete` finalizer (JSON patch) |
 //! | flashcards.dev | flashcardpipelines/status | get, patch | `reconcile::status`: server-side apply of status |
-//! | apps | deployments | get, list, watch, create, patch | `reconcile::apply` (server-side apply); `controller`: watch (drift, pod readiness) |
+//! | apps | deployments | get, list, watch, create, patch, delete | `reconcile::apply` (server-side apply); `controller`: watch (drift, pod readiness); `reconcile::lifecycle`: delete before the store of a `deletionPolicy: Delete` pipeline is purged |
 //! | "" (core) | services, configmaps | get, list, watch, create, patch | `reconcile::apply` (server-side apply); `controller`: metadata watch (drift) |
 //! | networking.k8s.io | ingresses | get, list, watch, create, patch, delete | `reconcile::apply` (SSA); delete when `spec.api.ingress` is removed; `controller`: metadata watch |
 //! | monitoring.coreos.com | prometheusrules, servicemonitors | get, create, patch | `reconcile::apply`, only when the CRDs exist |
@@ -34,7 +34,7 @@ pub const RBAC_RULES: &[Rule] = &[
     Rule {
         api_group: "flashcards.dev",
         resources: &["flashcardpipelines"],
-        verbs: &["get", "list", "watch"],
+        verbs: &["get", "list", "watch", "patch"],
     },
     Rule {
         api_group: "flashcards.dev",
@@ -44,7 +44,7 @@ pub const RBAC_RULES: &[Rule] = &[
     Rule {
         api_group: "apps",
         resources: &["deployments"],
-        verbs: CHILD,
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
     },
     Rule {
         api_group: "",

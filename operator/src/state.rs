@@ -9,6 +9,7 @@ use flashcard_service::store::{
     BudgetConfig, BudgetState, Epoch, KillSwitch, QueueCounts, SetBy, Spend, Store, StoreResult,
     WorkerInfo,
 };
+use futures::stream::BoxStream;
 
 use crate::crd::FlashcardPipeline;
 
@@ -23,6 +24,10 @@ pub trait PipelineState: Send + Sync {
     async fn clear_kill_switch_if(&self, set_by: SetBy) -> StoreResult<bool>;
     async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)>;
     async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend>;
+    /// "Work arrived" signals (see [`Store::work_signals`]).
+    async fn work_signals(&self) -> StoreResult<BoxStream<'static, u64>>;
+    /// Deletes every key of the pipeline (see [`Store::purge`]).
+    async fn purge(&self) -> StoreResult<u64>;
 }
 
 #[async_trait]
@@ -51,6 +56,12 @@ impl<T: Store> PipelineState for T {
     async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend> {
         Store::restore_spend(self, period, spent_micros).await
     }
+    async fn work_signals(&self) -> StoreResult<BoxStream<'static, u64>> {
+        Store::work_signals(self).await
+    }
+    async fn purge(&self) -> StoreResult<u64> {
+        Store::purge(self).await
+    }
 }
 
 /// Opens (or reuses) the store of a pipeline.
@@ -61,4 +72,7 @@ pub trait Connector: Send + Sync {
     -> Result<Arc<dyn PipelineState>, String>;
     /// Forgets the connection of a deleted pipeline (`namespace/name`).
     async fn forget(&self, _key: &str) {}
+    /// The store [`Connector::connect`] returned for `pipeline` failed: the next connect reads
+    /// the pipeline's Secret again (a rotated password) instead of trusting its cached URL.
+    async fn report_failure(&self, _pipeline: &FlashcardPipeline) {}
 }

@@ -315,6 +315,228 @@ async fn connector_reads_the_url_from_the_secret_once() {
     server.await.unwrap();
 }
 
+/// A mock API server that serves the Secret `study/redis` with whatever URL `url` holds at the
+/// time of each read, and counts the reads.
+fn secret_server(
+    url: Arc<std::sync::Mutex<String>>,
+) -> (kube::Client, Arc<std::sync::atomic::AtomicUsize>) {
+    use base64_free::encode;
+    let (service, handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reads.clone();
+    tokio::spawn(async move {
+        let mut handle = std::pin::pin!(handle);
+        while let Some((req, send)) = handle.next_request().await {
+            assert_eq!(req.method(), http::Method::GET);
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/study/secrets/redis");
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let current = url.lock().unwrap().clone();
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"},
+                                "data": {"url": encode(current.as_bytes())}});
+            send.send_response(http::Response::new(Body::from(
+                serde_json::to_vec(&secret).unwrap(),
+            )));
+        }
+    });
+    (kube::Client::new(service, "default"), reads)
+}
+
+fn reads(counter: &std::sync::atomic::AtomicUsize) -> usize {
+    counter.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Idle API load: one Secret read per TTL (300 s in production, 0.2 requests a minute), and a
+/// re-read after the TTL keeps the working store when the URL did not change.
+#[tokio::test]
+async fn connector_reads_the_secret_once_per_ttl_and_keeps_a_working_store() {
+    use flashcard_operator::connector::{SECRET_TTL, SecretTiming};
+    assert_eq!(SECRET_TTL, Duration::from_secs(300));
+    let redis = RedisServer::start();
+    let (client, counter) = secret_server(Arc::new(std::sync::Mutex::new(redis.url())));
+    let ttl = Duration::from_millis(300);
+    let connector = RedisConnector::with_timing(
+        client,
+        SecretTiming {
+            ttl,
+            retry: Duration::from_millis(100),
+        },
+    );
+    let p = pipeline(0.0);
+    let state = connector.connect(&p).await.unwrap();
+    for _ in 0..20 {
+        let again = connector.connect(&p).await.unwrap();
+        assert!(Arc::ptr_eq(&state, &again));
+    }
+    assert_eq!(reads(&counter), 1, "within the TTL: no API request");
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    let after = connector.connect(&p).await.unwrap();
+    assert_eq!(reads(&counter), 2);
+    assert!(Arc::ptr_eq(&state, &after), "same URL: the store is kept");
+}
+
+/// A rotated password: the Redis refuses the old one, the reconciler reports the failure, and
+/// the next connect reads the Secret at once and connects with the new URL.
+#[tokio::test]
+async fn connector_picks_up_a_rotated_password_at_once() {
+    use flashcard_operator::connector::SecretTiming;
+    let redis = RedisServer::start();
+    let admin = |password: Option<&str>| {
+        let url = match password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/", redis.port),
+            None => redis.url(),
+        };
+        redis::Client::open(url).unwrap()
+    };
+    let mut conn = admin(None)
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("old-secret")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = Arc::new(std::sync::Mutex::new(format!(
+        "redis://:old-secret@127.0.0.1:{}/",
+        redis.port
+    )));
+    let (client, counter) = secret_server(url.clone());
+    let retry = Duration::from_millis(100);
+    let connector = RedisConnector::with_timing(
+        client,
+        SecretTiming {
+            ttl: Duration::from_secs(300),
+            retry,
+        },
+    );
+    let p = pipeline(0.0);
+    let state = connector.connect(&p).await.unwrap();
+    state.counts().await.unwrap();
+    tokio::time::sleep(retry + Duration::from_millis(50)).await;
+
+    // Rotation: a new password in Redis and in the Secret; old connections are dropped.
+    let mut conn = admin(Some("old-secret"))
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("new-secret")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    *url.lock().unwrap() = format!("redis://:new-secret@127.0.0.1:{}/", redis.port);
+    let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut conn)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.counts().await.is_ok() {
+        assert!(Instant::now() < deadline, "the old password keeps working");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Within the TTL and without a report the cached store is handed out: no API request.
+    let cached = connector.connect(&p).await.unwrap();
+    assert!(Arc::ptr_eq(&state, &cached));
+    assert_eq!(reads(&counter), 1);
+
+    connector.report_failure(&p).await;
+    let fresh = connector.connect(&p).await.unwrap();
+    assert_eq!(reads(&counter), 2, "the Secret was read again at once");
+    assert!(!Arc::ptr_eq(&state, &fresh), "a new store on the new URL");
+    assert_eq!(fresh.counts().await.unwrap().waiting, 0);
+}
+
+/// While the Redis cannot be reached the Secret is read at most once per retry interval (30 s
+/// in production: at most two API requests a minute during an outage).
+#[tokio::test]
+async fn connector_bounds_secret_reads_while_redis_is_down() {
+    use flashcard_operator::connector::SecretTiming;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (client, counter) = secret_server(Arc::new(std::sync::Mutex::new(format!(
+        "redis://127.0.0.1:{port}/"
+    ))));
+    let retry = Duration::from_millis(300);
+    let connector = RedisConnector::with_timing(
+        client,
+        SecretTiming {
+            ttl: Duration::from_secs(300),
+            retry,
+        },
+    );
+    let p = pipeline(0.0);
+    for _ in 0..5 {
+        assert!(connector.connect(&p).await.is_err());
+    }
+    assert_eq!(
+        reads(&counter),
+        1,
+        "refused connections retry the cached URL"
+    );
+    tokio::time::sleep(retry + Duration::from_millis(50)).await;
+    assert!(connector.connect(&p).await.is_err());
+    assert_eq!(reads(&counter), 2);
+}
+
+/// The follower on a real Redis: a job submitted to the empty queue reaches the controller's
+/// trigger as a reconcile request for that pipeline; a second job while the first waits does
+/// not (the queue is not empty); after the queue drained, the next job does again.
+#[tokio::test]
+async fn a_job_for_an_empty_queue_reaches_the_controller_trigger() {
+    use flashcard_operator::follow::{Followers, MIN_TRIGGER_INTERVAL};
+    use futures::StreamExt;
+    use kube::runtime::reflector::ObjectRef;
+    let redis = RedisServer::start();
+    let s: Arc<dyn PipelineState> = Arc::new(store(&redis).await);
+    let followers = Followers::default();
+    let (tx, mut rx) = futures::channel::mpsc::unbounded();
+    followers.set_trigger(Some(tx));
+    let p = pipeline(0.0);
+    followers.ensure("study/biology", ObjectRef::from_obj(&p), &s);
+    // Let the follower subscribe (its XREAD starts after the stream's newest entry).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let direct = store(&redis).await;
+    let t0 = Instant::now();
+    submit(&direct, 1).await;
+    let got = tokio::time::timeout(Duration::from_secs(2), rx.next())
+        .await
+        .expect("a reconcile request within 2 s")
+        .unwrap();
+    let latency = t0.elapsed();
+    assert_eq!(got, ObjectRef::from_obj(&p));
+    submit(&direct, 2).await;
+    assert!(
+        tokio::time::timeout(MIN_TRIGGER_INTERVAL * 2, rx.next())
+            .await
+            .is_err(),
+        "a job for a queue that already waits signals nothing"
+    );
+    while !Store::claim(&direct, &claim_request())
+        .await
+        .unwrap()
+        .jobs
+        .is_empty()
+    {}
+    submit(&direct, 3).await;
+    tokio::time::timeout(Duration::from_secs(2), rx.next())
+        .await
+        .expect("the drained queue signals again")
+        .unwrap();
+    eprintln!("submit -> reconcile request through Redis: {latency:?}");
+    followers.stop("study/biology");
+    assert!(followers.is_empty());
+}
+
 /// Standard base64 (the Secret's `data` encoding), to avoid a dependency for one test.
 mod base64_free {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -17,6 +17,7 @@
 //! | `events` | STREAM | every job event of the pipeline, read by each api pod for live fan-out |
 //! | `idem:<digest>` | STRING | job id for an (owner, `Idempotency-Key`) pair |
 //! | `wake` | LIST | markers pushed when work may be claimable, so idle workers wake at once |
+//! | `signals` | STREAM | one entry per job submitted to an empty waiting list (capped near 100), followed by the operator to scale at once |
 //! | `workers` | ZSET | worker id -> heartbeat expiry (ms) |
 //! | `worker:<id>` | HASH | worker info: pod, active jobs, concurrency, breaker state |
 //! | `killswitch` | HASH | see [`kill_switch_field`] |
@@ -193,6 +194,11 @@ impl Keyspace {
     pub fn wake(&self) -> String {
         self.key("wake")
     }
+    /// "Work arrived" signals. A stream, not a list: the operator reads it without taking
+    /// anything from the workers (who pop `wake`).
+    pub fn signals(&self) -> String {
+        self.key("signals")
+    }
     pub fn workers(&self) -> String {
         self.key("workers")
     }
@@ -355,6 +361,7 @@ mod tests {
             ks.spend("2026-11"),
             ks.budget(),
             ks.epoch(),
+            ks.signals(),
         ] {
             assert!(key.starts_with("fc:{study.biology}:"), "{key}");
         }

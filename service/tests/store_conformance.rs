@@ -928,6 +928,157 @@ async fn concurrent_claims_hand_out_each_job_once(store: DynStore) {
     assert_eq!((total, all.len()), (40, 40));
 }
 
+/// The signals that arrive within `window`, summed.
+async fn signals_within(
+    signals: &mut futures::stream::BoxStream<'static, u64>,
+    window: Duration,
+) -> u64 {
+    let deadline = tokio::time::Instant::now() + window;
+    let mut total = 0;
+    while let Ok(Some(n)) = tokio::time::timeout_at(deadline, signals.next()).await {
+        total += n;
+    }
+    total
+}
+
+/// Waits up to `timeout` for the first signal; returns it (0: none came).
+async fn first_signal(
+    signals: &mut futures::stream::BoxStream<'static, u64>,
+    timeout: Duration,
+) -> u64 {
+    tokio::time::timeout(timeout, signals.next())
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+async fn submit_to_an_empty_queue_signals_work_once(store: DynStore) {
+    let mut signals = store.work_signals().await.unwrap();
+    let mut second = store.work_signals().await.unwrap();
+    assert_eq!(
+        signals_within(&mut signals, Duration::from_millis(200)).await,
+        0
+    );
+    submit(&store, 1, 3).await;
+    assert_eq!(first_signal(&mut signals, Duration::from_secs(5)).await, 1);
+    // Every follower sees it; nothing takes it away from the workers' wake-up.
+    assert_eq!(first_signal(&mut second, Duration::from_secs(5)).await, 1);
+    // The queue already waits: more jobs signal nothing.
+    submit(&store, 2, 3).await;
+    submit(&store, 3, 3).await;
+    assert_eq!(
+        signals_within(&mut signals, Duration::from_millis(700)).await,
+        0
+    );
+    // Drained, then a job again: one signal.
+    let claimed = store.claim(&claim_request(10)).await.unwrap();
+    assert_eq!(claimed.jobs.len(), 3);
+    submit(&store, 4, 3).await;
+    assert_eq!(first_signal(&mut signals, Duration::from_secs(5)).await, 1);
+    assert_eq!(
+        signals_within(&mut signals, Duration::from_millis(500)).await,
+        0
+    );
+    // A refused submission enqueues nothing and signals nothing.
+    store.claim(&claim_request(10)).await.unwrap();
+    let on = KillSwitch::manual(SetBy::Admin, Some("testing".into()), 1);
+    store.set_kill_switch(&on).await.unwrap();
+    assert!(matches!(
+        store.submit(submission(5, 3)).await.unwrap(),
+        Admission::Refused(_)
+    ));
+    assert_eq!(
+        signals_within(&mut signals, Duration::from_millis(500)).await,
+        0
+    );
+}
+
+async fn purge_removes_every_key_of_the_pipeline(store: DynStore) {
+    // Something of every kind: jobs in each state, events, idempotency and rate-limit keys,
+    // spend, budget, kill-switch, epoch, workers, outcome counters, signals.
+    let done = submit(&store, 1, 3).await;
+    let claim = claim_one(&store).await.expect("a job");
+    assert_eq!(complete(&store, &claim, 7).await, FinishOutcome::Completed);
+    submit(&store, 2, 3).await;
+    let keyed = with_key(submission(3, 3), "owner", "k1");
+    let Admission::Accepted { job_id: keyed_id } = store.submit(keyed).await.unwrap() else {
+        panic!("keyed submission accepted")
+    };
+    let limited = Submission {
+        rate_limit: Some(RateLimit {
+            max: 5,
+            window: Duration::from_secs(60),
+        }),
+        ..submission(4, 3)
+    };
+    assert!(matches!(
+        store.submit(limited).await.unwrap(),
+        Admission::Accepted { .. }
+    ));
+    claim_one(&store).await.expect("an active job");
+    set_limit(&store, 1_000_000).await;
+    store.ensure_epoch().await.unwrap();
+    let info = WorkerInfo {
+        id: "w1".into(),
+        pod: "worker-0".into(),
+        active: 1,
+        concurrency: 4,
+        breaker: "closed".into(),
+        draining: false,
+        last_seen: 0,
+    };
+    store.heartbeat(&info, LEASE).await.unwrap();
+    let on = KillSwitch::manual(SetBy::Admin, Some("testing".into()), 1);
+    store.set_kill_switch(&on).await.unwrap();
+
+    let removed = store.purge().await.unwrap();
+    assert!(removed >= 10, "removed {removed}");
+    assert_eq!(store.purge().await.unwrap(), 0, "nothing left to remove");
+
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.waiting,
+            counts.active,
+            counts.delayed,
+            counts.completed,
+            counts.failed
+        ),
+        (0, 0, 0, 0, 0)
+    );
+    assert!(store.job(&done).await.unwrap().is_none());
+    assert!(store.events_after(&done, 0).await.unwrap().is_empty());
+    assert!(store.workers().await.unwrap().is_empty());
+    let state = store.budget_state().await.unwrap();
+    assert!(!state.stored, "the budget is gone");
+    assert!(!state.kill_switch.enabled, "the kill-switch is gone");
+    assert_eq!(state.spend.spent_micros, 0);
+    assert!(state.epoch.is_none());
+    assert_eq!(
+        store
+            .outcomes(Duration::from_secs(600))
+            .await
+            .unwrap()
+            .completed,
+        0
+    );
+    // The idempotency mapping went with its job: the same key makes a new job.
+    let again = store
+        .submit(with_key(submission(3, 3), "owner", "k1"))
+        .await
+        .unwrap();
+    let Admission::Accepted { job_id } = again else {
+        panic!("a fresh job after the purge: {again:?}")
+    };
+    assert_ne!(job_id, keyed_id);
+    assert_eq!(
+        store.counts().await.unwrap().waiting,
+        1,
+        "the store works on"
+    );
+}
+
 async fn memory_store() -> DynStore {
     Arc::new(MemoryStore::new())
 }
@@ -1056,4 +1207,6 @@ conformance!(
     rate_limit_counts_per_owner,
     the_epoch_is_created_once_and_spend_can_be_restored,
     concurrent_claims_hand_out_each_job_once,
+    submit_to_an_empty_queue_signals_work_once,
+    purge_removes_every_key_of_the_pipeline,
 );

@@ -6,19 +6,22 @@ release namespace). manifests/rbac.yaml grants the same; operator/tests/manifest
 against RBAC_RULES.
 */}}
 {{- define "flashcard-operator.rules" -}}
-# FlashcardPipelines: the Controller's watch (run) and the start-up CRD check (list).
+# FlashcardPipelines: the Controller's watch (run), the start-up CRD check (list) and the
+# finalizer of deletionPolicy: Delete (reconcile::lifecycle: JSON patch).
 - apiGroups: ["flashcards.dev"]
   resources: ["flashcardpipelines"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Status (reconcile::status: server-side apply of the status subresource).
 - apiGroups: ["flashcards.dev"]
   resources: ["flashcardpipelines/status"]
   verbs: ["get", "patch"]
 # API and worker Deployments (reconcile::apply: server-side apply; controller: watched by the
-# managed-by label, so drift is repaired at once and pod readiness reaches the status).
+# managed-by label, so drift is repaired at once and pod readiness reaches the status;
+# reconcile::lifecycle: deleted, and their pods waited for, before a deletionPolicy: Delete
+# pipeline's keys are removed from Redis).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # API and worker Services, the service ConfigMap (reconcile::apply: server-side apply;
 # controller: metadata-only watch by label).
 - apiGroups: [""]

@@ -374,15 +374,18 @@ fn pipeline(poll_seconds: u32) -> Value {
 }
 
 fn context(client: Client) -> Arc<Context> {
-    let connector = Arc::new(FakeConnector {
-        state: Arc::new(FakeState::default()),
-        down: std::sync::Mutex::new(false),
-    });
-    Arc::new(Context::new(
+    context_with_state(client).0
+}
+
+fn context_with_state(client: Client) -> (Arc<Context>, Arc<FakeState>) {
+    let state = Arc::new(FakeState::default());
+    let connector = Arc::new(FakeConnector::new(state.clone()));
+    let ctx = Arc::new(Context::new(
         client,
         Arc::new(Metrics::default()),
         connector,
-    ))
+    ));
+    (ctx, state)
 }
 
 async fn until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -531,4 +534,84 @@ async fn an_idle_pipeline_sends_nothing_for_an_hour() {
         "discovery every 5 minutes: {}",
         idle.len()
     );
+}
+
+/// The store's "work arrived" signal reconciles an idle pipeline at once: a job for a pipeline
+/// at zero workers scales it to one within a second, although its poll is 5 minutes away (and
+/// without the signal nothing happens). Prints the latency from the signal to the worker
+/// Deployment's patch.
+#[tokio::test]
+async fn a_work_signal_scales_an_idle_pipeline_within_a_second() {
+    let (fake, client) = FakeApi::start(vec![(PIPELINES, pipeline(300))]);
+    let (ctx, state) = context_with_state(client.clone());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run(client, Scope::All, ctx.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    until("the first reconcile", Duration::from_secs(5), || {
+        fake.get(PIPELINES, "study", "biology")
+            .is_some_and(|p| !p["status"].is_null())
+    })
+    .await;
+    settled(&fake).await;
+    assert_eq!(ctx.followers.len(), 1, "the connected pipeline is followed");
+    let replicas =
+        || fake.get(DEPLOYMENTS, "study", "biology-worker").unwrap()["spec"]["replicas"].clone();
+    assert_eq!(replicas(), 0);
+
+    // A job arrives, but no signal: the queue is only read at the next poll.
+    *state.counts.lock().unwrap() = flashcard_service::store::QueueCounts {
+        waiting: 1,
+        ..Default::default()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        replicas(),
+        0,
+        "nothing but the signal triggers a reconcile here"
+    );
+
+    let mut latencies = Vec::new();
+    for (waiting, expected) in [(1u64, 1), (9, 3)] {
+        *state.counts.lock().unwrap() = flashcard_service::store::QueueCounts {
+            waiting,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        state.signals.0.send(1).unwrap();
+        until(
+            "the worker Deployment to scale",
+            Duration::from_secs(5),
+            || replicas() == expected,
+        )
+        .await;
+        let patched = fake
+            .log()
+            .into_iter()
+            .find(|l| {
+                l.at >= t0
+                    && l.method == Method::PATCH
+                    && l.path.ends_with("/deployments/biology-worker")
+            })
+            .expect("the worker Deployment patch");
+        latencies.push(patched.at - t0);
+        settled(&fake).await;
+        // The follower triggers at most once a second.
+        tokio::time::sleep(crate::follow::MIN_TRIGGER_INTERVAL).await;
+    }
+    eprintln!(
+        "work signal -> worker Deployment patch: 0 -> 1 in {:?}, 1 -> 3 in {:?} \
+         (debounce {:?}; KEDA + HPA: 15-45 s)",
+        latencies[0],
+        latencies[1],
+        super::DEBOUNCE
+    );
+    for l in &latencies {
+        assert!(*l < Duration::from_secs(1), "{l:?}");
+    }
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), controller)
+        .await
+        .expect("the controller stops on shutdown")
+        .unwrap();
 }

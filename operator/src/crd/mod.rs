@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// A flashcard-generation pipeline: an API Deployment behind a Service (and optional Ingress),
 /// a worker Deployment scaled by queue depth, the service configuration, monitoring objects and
 /// a budget enforced by a kill-switch. All of its state lives in one Redis under the hash tag
-/// `{<metadata.name>}`.
+/// `{<metadata.namespace>.<metadata.name>}`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "flashcards.dev",
@@ -57,6 +57,16 @@ pub struct FlashcardPipelineSpec {
     /// for the monitoring objects.
     #[serde(default)]
     pub alerts: AlertsSpec,
+    /// What happens to the pipeline's data in Redis (queue, jobs, spend, kill-switch) when this
+    /// resource is deleted. `Retain` keeps every key: a pipeline created again with the same name
+    /// and namespace continues with its queue, spend and kill-switch, and says so in a
+    /// `StoreDataFound` Event. `Delete` adds a finalizer that, on deletion, stops the API and
+    /// worker pods, removes every key of the pipeline, then lets the resource go; a Redis that
+    /// cannot be reached blocks the deletion (condition `DeletionBlocked`) until it answers or the
+    /// annotation `flashcards.dev/force-delete: "true"` is set. Switching from `Delete` to
+    /// `Retain` removes the finalizer.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
 }
 
 #[cfg(test)]

@@ -245,6 +245,20 @@ impl Default for ProviderSpec {
     }
 }
 
+/// What the operator does with the pipeline's keys in Redis when the resource is deleted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep every key: a pipeline created again with the same name and namespace continues with
+    /// its queue, spend and kill-switch (and says so in a `StoreDataFound` Event).
+    #[default]
+    Retain,
+    /// Delete every key of the pipeline once its API and worker pods are gone (a finalizer holds
+    /// the resource until then). A Redis that cannot be reached blocks the deletion (condition
+    /// `DeletionBlocked`); the annotation `flashcards.dev/force-delete: "true"` deletes the
+    /// resource without cleaning up.
+    Delete,
+}
+
 /// How often the budget resets (UTC).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]

@@ -22,6 +22,9 @@ pub mod condition {
     pub const MONITORING_AVAILABLE: &str = "MonitoringAvailable";
     /// True after the store lost its data and the operator restored the period's spend.
     pub const SPEND_RESTORED: &str = "SpendRestored";
+    /// True while the deletion of a `deletionPolicy: Delete` pipeline waits because its store
+    /// cannot be cleaned up (reason `StoreUnavailable`).
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 }
 
 /// Observed state of a pipeline.

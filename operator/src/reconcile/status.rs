@@ -109,7 +109,7 @@ pub struct Facts<'a> {
     pub worker: Rollout,
 }
 
-fn cond(
+pub(crate) fn cond(
     type_: &str,
     ok: Option<bool>,
     reason: &str,

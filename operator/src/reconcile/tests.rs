@@ -126,6 +126,7 @@ async fn first_reconcile_applies_every_child_enforces_budget_and_writes_status()
             expect(Method::PATCH, &format!("{MON}/prometheusrules/biology")),
             expect(Method::PATCH, &format!("{MON}/servicemonitors/biology")),
             expect(Method::POST, EVENTS),
+            expect(Method::POST, EVENTS),
             expect(Method::PATCH, STATUS),
         ],
     );
@@ -145,10 +146,12 @@ async fn first_reconcile_applies_every_child_enforces_budget_and_writes_status()
     // (40 + 8) / 16 = 3 workers.
     assert_eq!(seen[5].body["spec"]["replicas"], 3);
     // The event says who switched the kill-switch on, and why, with the amounts.
-    assert_eq!(seen[9].body["reason"], "KillSwitchOnBudget");
-    assert_eq!(seen[9].body["type"], "Warning");
-    assert_eq!(seen[9].body["regarding"]["name"], "biology");
-    let note = seen[9].body["note"].as_str().unwrap();
+    // The store already held jobs and spend: the first reconcile says so first.
+    assert_eq!(seen[9].body["reason"], "StoreDataFound");
+    assert_eq!(seen[10].body["reason"], "KillSwitchOnBudget");
+    assert_eq!(seen[10].body["type"], "Warning");
+    assert_eq!(seen[10].body["regarding"]["name"], "biology");
+    let note = seen[10].body["note"].as_str().unwrap();
     assert!(note.contains("$510.00 of $500.00 spent"), "{note}");
     // The operator wrote the budget into the store, whose automatic stop switched on.
     let written = state.budget_writes.lock().unwrap().clone();
@@ -492,9 +495,11 @@ async fn every_change_is_an_event_with_its_own_note() {
         };
     };
     set_queue(12);
-    // Poll 1: 0 -> 3 (first decision: no scale event, the count starts there).
+    // Poll 1: 0 -> 3 (first decision: no scale event, the count starts there; the waiting jobs
+    // are reported as found in the store).
     let mut script = vec![no_monitoring()];
     script.extend(minimal_children());
+    script.push(expect(Method::POST, EVENTS));
     script.push(expect(Method::PATCH, STATUS));
     // Poll 2: 3 -> 13.
     script.push(expect(
@@ -537,7 +542,7 @@ async fn every_change_is_an_event_with_its_own_note() {
 
     let events: Vec<(String, String)> = seen
         .iter()
-        .filter(|s| s.method == Method::POST)
+        .filter(|s| s.method == Method::POST && s.body["reason"] != "StoreDataFound")
         .map(|s| {
             (
                 s.body["reason"].as_str().unwrap().to_owned(),
@@ -621,13 +626,15 @@ async fn admin_kill_switch_is_left_alone_and_reported() {
     let mut script = vec![no_monitoring()];
     script.extend(minimal_children());
     script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::POST, EVENTS));
     script.push(expect(Method::PATCH, STATUS));
     let (server, _) = serve(handle, &p, script);
     run(&ctx, &p).await.unwrap();
     let seen = server.await.unwrap();
-    assert_eq!(seen[7].body["reason"], "KillSwitchOnAdmin");
+    assert_eq!(seen[7].body["reason"], "StoreDataFound");
+    assert_eq!(seen[8].body["reason"], "KillSwitchOnAdmin");
     assert!(
-        seen[7].body["note"]
+        seen[8].body["note"]
             .as_str()
             .unwrap()
             .contains("(set by admin): incident")
@@ -743,4 +750,307 @@ async fn foreign_ingress_with_the_same_name_is_kept() {
     run(&ctx, &p).await.unwrap();
     let seen = server.await.unwrap();
     assert!(seen.iter().all(|s| s.method != Method::DELETE));
+}
+
+// --- deletionPolicy ---
+
+const PIPELINE: &str = "/apis/flashcards.dev/v1alpha1/namespaces/study/flashcardpipelines/biology";
+const FINALIZER: &str = super::lifecycle::FINALIZER;
+
+fn with_delete_policy(mut p: FlashcardPipeline) -> FlashcardPipeline {
+    p.spec.deletion_policy = crate::crd::DeletionPolicy::Delete;
+    p
+}
+
+fn with_finalizer(mut p: FlashcardPipeline) -> FlashcardPipeline {
+    p.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    p
+}
+
+fn deleting(mut p: FlashcardPipeline) -> FlashcardPipeline {
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    p
+}
+
+/// The pipeline as the API server answers a metadata patch.
+fn pipeline_reply(p: &FlashcardPipeline) -> Value {
+    let mut v = serde_json::to_value(p).unwrap();
+    v["apiVersion"] = json!("flashcards.dev/v1alpha1");
+    v["kind"] = json!("FlashcardPipeline");
+    v
+}
+
+/// A Deployment being deleted in the foreground, as the API server answers the DELETE.
+fn deployment_deleting(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": name, "namespace": "study",
+                        "deletionTimestamp": "2026-12-01T10:00:00Z",
+                        "finalizers": ["foregroundDeletion"]}})
+}
+
+/// The exact requests of a finalizer delete: the finalizer is added (JSON patch `test` +
+/// `add`) before anything else; on deletion the API and worker Deployments are deleted in the
+/// foreground and waited for, then the store is purged, then the finalizer is removed
+/// (`test` + `remove` at its index).
+#[tokio::test]
+async fn delete_policy_adds_the_finalizer_and_on_deletion_purges_after_the_pods_are_gone() {
+    let (ctx, handle, state, _) = context();
+    let p = with_delete_policy(minimal());
+    let held = with_finalizer(p.clone());
+    let mut script =
+        vec![expect(Method::PATCH, PIPELINE).reply(StatusCode::OK, pipeline_reply(&held))];
+    // The finalizer's watch event: the first apply.
+    script.push(no_monitoring());
+    script.extend(minimal_children());
+    script.push(expect(Method::PATCH, STATUS));
+    // Deleted: the pods go first.
+    script.push(
+        expect(Method::DELETE, &format!("{APPS}/deployments/biology-api"))
+            .reply(StatusCode::OK, deployment_deleting("biology-api")),
+    );
+    script.push(
+        expect(
+            Method::DELETE,
+            &format!("{APPS}/deployments/biology-worker"),
+        )
+        .reply(StatusCode::OK, deployment_deleting("biology-worker")),
+    );
+    script.push(expect(Method::POST, EVENTS));
+    // The Deployments are gone (their watch): purge, say so, release the finalizer.
+    script.push(expect(Method::POST, EVENTS));
+    let released = deleting(with_delete_policy(minimal()));
+    script.push(expect(Method::PATCH, PIPELINE).reply(StatusCode::OK, pipeline_reply(&released)));
+    let (server, record) = serve(handle, &held, script);
+
+    assert_eq!(run(&ctx, &p).await.unwrap(), Action::await_change());
+    run(&ctx, &held).await.unwrap();
+    let applied = record.lock().unwrap().clone();
+    ctx.set_children(stores_from(&applied));
+    let gone = deleting(after_write(&held, &applied));
+    let err = run(&ctx, &gone).await.unwrap_err();
+    assert!(matches!(err, crate::Error::CleanupPending(_)), "{err}");
+    assert_eq!(
+        error_policy(Arc::new(gone.clone()), &err, ctx.clone()),
+        Action::requeue(super::lifecycle::CLEANUP_REQUEUE)
+    );
+    assert_eq!(*state.purges.lock().unwrap(), 0, "no purge while pods run");
+    // The Deployments' watch: deleted.
+    let without_deployments: Vec<Seen> = applied
+        .iter()
+        .filter(|s| !s.uri.contains("/deployments/"))
+        .cloned()
+        .collect();
+    ctx.set_children(stores_from(&without_deployments));
+    assert_eq!(run(&ctx, &gone).await.unwrap(), Action::await_change());
+    let seen = server.await.unwrap();
+    assert_eq!(*state.purges.lock().unwrap(), 1);
+
+    // The finalizer added, exactly as kube-runtime's helper (and controller-rs) does it.
+    assert_eq!(
+        seen[0].body,
+        json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+               {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    );
+    let n = seen.len();
+    let (del_api, del_worker, deleting_event) = (&seen[n - 5], &seen[n - 4], &seen[n - 3]);
+    assert_eq!(del_api.body["propagationPolicy"], "Foreground");
+    assert_eq!(del_worker.body["propagationPolicy"], "Foreground");
+    assert_eq!(deleting_event.body["reason"], "Deleting");
+    assert!(
+        deleting_event.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("biology-api and biology-worker"),
+        "{}",
+        deleting_event.body["note"]
+    );
+    let deleted = &seen[n - 2];
+    assert_eq!(deleted.body["reason"], "StoreDataDeleted");
+    assert_eq!(
+        deleted.body["note"],
+        "deleted the pipeline's 7 keys (fc:{study.biology}:*) from the store (deletionPolicy Delete)"
+    );
+    assert_eq!(
+        seen[n - 1].body,
+        json!([{"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+               {"op": "remove", "path": "/metadata/finalizers/0"}])
+    );
+    assert!(
+        ctx.followers.is_empty(),
+        "the deleted pipeline is not followed"
+    );
+}
+
+/// A Redis that cannot be reached blocks the deletion: a `DeletionBlocked` condition and an
+/// Event, once (a second attempt with the same failure sends nothing); the force annotation
+/// then removes the finalizer without a purge and says so.
+#[tokio::test]
+async fn unreachable_store_blocks_the_deletion_until_a_person_forces_it() {
+    let (ctx, handle, state, connector) = context();
+    *connector.down.lock().unwrap() = true;
+    ctx.set_children(stores_from(&[]));
+    let p = deleting(with_finalizer(with_delete_policy(minimal())));
+    let script = vec![
+        expect(Method::POST, EVENTS),
+        expect(Method::PATCH, STATUS),
+        // Forced:
+        expect(Method::POST, EVENTS),
+        expect(Method::PATCH, PIPELINE).reply(StatusCode::OK, pipeline_reply(&p)),
+    ];
+    let (server, record) = serve(handle, &p, script);
+    let err = run(&ctx, &p).await.unwrap_err();
+    assert!(matches!(err, crate::Error::DeletionBlocked(_)), "{err}");
+    assert_eq!(err.metric_label(), "deletion_blocked");
+    let first = record.lock().unwrap().clone();
+    assert_eq!(first[0].body["reason"], "DeletionBlocked");
+    assert_eq!(first[0].body["type"], "Warning");
+    let status = status_of(&first);
+    let blocked = condition(&status, "DeletionBlocked");
+    assert_eq!(
+        (blocked.status.as_str(), blocked.reason.as_str()),
+        ("True", "StoreUnavailable")
+    );
+    assert!(
+        blocked
+            .message
+            .contains("annotate flashcards.dev/force-delete=\"true\""),
+        "{}",
+        blocked.message
+    );
+    // Still down: nothing new to say.
+    let p = after_write(&p, &first);
+    assert!(matches!(
+        run(&ctx, &p).await.unwrap_err(),
+        crate::Error::DeletionBlocked(_)
+    ));
+    // kubectl annotate fcp biology flashcards.dev/force-delete=true
+    let mut forced = p.clone();
+    forced
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(super::lifecycle::FORCE_DELETE.into(), "true".into());
+    assert_eq!(run(&ctx, &forced).await.unwrap(), Action::await_change());
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 4, "the retry sent nothing");
+    assert_eq!(seen[2].body["reason"], "ForcedDeletion");
+    assert!(
+        seen[2].body["note"]
+            .as_str()
+            .unwrap()
+            .contains("every key under fc:{study.biology}: stays in Redis")
+    );
+    assert_eq!(
+        seen[3].body,
+        json!([{"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+               {"op": "remove", "path": "/metadata/finalizers/0"}])
+    );
+    assert_eq!(*state.purges.lock().unwrap(), 0, "forced: no cleanup");
+}
+
+/// `Delete` -> `Retain` removes the finalizer (and nothing else happens in that pass); a
+/// deleted `Retain` pipeline sends nothing and keeps its keys.
+#[tokio::test]
+async fn switching_to_retain_removes_the_finalizer_and_retain_deletes_nothing() {
+    let (ctx, handle, state, _) = context();
+    let p = with_finalizer(minimal());
+    let (server, _) = serve(
+        handle,
+        &p,
+        vec![expect(Method::PATCH, PIPELINE).reply(StatusCode::OK, pipeline_reply(&minimal()))],
+    );
+    assert_eq!(run(&ctx, &p).await.unwrap(), Action::await_change());
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen[0].body,
+        json!([{"op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER},
+               {"op": "remove", "path": "/metadata/finalizers/0"}])
+    );
+    // Deleted with Retain (e.g. still held by another controller's finalizer): no request (the
+    // mock answers nothing more), no purge.
+    let mut gone = deleting(minimal());
+    gone.metadata.finalizers = Some(vec!["example.com/other".into()]);
+    assert_eq!(run(&ctx, &gone).await.unwrap(), Action::await_change());
+    assert_eq!(*state.purges.lock().unwrap(), 0);
+}
+
+/// A pipeline created again with the name and namespace of a deleted `Retain` one continues
+/// with its queue, spend and kill-switch, and its first reconcile says so.
+#[tokio::test]
+async fn recreated_pipeline_says_what_it_found_in_the_store() {
+    let (ctx, handle, state, _) = context();
+    *state.counts.lock().unwrap() = QueueCounts {
+        waiting: 3,
+        completed: 4,
+        failed: 1,
+        ..Default::default()
+    };
+    *state.spent_micros.lock().unwrap() = 1_250_000;
+    *state.kill_switch.lock().unwrap() = Some(flashcard_service::store::KillSwitch::manual(
+        SetBy::Admin,
+        Some("incident 7".into()),
+        1,
+    ));
+    let p = minimal();
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    // The next reconcile (status written) does not say it again.
+    let (server, record) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let first = record.lock().unwrap().clone();
+    ctx.set_children(stores_from(&first));
+    run(&ctx, &after_write(&p, &first)).await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), first.len());
+    let found = &seen[7];
+    assert_eq!(found.body["reason"], "StoreDataFound");
+    let note = found.body["note"].as_str().unwrap();
+    assert!(
+        note.contains("3 waiting, 0 active, 0 delayed, 5 finished jobs; $1.25 spent in"),
+        "{note}"
+    );
+    assert!(
+        note.contains("kill-switch on (set by admin): incident 7"),
+        "{note}"
+    );
+    assert_eq!(seen[8].body["reason"], "KillSwitchOnAdmin");
+    assert!(state.kill_switch_now().enabled, "the kill-switch is kept");
+    let status = status_of(&seen);
+    assert_eq!(status.queue.waiting, 3);
+    assert_eq!(status.workers.desired, 1, "the waiting jobs get a worker");
+}
+
+/// The store fails (a rotated password): the reconciler reports it, and the connector's fresh
+/// store (the Secret's new URL) is read in the same reconcile.
+#[tokio::test]
+async fn a_failing_store_is_reported_and_the_fresh_one_used_at_once() {
+    let (ctx, handle, state, connector) = context();
+    *state.broken.lock().unwrap() = true;
+    let fresh = Arc::new(FakeState::default());
+    *fresh.counts.lock().unwrap() = QueueCounts {
+        waiting: 5,
+        ..Default::default()
+    };
+    *connector.rotated.lock().unwrap() = Some(fresh);
+    let p = minimal();
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    let (server, _) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(*connector.reports.lock().unwrap(), 1);
+    assert_eq!(
+        seen[7].body["reason"], "StoreDataFound",
+        "the fresh store's 5 jobs"
+    );
+    let status = status_of(&seen);
+    assert_eq!(status.queue.waiting, 5);
+    assert_ne!(condition(&status, "Ready").reason, "StoreUnavailable");
 }

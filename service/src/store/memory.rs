@@ -5,7 +5,8 @@
 //! never waits on a big one: `core` holds the queue indexes, idempotency, rate counters and the
 //! budget, all small O(1)/O(log n) updates; job records and their event histories live in
 //! shards of their own. Lock order is always `core` then a shard. Events are rendered before
-//! any lock is taken; a broadcast channel is the live feed and a `Notify` wakes idle workers.
+//! any lock is taken; a broadcast channel is the live feed, a `Notify` wakes idle workers and
+//! another broadcast channel carries the "work arrived" signals.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -30,6 +31,8 @@ use crate::job::{JobRecord, JobResult, JobState, input_bytes, now_ms};
 
 /// Live feed capacity; a lagging api process skips (and backfills from the job's history).
 const FEED_CAPACITY: usize = 4096;
+/// Buffered "work arrived" signals per follower; a lagging follower gets one signal for the lot.
+const SIGNAL_CAPACITY: usize = 64;
 const SHARDS: usize = 16;
 
 #[derive(Debug)]
@@ -152,6 +155,7 @@ pub struct MemoryStore {
     workers: Mutex<HashMap<String, (WorkerInfo, u64)>>,
     feed: broadcast::Sender<StoredEvent>,
     work: Notify,
+    signals: broadcast::Sender<()>,
 }
 
 impl Default for MemoryStore {
@@ -215,6 +219,7 @@ impl ClaimBodies {
 impl MemoryStore {
     pub fn new() -> Self {
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let (signals, _) = broadcast::channel(SIGNAL_CAPACITY);
         Self {
             core: Mutex::new(Core::default()),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -222,6 +227,7 @@ impl MemoryStore {
             workers: Mutex::new(HashMap::new()),
             feed,
             work: Notify::new(),
+            signals,
         }
     }
 
@@ -454,9 +460,15 @@ impl Store for MemoryStore {
                 events: Vec::new(),
             },
         );
+        // As `submit.lua`: only a job that finds the waiting list empty signals.
+        let was_empty = core.waiting.is_empty();
         core.waiting.push_back(id.clone());
         drop(core);
         self.work.notify_one();
+        if was_empty {
+            // No follower is fine.
+            let _ = self.signals.send(());
+        }
         Ok(Admission::Accepted { job_id: id })
     }
 
@@ -807,6 +819,15 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn work_signals(&self) -> StoreResult<BoxStream<'static, u64>> {
+        let stream = BroadcastStream::new(self.signals.subscribe()).map(|item| match item {
+            Ok(()) => 1,
+            // Missed signals still mean work arrived.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => n,
+        });
+        Ok(stream.boxed())
+    }
+
     async fn trim_finished(&self, retention: Retention) -> StoreResult<u64> {
         let now = now_ms();
         let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
@@ -956,6 +977,39 @@ impl Store for MemoryStore {
             spend.spent_micros = spent_micros;
         }
         Ok(*spend)
+    }
+
+    async fn purge(&self) -> StoreResult<u64> {
+        // Counted like the Redis keys they stand for: each job record with its history, each
+        // mapping, counter and period, and each non-empty queue index.
+        let mut core = lock(&self.core);
+        let mut removed = 0u64;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            removed += 2 * shard.len() as u64;
+            shard.clear();
+        }
+        let c = &*core;
+        removed += [
+            !c.waiting.is_empty(),
+            !c.delayed.is_empty(),
+            !c.active.is_empty(),
+            !c.completed.is_empty(),
+            !c.failed.is_empty(),
+            c.budget.is_some(),
+            c.kill_switch.is_some(),
+            c.epoch.is_some(),
+        ]
+        .into_iter()
+        .filter(|present| *present)
+        .count() as u64;
+        removed += (c.idem.len() + c.rate.len() + c.spend.len() + c.outcomes.len()) as u64;
+        *core = Core::default();
+        drop(core);
+        let mut workers = lock(&self.workers);
+        removed += workers.len() as u64;
+        workers.clear();
+        Ok(removed)
     }
 
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {

@@ -100,6 +100,14 @@ pub trait Store: Send + Sync + 'static {
     async fn counts(&self) -> StoreResult<QueueCounts>;
     /// Returns when work may be available, or after `timeout`.
     async fn wait_for_work(&self, timeout: Duration) -> StoreResult<()>;
+    /// "Work arrived" signals, from now on: each item counts the jobs submitted to an empty
+    /// waiting list since the previous item (a submission to a queue that already waits adds
+    /// none, so a busy pipeline sends nothing). For the operator, which scales an idle
+    /// pipeline's workers at once instead of at its next poll. Unlike
+    /// [`Store::wait_for_work`] it takes nothing away from the workers; any number of followers
+    /// see every signal. The stream follows through connection losses (a signal written while
+    /// it reconnects is read afterwards).
+    async fn work_signals(&self) -> StoreResult<BoxStream<'static, u64>>;
     /// Deletes finished jobs beyond the retention.
     async fn trim_finished(&self, retention: Retention) -> StoreResult<u64>;
 
@@ -135,4 +143,12 @@ pub trait Store: Send + Sync + 'static {
     async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend>;
     /// Completed and failed jobs (final outcomes) over the last `window`.
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts>;
+
+    // --- lifecycle ---
+    /// Deletes every piece of the pipeline's state (queue, jobs, events, spend, budget,
+    /// kill-switch, workers, epoch, counters) and nothing of any other pipeline; returns how many
+    /// keys (Redis) or records (memory) it removed. For a deleted pipeline whose resource says
+    /// `deletionPolicy: Delete`; nothing of the pipeline should be running, or what it writes
+    /// afterwards stays.
+    async fn purge(&self) -> StoreResult<u64>;
 }

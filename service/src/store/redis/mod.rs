@@ -11,6 +11,7 @@ mod feed;
 mod parse;
 mod reconnect;
 mod scripts;
+mod signals;
 pub mod topology;
 
 use std::time::Duration;
@@ -41,6 +42,12 @@ use crate::keyspace::{Keyspace, PipelineId, client_digest, kill_switch_field, wo
 const TRIM_BATCH: u64 = 500;
 /// Longest `BLPOP` of `wait_for_work`; longer waits are cut to it.
 const WAIT_MAX_BLOCK: Duration = Duration::from_secs(30);
+/// Keys one step of `purge` looks at (`SCAN ... COUNT`): each script call stays short even on a
+/// Redis that holds many other keys.
+const PURGE_SCAN_COUNT: u64 = 1000;
+/// Full passes `purge` makes at most: it repeats a pass that removed something, so a key
+/// written behind the cursor during a pass is caught by the next one.
+const PURGE_PASSES: usize = 3;
 
 /// The Redis backend.
 pub struct RedisStore {
@@ -515,6 +522,14 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn work_signals(&self) -> StoreResult<BoxStream<'static, u64>> {
+        signals::work_signals(
+            self.client.blocking(signals::SIGNAL_BLOCK),
+            self.keys.signals(),
+        )
+        .await
+    }
+
     async fn trim_finished(&self, retention: Retention) -> StoreResult<u64> {
         let removed: u64 = self
             .scripts
@@ -729,6 +744,36 @@ impl Store for RedisStore {
             .await?;
         let wrapped = Value::Array(vec![reply]);
         Reply::new(wrapped, "restore_spend")?.spend()
+    }
+
+    async fn purge(&self) -> StoreResult<u64> {
+        let pattern = self.keys.pattern();
+        let mut removed = 0;
+        for _ in 0..PURGE_PASSES {
+            let mut cursor = "0".to_owned();
+            let mut pass = 0;
+            loop {
+                let (next, unlinked): (String, u64) = self
+                    .scripts
+                    .purge
+                    .call(&self.key_args())?
+                    .arg("pattern", &pattern)
+                    .arg("cursor", &cursor)
+                    .arg("count", PURGE_SCAN_COUNT)
+                    .invoke(&mut self.conn())
+                    .await?;
+                pass += unlinked;
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+            removed += pass;
+            if pass == 0 {
+                break;
+            }
+        }
+        Ok(removed)
     }
 
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {

@@ -231,6 +231,7 @@ impl<'a> KeyArgs<'a> {
             "completed" => ks.completed(),
             "failed" => ks.failed(),
             "wake" => ks.wake(),
+            "signals" => ks.signals(),
             "events" => ks.events(),
             "killswitch" => ks.kill_switch(),
             "budget" => ks.budget(),
@@ -244,6 +245,7 @@ impl<'a> KeyArgs<'a> {
                 None => ks.unused(),
             },
             "rate" => self.rate.clone().unwrap_or_else(|| ks.unused()),
+            "unused" => ks.unused(),
             "spend_daily" => ks.spend(&self.periods?[0]),
             "spend_weekly" => ks.spend(&self.periods?[1]),
             "spend_monthly" => ks.spend(&self.periods?[2]),
@@ -269,6 +271,7 @@ pub(super) struct Scripts {
     pub clear_kill_switch: Loaded,
     pub ensure_epoch: Loaded,
     pub restore_spend: Loaded,
+    pub purge: Loaded,
 }
 
 impl Scripts {
@@ -285,7 +288,15 @@ impl Scripts {
             submit: Loaded::new(spec(
                 "submit",
                 join(&[
-                    &["job", "waiting", "wake", "idem", "rate", "job_prefix"],
+                    &[
+                        "job",
+                        "waiting",
+                        "wake",
+                        "signals",
+                        "idem",
+                        "rate",
+                        "job_prefix",
+                    ],
                     BUDGET_KEYS,
                 ]),
                 join(&[
@@ -434,6 +445,15 @@ impl Scripts {
                 &[],
                 include_str!("scripts/restore_spend.lua"),
             )),
+            // `unused` is there only to route the call: on a cluster, to the node that owns the
+            // pipeline's slot, whose SCAN is the one that sees the pipeline's keys.
+            purge: Loaded::new(spec(
+                "purge",
+                vec!["unused"],
+                vec!["pattern", "cursor", "count"],
+                &[],
+                include_str!("scripts/purge.lua"),
+            )),
         }
     }
 }
@@ -474,6 +494,7 @@ mod tests {
             &scripts.clear_kill_switch,
             &scripts.ensure_epoch,
             &scripts.restore_spend,
+            &scripts.purge,
         ] {
             assert!(loaded.source_len() > 0);
             for role in &loaded.spec.keys {

@@ -49,7 +49,13 @@ if A.fingerprint ~= '' then
   redis.call('HSET', K.job, 'idem', A.idem_digest, 'fingerprint', A.fingerprint)
   redis.call('SET', K.idem, id, 'EX', A.idem_ttl)
 end
+-- A job that finds the waiting list empty may be the one that needs a worker started: say so on
+-- the signals stream the operator follows. A busy queue (not empty) adds nothing.
+local was_empty = redis.call('LLEN', K.waiting) == 0
 redis.call('RPUSH', K.waiting, id)
+if was_empty then
+  redis.call('XADD', K.signals, 'MAXLEN', '~', 100, '*', 'job', id)
+end
 redis.call('RPUSH', K.wake, '1')
 redis.call('LTRIM', K.wake, -64, -1)
 return {'accepted', id}
