@@ -250,7 +250,7 @@ async fn drill(
     kill: impl FnOnce() -> u16,
     promoted: impl FnOnce(u16) -> (u16, Duration),
 ) -> Figures {
-    let api = start("api", url, &[]).await;
+    let mut api = start("api", url, &[]).await;
     let workers = [
         "--worker-concurrency",
         "4",
@@ -261,8 +261,10 @@ async fn drill(
         "--heartbeat-ms",
         "1000",
     ];
-    let _w1 = start("worker", url, &workers).await;
-    let _w2 = start("worker", url, &workers).await;
+    let mut worker_processes = [
+        start("worker", url, &workers).await,
+        start("worker", url, &workers).await,
+    ];
     let store = RedisStore::connect(url, &pipeline())
         .await
         .expect("store for checks");
@@ -438,6 +440,16 @@ async fn drill(
         match states.get(id) {
             Some(Some(JobState::Completed)) => completed += 1,
             _ => failed += 1,
+        }
+    }
+    // No process gave up on the way: the api and both workers are still running.
+    for (name, process) in
+        std::iter::once(("api", &mut api)).chain(worker_processes.iter_mut().map(|w| ("worker", w)))
+    {
+        if let Ok(Some(status)) = process.child.0.try_wait() {
+            problems.push(format!(
+                "the {name} process exited during the drill: {status}"
+            ));
         }
     }
     let figures = Figures {
