@@ -757,6 +757,43 @@ fn rbac_is_least_privilege_and_the_same_in_chart_and_manifests() {
     );
 }
 
+/// The try-it-out server of the chart and of `manifests/samples/redis.yaml` is the official Valkey
+/// image, with the same names, port and Secret keys as before, so pipelines need no change.
+#[test]
+fn try_out_server_is_valkey_with_the_same_names() {
+    let values: Value =
+        serde_saphyr::from_str(&read("charts/flashcard-operator/values.yaml")).unwrap();
+    let image = &values["redis"]["image"];
+    assert_eq!(image["repository"], "docker.io/valkey/valkey");
+    let tag = image["tag"].as_str().expect("redis.image.tag");
+    let sample = docs(&read("manifests/samples/redis.yaml"), "samples/redis.yaml");
+    let secret = find(&sample, "Secret")[0];
+    assert_eq!(secret["metadata"]["name"], "redis");
+    for key in ["password", "url"] {
+        assert!(secret["stringData"][key].is_string(), "Secret key {key}");
+    }
+    assert!(
+        secret["stringData"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("redis://") && u.ends_with("@redis:6379")),
+        "the sample URL still names Service redis on 6379"
+    );
+    let service = find(&sample, "Service")[0];
+    assert_eq!(service["metadata"]["name"], "redis");
+    assert_eq!(service["spec"]["ports"][0]["port"], 6379);
+    let container = &find(&sample, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("docker.io/valkey/valkey:{tag}").as_str(),
+        "the sample runs the chart's default Valkey image"
+    );
+    assert!(
+        container.get("command").is_none(),
+        "the image's entrypoint picks the server binary"
+    );
+    assert_eq!(container["ports"][0]["containerPort"], 6379);
+}
+
 #[test]
 fn images_tags_and_versions_agree() {
     // Chart.yaml: appVersion = workspace version.
@@ -1118,6 +1155,17 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
     assert!(
         redis_secret["data"]["url"].is_string(),
         "the Redis Secret has the key `url`"
+    );
+    let server = &find(all, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        server["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("docker.io/valkey/valkey:")),
+        "the try-it-out server is Valkey: {server}"
+    );
+    assert!(
+        server.get("command").is_none(),
+        "the image's entrypoint picks the server binary: {server}"
     );
 
     let ns = case("namespaced-values");

@@ -41,6 +41,11 @@ impl RedisCluster {
     /// Starts the six nodes, creates the cluster and waits until every node reports
     /// `cluster_state:ok` and every replica is in sync.
     pub fn start() -> Self {
+        Self::start_with_node_timeout(NODE_TIMEOUT_MS)
+    }
+
+    /// Like [`RedisCluster::start`] with another `cluster-node-timeout` (a slower failover).
+    pub fn start_with_node_timeout(node_timeout_ms: u64) -> Self {
         let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
         let dir = temp_dir(&format!("cluster-{}", ports[0]));
         let nodes = ports
@@ -57,7 +62,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     &format!("nodes-{port}.conf"),
                     "--cluster-node-timeout",
-                    &NODE_TIMEOUT_MS.to_string(),
+                    &node_timeout_ms.to_string(),
                     // A replica that never lost its master may always be promoted.
                     "--cluster-replica-validity-factor",
                     "0",

@@ -43,7 +43,10 @@ use super::topology::{
 pub struct ConnectOptions {
     /// Longest wait for a TCP (and TLS) connection and the handshake.
     pub connection_timeout: Duration,
-    /// Longest wait for the answer to an ordinary command; then the connection is replaced.
+    /// Longest wait for the answer to an ordinary command (on a cluster, with every redirect and
+    /// retry redis-rs makes); then the command fails, the api answers 503, and the connection is
+    /// replaced. Redis answers in milliseconds, so this only passes when a node is gone or
+    /// stalled: it is how long a request may wait out a failover before it is refused.
     pub response_timeout: Duration,
     /// Added to a blocking read's block time to make its deadline.
     pub block_margin: Duration,
@@ -62,7 +65,9 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         Self {
             connection_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(10),
+            // Not 10 s: a cluster client retries a slot whose master is gone until this passes,
+            // so it bounds every api request during a failover (see tests/redis_failover.rs).
+            response_timeout: Duration::from_secs(3),
             block_margin: Duration::from_secs(3),
             keepalive_idle: Duration::from_secs(15),
             keepalive_interval: Duration::from_secs(5),
