@@ -374,6 +374,7 @@ struct Probe {
 struct Window {
     before: Commands,
     redis_cpu: f64,
+    net: (u64, u64),
     started: Instant,
 }
 
@@ -383,6 +384,23 @@ struct Measured {
     seconds: f64,
     /// CPU seconds redis-server used (`INFO cpu`).
     redis_cpu: f64,
+    /// Bytes redis-server read from and wrote to its clients (`INFO stats`).
+    net_in: u64,
+    net_out: u64,
+}
+
+/// `total_net_input_bytes` and `total_net_output_bytes` of an `INFO` reply.
+fn redis_net(info: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("total_net_input_bytes:"),
+        field("total_net_output_bytes:"),
+    )
 }
 
 /// `used_cpu_user + used_cpu_sys` of an `INFO` reply.
@@ -456,23 +474,33 @@ struct Cpu {
     worker: f64,
     /// This process (the HTTP load client); BullMQ's producer is its own client.
     client: f64,
+    /// Bytes clients sent to redis-server and received from it (NaN without Redis).
+    net_in: f64,
+    net_out: f64,
 }
 
 impl Cpu {
-    fn of(sampler: &CpuSampler, redis: f64) -> Self {
+    fn of(sampler: &CpuSampler, measured: Option<&Measured>) -> Self {
         Self {
-            redis,
+            redis: measured.map(|m| m.redis_cpu).unwrap_or(f64::NAN),
             submit: sampler.used("submit"),
             worker: sampler.used("worker"),
             client: sampler.used("client"),
+            net_in: measured.map(|m| m.net_in as f64).unwrap_or(f64::NAN),
+            net_out: measured.map(|m| m.net_out as f64).unwrap_or(f64::NAN),
         }
     }
 }
 
 impl Probe {
     async fn connect(url: &str) -> Result<Self> {
+        // FLUSHALL SYNC of a few hundred thousand keys on a busy machine takes longer than
+        // redis-rs's default response timeout.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(120)))
+            .set_connection_timeout(Some(Duration::from_secs(10)));
         let conn = redis::Client::open(url)?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .context("cannot connect to the benchmark's redis-server")?;
         Ok(Self {
@@ -481,22 +509,24 @@ impl Probe {
         })
     }
 
-    /// Command counts and CPU seconds of redis-server, in one `INFO`.
-    async fn commandstats(&mut self) -> Result<(Commands, f64)> {
+    /// Command counts, CPU seconds and network bytes of redis-server, in one `INFO`.
+    async fn commandstats(&mut self) -> Result<(Commands, f64, (u64, u64))> {
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
             .arg("cpu")
+            .arg("stats")
             .query_async(&mut self.conn)
             .await?;
-        Ok((Commands::parse(&info), redis_cpu(&info)))
+        Ok((Commands::parse(&info), redis_cpu(&info), redis_net(&info)))
     }
 
     async fn begin(&mut self) -> Result<Window> {
-        let (before, redis_cpu) = self.commandstats().await?;
+        let (before, redis_cpu, net) = self.commandstats().await?;
         self.own.clear();
         Ok(Window {
             before,
             redis_cpu,
+            net,
             started: Instant::now(),
         })
     }
@@ -504,11 +534,13 @@ impl Probe {
     /// Commands since `begin` (less this process's own), the seconds between, redis-server CPU.
     async fn end(&mut self, window: Window) -> Result<Measured> {
         let seconds = window.started.elapsed().as_secs_f64();
-        let (after, redis_cpu) = self.commandstats().await?;
+        let (after, redis_cpu, net) = self.commandstats().await?;
         Ok(Measured {
             commands: after.minus(&window.before, &self.own),
             seconds,
             redis_cpu: redis_cpu - window.redis_cpu,
+            net_in: net.0.saturating_sub(window.net.0),
+            net_out: net.1.saturating_sub(window.net.1),
         })
     }
 
@@ -930,7 +962,7 @@ async fn bullmq_run(
     stdin.write_all(b"go\n").await?;
     let result = read_event(&mut lines, &mut proc, "result", knobs.timeout).await?;
     let measured = probe.end(window).await?;
-    let cpu = Cpu::of(&sampler, measured.redis_cpu);
+    let cpu = Cpu::of(&sampler, Some(&measured));
     let commands = measured.commands;
     dump(&format!("BullMQ {mode}"), &commands);
     let _ = stdin.write_all(b"close\n").await;
@@ -1022,7 +1054,7 @@ async fn ours_e2e(
         .await?
         .ok_or_else(|| anyhow!("no completed job recorded"))?;
     let measured = probe.end(window).await?;
-    let cpu = Cpu::of(&sampler, measured.redis_cpu);
+    let cpu = Cpu::of(&sampler, Some(&measured));
     let (commands, seconds) = (measured.commands, measured.seconds);
     dump("ours, end to end", &commands);
     dump("ours, idle api + worker", &idle.commands);
@@ -1081,7 +1113,7 @@ async fn ours_post_only(
     ]);
     let load = post_load(api.addr, knobs.jobs, knobs.connections, knobs.timeout).await?;
     let measured = probe.end(window).await?;
-    let cpu = Cpu::of(&sampler, measured.redis_cpu);
+    let cpu = Cpu::of(&sampler, Some(&measured));
     dump("ours, api alone", &measured.commands);
     api.stop().await;
     Ok(PostRun::of(&load, knobs.jobs, Some(measured.commands), cpu))
@@ -1115,7 +1147,7 @@ async fn standalone_post_only(knobs: &Knobs, round: usize) -> Result<PostRun> {
         ("client", Some(std::process::id())),
     ]);
     let load = post_load(service.addr, knobs.jobs, knobs.connections, knobs.timeout).await?;
-    let cpu = Cpu::of(&sampler, f64::NAN);
+    let cpu = Cpu::of(&sampler, None);
     service.stop().await;
     Ok(PostRun::of(&load, knobs.jobs, None, cpu))
 }
@@ -1403,12 +1435,12 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  CPU per job, µs (median)                 redis  api or  worker    total  load client"
+        "  CPU per job, µs (median)                 redis  api or  worker    total  load client | bytes to / from redis"
     );
     let _ = writeln!(
         out,
-        "  {:<38} {:>7} {:>8} {:>6} {:>8} {:>8}",
-        "", "", "producer", "", "(3 cols)", "(HTTP)"
+        "  {:<38} {:>7} {:>8} {:>6} {:>8} {:>8}   | {:>8} {:>8}",
+        "", "", "producer", "", "(3 cols)", "(HTTP)", "per job", "per job"
     );
     let cpu_row = |out: &mut String, label: &str, cpus: &[Cpu]| {
         let us = |f: &dyn Fn(&Cpu) -> f64| -> String {
@@ -1416,6 +1448,10 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
                 .iter()
                 .map(|c| f(c) * 1e6 / knobs.jobs as f64)
                 .collect();
+            median(&v).map(fmt_num).unwrap_or_else(|| "-".into())
+        };
+        let bytes = |f: &dyn Fn(&Cpu) -> f64| -> String {
+            let v: Vec<f64> = cpus.iter().map(|c| f(c) / knobs.jobs as f64).collect();
             median(&v).map(fmt_num).unwrap_or_else(|| "-".into())
         };
         let total = |c: &Cpu| {
@@ -1426,12 +1462,14 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
         };
         let _ = writeln!(
             out,
-            "  {label:<38} {:>7} {:>8} {:>6} {:>8} {:>8}",
+            "  {label:<38} {:>7} {:>8} {:>6} {:>8} {:>8}   | {:>8} {:>8}",
             us(&|c| c.redis),
             us(&|c| c.submit),
             us(&|c| c.worker),
             us(&total),
             us(&|c| c.client),
+            bytes(&|c| c.net_in),
+            bytes(&|c| c.net_out),
         );
     };
     let cpus = |runs: &[QueueRun]| runs.iter().map(|r| r.cpu).collect::<Vec<_>>();
@@ -1520,6 +1558,19 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
         &standalone_tail,
         "<= 3x",
         median(&standalone_tail).map(|m| m <= 3.0),
+    );
+    // The machine's own tail: what a trivial server shows at the same concurrency right now.
+    let lpush_tail: Vec<f64> = rounds
+        .lpush_p1
+        .iter()
+        .map(|c| c.p99_ms / c.p50_ms)
+        .collect();
+    ratio_row(
+        &mut out,
+        "reference: LPUSH -P 1 p99 / p50 (machine noise)",
+        &lpush_tail,
+        "-",
+        None,
     );
     out
 }
