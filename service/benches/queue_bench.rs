@@ -32,6 +32,14 @@
 //! path); those are shown as "inside scripts". Background work (store watch once a second per
 //! process, worker heartbeats every 5 s, maintenance every 15 s) is included; the idle rate of
 //! client commands is measured first, so the table can say how much of the figure it can be.
+//! (Checked with `MONITOR`: BullMQ's clients send only `EVALSHA`, `BZPOPMIN` and start-up
+//! commands; ours only `EVALSHA`, `BLPOP`, `XREAD` and the heartbeat's `MULTI`.) "script µs in
+//! redis" is the `usec` of the script calls: redis-server's time inside scripts per job.
+//!
+//! CPU per job: user + system time of each process (`/proc/<pid>/stat`; redis-server's from
+//! `INFO cpu`) over the measured part, divided by the jobs; bytes to / from redis-server from
+//! `INFO stats` (`total_net_input_bytes` / `total_net_output_bytes`). On a shared machine CPU per
+//! job is steadier than throughput, which follows how much CPU the other tenants leave.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -269,13 +277,15 @@ impl RedisServer {
     }
 }
 
-/// Commands counted by `INFO commandstats`, by name (`name` or `name|subcommand`).
+/// Commands counted by `INFO commandstats`, by name (`name` or `name|subcommand`), and the µs
+/// redis-server spent in script calls (everything a script does, its commands included).
 #[derive(Debug, Clone, Default)]
-struct Commands(BTreeMap<String, u64>);
+struct Commands(BTreeMap<String, u64>, u64);
 
 impl Commands {
     fn parse(info: &str) -> Self {
         let mut map = BTreeMap::new();
+        let mut script_usec = 0;
         for line in info.lines() {
             let Some(rest) = line.strip_prefix("cmdstat_") else {
                 continue;
@@ -288,9 +298,16 @@ impl Commands {
                 .find_map(|f| f.strip_prefix("calls="))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+            if SCRIPT_COMMANDS.contains(&name) {
+                script_usec += fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix("usec="))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
             map.insert(name.to_owned(), calls);
         }
-        Self(map)
+        Self(map, script_usec)
     }
 
     fn minus(&self, before: &Commands, own: &BTreeMap<&'static str, u64>) -> Self {
@@ -303,7 +320,7 @@ impl Commands {
                 map.insert(name.clone(), n);
             }
         }
-        Self(map)
+        Self(map, self.1.saturating_sub(before.1))
     }
 
     fn family(name: &str) -> &str {
@@ -362,6 +379,22 @@ impl Commands {
 fn dump(label: &str, commands: &Commands) {
     if env_or("QUEUE_BENCH_VERBOSE", 0) == 1 {
         eprintln!("queue-bench: {label}: {:?}", commands.0);
+    }
+}
+
+/// With `QUEUE_BENCH_VERBOSE=1`, prints the POST rate in each tenth of a load.
+fn drift(label: &str, load: &Load) {
+    if env_or("QUEUE_BENCH_VERBOSE", 0) == 1 {
+        let tenth = load.elapsed.as_secs_f64() / 10.0;
+        let rates: Vec<String> = load
+            .tenths
+            .iter()
+            .map(|n| format!("{:.0}", f64::from(*n) / tenth.max(1e-9)))
+            .collect();
+        eprintln!(
+            "queue-bench: {label}: POST/s per tenth of the run: {}",
+            rates.join(" ")
+        );
     }
 }
 
@@ -673,6 +706,8 @@ struct Load {
     elapsed: Duration,
     /// Per-request latency in µs, sorted.
     latencies_us: Vec<u32>,
+    /// Answers per tenth of the run (to see whether throughput drifts as the run goes on).
+    tenths: [u32; 10],
 }
 
 impl Load {
@@ -729,32 +764,44 @@ async fn post_load(
         let request = request.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(jobs / connections + 1);
+            let mut answered = Vec::with_capacity(jobs / connections + 1);
             while next.fetch_add(1, Ordering::Relaxed) < jobs {
                 let sent = Instant::now();
                 let (status, body) = conn.exchange(&request).await?;
                 if status != 202 {
                     bail!("POST answered {status}: {}", String::from_utf8_lossy(&body));
                 }
-                latencies.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                let now = Instant::now();
+                latencies.push((now - sent).as_micros().min(u128::from(u32::MAX)) as u32);
+                answered.push(now);
             }
-            Ok::<_, anyhow::Error>((latencies, Instant::now()))
+            Ok::<_, anyhow::Error>((latencies, answered, Instant::now()))
         }));
     }
     let mut latencies_us = Vec::with_capacity(jobs);
+    let mut answered_all = Vec::with_capacity(jobs);
     let mut last = started;
     let joined = tokio::time::timeout(timeout, futures::future::join_all(tasks))
         .await
         .map_err(|_| anyhow!("the POST load did not finish within {timeout:?}"))?;
     for task in joined {
-        let (latencies, done) = task.context("load task panicked")??;
+        let (latencies, answered, done) = task.context("load task panicked")??;
         latencies_us.extend(latencies);
+        answered_all.extend(answered);
         last = last.max(done);
     }
     latencies_us.sort_unstable();
+    let elapsed = last - started;
+    let mut tenths = [0u32; 10];
+    for at in answered_all {
+        let f = (at - started).as_secs_f64() / elapsed.as_secs_f64().max(1e-9);
+        tenths[((f * 10.0) as usize).min(9)] += 1;
+    }
     Ok(Load {
         started_wall_ms,
-        elapsed: last - started,
+        elapsed,
         latencies_us,
+        tenths,
     })
 }
 
@@ -1057,6 +1104,7 @@ async fn ours_e2e(
     let cpu = Cpu::of(&sampler, Some(&measured));
     let (commands, seconds) = (measured.commands, measured.seconds);
     dump("ours, end to end", &commands);
+    drift("ours, end to end", &load);
     dump("ours, idle api + worker", &idle.commands);
     api.stop().await;
     worker.stop().await;
@@ -1115,6 +1163,7 @@ async fn ours_post_only(
     let measured = probe.end(window).await?;
     let cpu = Cpu::of(&sampler, Some(&measured));
     dump("ours, api alone", &measured.commands);
+    drift("ours, api alone", &load);
     api.stop().await;
     Ok(PostRun::of(&load, knobs.jobs, Some(measured.commands), cpu))
 }
@@ -1147,6 +1196,7 @@ async fn standalone_post_only(knobs: &Knobs, round: usize) -> Result<PostRun> {
         ("client", Some(std::process::id())),
     ]);
     let load = post_load(service.addr, knobs.jobs, knobs.connections, knobs.timeout).await?;
+    drift("standalone", &load);
     let cpu = Cpu::of(&sampler, None);
     service.stop().await;
     Ok(PostRun::of(&load, knobs.jobs, None, cpu))
@@ -1228,7 +1278,7 @@ fn command_row(out: &mut String, label: &str, runs: &[(&Commands, usize)]) {
     };
     let _ = writeln!(
         out,
-        "  {label:<38} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7}",
+        "  {label:<38} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7} {:>8}",
         per(&|c| c.client()),
         per(&|c| c.scripts()),
         per(&|c| c.blocking()),
@@ -1236,6 +1286,7 @@ fn command_row(out: &mut String, label: &str, runs: &[(&Commands, usize)]) {
         per(&|c| c.connection()),
         per(&|c| c.inside()),
         per(&|c| c.feed()),
+        per(&|c| c.1),
     );
 }
 
@@ -1390,12 +1441,12 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "  client commands per job (INFO commandstats, median)  client scripts blocking  EXEC  conn.  inside  feed"
+        "  commands per job (INFO commandstats, median)  client scripts blocking  EXEC  conn.  inside    feed  script µs"
     );
     let _ = writeln!(
         out,
-        "  {:<38} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7}",
-        "", "total", "calls", "waits", "", "", "scripts", "XREAD"
+        "  {:<38} {:>7} {:>7} {:>7} {:>6} {:>6} {:>8} {:>7} {:>8}",
+        "", "total", "calls", "waits", "", "", "scripts", "XREAD", "in redis"
     );
     let cmds = |runs: &[QueueRun]| -> Vec<(Commands, usize)> {
         runs.iter()
