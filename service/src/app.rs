@@ -13,6 +13,7 @@ use crate::keyspace::PipelineId;
 use crate::metrics::Metrics;
 use crate::provider;
 use crate::server;
+use crate::sse::follow::Followers;
 use crate::sse::hub::Hub;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -117,8 +118,14 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
     let hub = Hub::new(
         settings.api.sse_max_connections,
         settings.api.sse_client_buffer,
+        Duration::from_secs(settings.api.sse_heartbeat_seconds.max(1)),
         metrics.clone(),
     );
+    let followers = Arc::new(Followers {
+        hub: hub.clone(),
+        store: store.clone(),
+        retry: Duration::from_millis(settings.api.sse_retry_ms),
+    });
     let runs_worker = !matches!(mode, Mode::Api(_));
     let runs_api = !matches!(mode, Mode::Worker(_));
 
@@ -146,7 +153,7 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
 
     let state = AppState {
         store: store.clone(),
-        hub: hub.clone(),
+        followers,
         metrics,
         settings: settings.clone(),
         store_watch,

@@ -245,8 +245,9 @@ pub struct ApiSettings {
     /// Most SSE connections this process holds; more get 503.
     #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub sse_max_connections: usize,
-    /// Events buffered per SSE client before it counts as too slow and is dropped.
-    #[arg(long, env = "SSE_CLIENT_BUFFER", default_value_t = 64)]
+    /// Events kept per followed job for SSE clients that fall behind for a moment (shared by the
+    /// job's followers); a client further behind catches up from the job's history instead.
+    #[arg(long, env = "SSE_CLIENT_BUFFER", default_value_t = 8)]
     pub sse_client_buffer: usize,
     /// Origins allowed by CORS, comma separated; `*` for any. Empty: no CORS headers.
     #[arg(long, env = "CORS_ORIGINS", default_value = "", value_delimiter = ',')]

@@ -10,9 +10,10 @@
 //!
 //! The SSE-only events (`connected`, `heartbeat`) are rendered here too.
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::job::{JobResult, iso};
+use crate::job::iso;
 
 /// Why a job went back to `waiting`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,10 +60,8 @@ pub enum JobEvent<'a> {
         percent: u8,
         message: &'a str,
     },
-    Completed {
-        result: &'a JobResult,
-        duration_ms: u64,
-    },
+    /// The job's result is appended by the store ([`with_result`]), so it is sent once.
+    Completed { duration_ms: u64 },
     /// The attempt failed and the job waits in `delayed` (`attemptsMade` added by the store).
     Retrying {
         error: &'a str,
@@ -98,52 +97,102 @@ pub fn is_terminal(kind: &str) -> bool {
     matches!(kind, "completed" | "failed")
 }
 
+/// The wire form of each event, in field order: `type` first, `timestamp` last.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Wire<'a> {
+    Active {
+        message: &'static str,
+        worker: &'a str,
+        timestamp: &'a str,
+    },
+    Progress {
+        stage: &'a str,
+        percent: u8,
+        message: &'a str,
+        timestamp: &'a str,
+    },
+    Completed {
+        duration: u64,
+        timestamp: &'a str,
+    },
+    Retrying {
+        message: &'static str,
+        error: &'a str,
+        duration: u64,
+        #[serde(rename = "delayMs")]
+        delay_ms: u64,
+        timestamp: &'a str,
+    },
+    Failed {
+        error: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<&'a str>,
+        duration: u64,
+        timestamp: &'a str,
+    },
+    Waiting {
+        message: &'static str,
+        reason: &'static str,
+        timestamp: &'a str,
+    },
+}
+
 /// Renders the job-independent part of an event: a JSON object text starting with `{"type":`,
-/// without `seq`, `jobId` or store counters.
+/// without `seq`, `jobId` or store counters. Serialised from typed fields (no intermediate
+/// JSON value): the worker renders several per job.
 pub fn render(event: &JobEvent<'_>, at_ms: u64) -> String {
-    let mut fields = match event {
-        JobEvent::Active { worker } => json!({
-            "message": "Job is now being processed",
-            "worker": worker,
-        }),
+    let stamp = iso(at_ms);
+    let timestamp = stamp.as_str();
+    let wire = match *event {
+        JobEvent::Active { worker } => Wire::Active {
+            message: "Job is now being processed",
+            worker,
+            timestamp,
+        },
         JobEvent::Progress {
             stage,
             percent,
             message,
-        } => json!({"stage": stage, "percent": percent, "message": message}),
-        JobEvent::Completed {
-            result,
-            duration_ms,
-        } => json!({"result": result, "duration": duration_ms}),
+        } => Wire::Progress {
+            stage,
+            percent,
+            message,
+            timestamp,
+        },
+        JobEvent::Completed { duration_ms } => Wire::Completed {
+            duration: duration_ms,
+            timestamp,
+        },
         JobEvent::Retrying {
             error,
             duration_ms,
             delay_ms,
-        } => json!({
-            "message": "Attempt failed; the job will be retried",
-            "error": error,
-            "duration": duration_ms,
-            "delayMs": delay_ms,
-        }),
+        } => Wire::Retrying {
+            message: "Attempt failed; the job will be retried",
+            error,
+            duration: duration_ms,
+            delay_ms,
+            timestamp,
+        },
         JobEvent::Failed {
             error,
             code,
             duration_ms,
-        } => {
-            let mut fields = json!({"error": error, "duration": duration_ms});
-            if let Some(code) = code {
-                fields["code"] = json!(code);
-            }
-            fields
-        }
-        JobEvent::Waiting { reason } => json!({
-            "message": reason.message(),
-            "reason": reason.as_str(),
-        }),
+        } => Wire::Failed {
+            error,
+            code,
+            duration: duration_ms,
+            timestamp,
+        },
+        JobEvent::Waiting { reason } => Wire::Waiting {
+            message: reason.message(),
+            reason: reason.as_str(),
+            timestamp,
+        },
     };
-    fields["type"] = json!(event.kind());
-    fields["timestamp"] = json!(iso(at_ms));
-    fields.to_string()
+    // Serialising strings and integers cannot fail.
+    serde_json::to_string(&wire).unwrap_or_else(|_| format!("{{\"type\":\"{}\"}}", event.kind()))
 }
 
 /// Numbers a rendered event: `{"seq":N,"jobId":"<id>",<counters>,` followed by the body after its
@@ -157,6 +206,13 @@ pub fn numbered(seq: u64, job_id: &str, counters: &[(&str, u64)], body: &str) ->
     text.push(',');
     text.push_str(body.strip_prefix('{').unwrap_or(body));
     text
+}
+
+/// A rendered body with the job's result (JSON text) as its last field, as the store appends it
+/// to `completed` (the Lua twin is in `event_text`).
+pub fn with_result(body: &str, result_json: &str) -> String {
+    let open = body.strip_suffix('}').unwrap_or(body);
+    format!("{open},\"result\":{result_json}}}")
 }
 
 /// The `connected` event of a new SSE connection.
@@ -219,7 +275,7 @@ mod tests {
 
     #[test]
     fn completed_carries_result_and_duration() {
-        let result = JobResult {
+        let result = crate::job::JobResult {
             flashcards: vec![],
             token_usage: 12,
             usage: TokenUsage::default(),
@@ -227,13 +283,8 @@ mod tests {
             model: "m".into(),
             cost_micros: 0,
         };
-        let body = render(
-            &JobEvent::Completed {
-                result: &result,
-                duration_ms: 12450,
-            },
-            0,
-        );
+        let body = render(&JobEvent::Completed { duration_ms: 12450 }, 0);
+        let body = with_result(&body, &serde_json::to_string(&result).unwrap());
         let v = parse(&numbered(2, "j", &[], &body));
         assert_eq!(v["result"]["tokenUsage"], 12);
         assert_eq!(v["duration"], 12450);

@@ -412,7 +412,7 @@ impl Worker {
             );
         }
         if finished.budget_stopped {
-            tracing::warn!(period = %lease.period, spent_micros = finished.spend.spent_micros,
+            tracing::warn!(period = %lease.period, spent_micros = finished.spent_micros,
                 "budget limit reached: kill-switch on");
         }
         if finished.claimed.budget_failed > 0 {

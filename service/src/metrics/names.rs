@@ -43,7 +43,7 @@ pub const WORKER_HEARTBEAT_TIMESTAMP_SECONDS: &str =
 pub const SSE_CONNECTIONS: &str = "flashcards_sse_connections";
 pub const SSE_CONNECTIONS_LIMIT: &str = "flashcards_sse_connections_limit";
 pub const SSE_EVENTS_SENT_TOTAL: &str = "flashcards_sse_events_sent_total";
-pub const SSE_CLIENTS_DROPPED_TOTAL: &str = "flashcards_sse_clients_dropped_total";
+pub const SSE_FOLLOWERS_CAUGHT_UP_TOTAL: &str = "flashcards_sse_followers_caught_up_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "flashcards_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "flashcards_http_request_duration_seconds";
 
@@ -173,9 +173,9 @@ pub const SERVICE_METRICS: &[MetricSpec] = &[
         labels: &["event"],
     },
     MetricSpec {
-        name: SSE_CLIENTS_DROPPED_TOTAL,
+        name: SSE_FOLLOWERS_CAUGHT_UP_TOTAL,
         kind: Kind::Counter,
-        help: "SSE clients disconnected because they read too slowly.",
+        help: "SSE followers that missed live events (they fell behind, or the feed skipped) and were caught up from the job's history.",
         labels: &[],
     },
     MetricSpec {

@@ -1,27 +1,29 @@
-//! In-process fan-out of job events: one store feed per process, many SSE subscribers.
+//! In-process fan-out of job events: one store feed per process, many SSE followers.
 //!
 //! The dispatcher reads the store's live feed (one Redis stream reader per api pod) and hands
-//! each event to the subscribers of its job through bounded channels. A subscriber whose channel
-//! is full is dropped (its stream ends and the client resumes with `Last-Event-ID`), so one slow
-//! client never holds memory without bound or delays the others.
+//! each event to the followers of its job through one bounded `broadcast` ring per followed job:
+//! the event's bytes are shared by every follower, and a follower that falls behind (a slow
+//! client, or a burst) does not hold memory or slow the others down: it lags, skips, and catches
+//! up from the job's history in the store (see [`super::follow`]). One heartbeat ticker per
+//! process wakes every follower for its heartbeat and its re-check of the job.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::job::now_ms;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreResult, StoredEvent};
+use crate::store::{FeedItem, Store, StoreResult, StoredEvent};
 
-struct Subscriber {
-    id: u64,
-    tx: mpsc::Sender<StoredEvent>,
-}
+/// A feed with no read for this long counts as stalled (`/readyz` fails): the Redis reader
+/// returns at least every 5 s, and its connection has a deadline of the block plus a margin.
+const FEED_STALL_AFTER: Duration = Duration::from_secs(20);
 
 /// Connection and delivery counters (`GET /api/sse/stats`).
 #[derive(Debug, Clone, Serialize)]
@@ -32,50 +34,65 @@ pub struct HubStats {
     pub subscribed_jobs: usize,
     pub subscriptions_per_job: HashMap<String, usize>,
     pub events_sent: u64,
-    pub clients_dropped_slow: u64,
+    /// Followers that missed live events (they fell behind, or the feed skipped) and were
+    /// caught up from the job's history.
+    pub followers_caught_up: u64,
 }
 
 /// The fan-out hub of one process.
 pub struct Hub {
-    subscribers: Mutex<HashMap<String, Vec<Subscriber>>>,
-    next_id: AtomicU64,
+    jobs: RwLock<HashMap<Arc<str>, broadcast::Sender<StoredEvent>>>,
     connections: AtomicUsize,
     max_connections: usize,
-    buffer: usize,
     events_sent: AtomicU64,
-    dropped: AtomicU64,
+    caught_up: AtomicU64,
     metrics: Arc<Metrics>,
     /// Fires when the process shuts down: open streams end so clients resume on another pod.
     closing: CancellationToken,
+    /// Events kept per followed job for followers that are momentarily behind; further behind,
+    /// they catch up from the store.
+    ring: usize,
+    heartbeat: Duration,
+    beat: watch::Sender<u64>,
+    /// When the feed last answered (ms since epoch; 0 before it started).
+    feed_seen: AtomicU64,
 }
 
-/// A held connection slot and subscription; dropping it unsubscribes.
+/// A held connection slot and subscription to one job; dropping it unsubscribes.
 pub struct Subscription {
     hub: Arc<Hub>,
-    job_id: String,
-    id: u64,
-    pub events: mpsc::Receiver<StoredEvent>,
+    job_id: Arc<str>,
+    pub events: broadcast::Receiver<StoredEvent>,
+    pub beat: watch::Receiver<u64>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.unsubscribe(&self.job_id, self.id);
+        self.hub.unsubscribe(&self.job_id);
     }
 }
 
 impl Hub {
-    pub fn new(max_connections: usize, buffer: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        max_connections: usize,
+        ring: usize,
+        heartbeat: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         metrics.sse_connections(0, max_connections);
+        let (beat, _) = watch::channel(0);
         Arc::new(Self {
-            subscribers: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            jobs: RwLock::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             max_connections,
-            buffer: buffer.max(1),
             events_sent: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
             metrics,
             closing: CancellationToken::new(),
+            ring: ring.max(1),
+            heartbeat: heartbeat.max(Duration::from_millis(100)),
+            beat,
+            feed_seen: AtomicU64::new(0),
         })
     }
 
@@ -84,31 +101,61 @@ impl Hub {
         &self.closing
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, broadcast::Sender<StoredEvent>>> {
+        self.jobs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the dispatcher: reads the store's feed until `stop` fires, which also ends every
-    /// open stream (an HTTP server's graceful shutdown would otherwise wait for them forever).
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, broadcast::Sender<StoredEvent>>> {
+        self.jobs.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the dispatcher and the heartbeat ticker: reads the store's feed until `stop`
+    /// fires, which also ends every open stream (an HTTP server's graceful shutdown would
+    /// otherwise wait for them forever).
     pub async fn start(
         self: &Arc<Self>,
         store: &dyn Store,
         stop: CancellationToken,
     ) -> StoreResult<()> {
         let mut feed = store.event_feed().await?;
-        let hub = self.clone();
+        self.feed_seen.store(now_ms(), Ordering::Relaxed);
         let closing = self.closing.clone();
         let stop_streams = stop.clone();
         tokio::spawn(async move {
             stop_streams.cancelled().await;
             closing.cancel();
         });
+        let hub = self.clone();
+        let stop_beat = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hub.heartbeat);
+            tick.tick().await;
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    _ = stop_beat.cancelled() => return,
+                    _ = tick.tick() => {
+                        n += 1;
+                        hub.beat.send_replace(n);
+                    }
+                }
+            }
+        });
+        let hub = self.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    event = feed.next() => match event {
-                        Some(event) => hub.dispatch(event),
+                    item = feed.next() => match item {
+                        Some(FeedItem::Event(event)) => {
+                            hub.feed_seen.store(now_ms(), Ordering::Relaxed);
+                            hub.dispatch(event);
+                        }
+                        Some(FeedItem::Alive) => hub.feed_seen.store(now_ms(), Ordering::Relaxed),
                         None => {
                             tracing::error!("job event feed ended");
                             return;
@@ -120,29 +167,19 @@ impl Hub {
         Ok(())
     }
 
-    /// Delivers one event to the job's subscribers; drops the ones that cannot keep up.
+    /// Whether the live feed has stopped answering (a stalled connection it has not yet
+    /// replaced): followers would then only learn of events at their heartbeat re-check.
+    pub fn feed_stalled(&self) -> bool {
+        let seen = self.feed_seen.load(Ordering::Relaxed);
+        seen > 0 && now_ms().saturating_sub(seen) > FEED_STALL_AFTER.as_millis() as u64
+    }
+
+    /// Delivers one event to its job's followers (one shared copy in the job's ring).
     pub fn dispatch(&self, event: StoredEvent) {
-        let mut map = self.lock();
-        let Some(subscribers) = map.get_mut(&*event.job_id) else {
-            return;
-        };
-        let before = subscribers.len();
-        subscribers.retain(|s| match s.tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
-        let dropped = before - subscribers.len();
-        if subscribers.is_empty() {
-            map.remove(&*event.job_id);
-        }
-        drop(map);
-        for _ in 0..dropped {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            self.metrics.sse_client_dropped();
-        }
-        if dropped > 0 {
-            tracing::warn!(job = %event.job_id, dropped, "dropped slow SSE clients");
+        let jobs = self.read();
+        if let Some(sender) = jobs.get(&*event.job_id) {
+            // No receiver left means the last follower is unsubscribing right now.
+            let _ = sender.send(event);
         }
     }
 
@@ -155,29 +192,34 @@ impl Hub {
             });
         let open = taken.ok()? + 1;
         self.metrics.sse_connections(open, self.max_connections);
-        let (tx, rx) = mpsc::channel(self.buffer);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .entry(job_id.to_owned())
-            .or_default()
-            .push(Subscriber { id, tx });
+        let existing = self.read().get(job_id).map(|s| s.subscribe());
+        let (job_id, events) = match existing {
+            Some(rx) => (Arc::from(job_id), rx),
+            None => {
+                let mut jobs = self.write();
+                let key: Arc<str> = Arc::from(job_id);
+                let rx = jobs
+                    .entry(key.clone())
+                    .or_insert_with(|| broadcast::channel(self.ring).0)
+                    .subscribe();
+                (key, rx)
+            }
+        };
         Some(Subscription {
             hub: self.clone(),
-            job_id: job_id.to_owned(),
-            id,
-            events: rx,
+            job_id,
+            events,
+            beat: self.beat.subscribe(),
         })
     }
 
-    fn unsubscribe(&self, job_id: &str, id: u64) {
-        let mut map = self.lock();
-        if let Some(subscribers) = map.get_mut(job_id) {
-            subscribers.retain(|s| s.id != id);
-            if subscribers.is_empty() {
-                map.remove(job_id);
-            }
+    fn unsubscribe(&self, job_id: &str) {
+        let mut jobs = self.write();
+        // The departing receiver is still counted while its subscription drops.
+        if jobs.get(job_id).is_some_and(|s| s.receiver_count() <= 1) {
+            jobs.remove(job_id);
         }
-        drop(map);
+        drop(jobs);
         let open = self
             .connections
             .fetch_sub(1, Ordering::SeqCst)
@@ -187,7 +229,10 @@ impl Hub {
 
     /// Open connections to one job (the seed's heartbeat `connections`).
     pub fn job_connections(&self, job_id: &str) -> usize {
-        self.lock().get(job_id).map(Vec::len).unwrap_or(0)
+        self.read()
+            .get(job_id)
+            .map(broadcast::Sender::receiver_count)
+            .unwrap_or(0)
     }
 
     pub fn event_sent(&self, event: &str) {
@@ -195,15 +240,24 @@ impl Hub {
         self.metrics.sse_event_sent(event);
     }
 
+    /// A follower was caught up from the store after missing live events.
+    pub fn caught_up(&self) {
+        self.caught_up.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sse_follower_caught_up();
+    }
+
     pub fn stats(&self) -> HubStats {
-        let map = self.lock();
+        let jobs = self.read();
         HubStats {
             connections: self.connections.load(Ordering::SeqCst),
             max_connections: self.max_connections,
-            subscribed_jobs: map.len(),
-            subscriptions_per_job: map.iter().map(|(k, v)| (k.clone(), v.len())).collect(),
+            subscribed_jobs: jobs.len(),
+            subscriptions_per_job: jobs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.receiver_count()))
+                .collect(),
             events_sent: self.events_sent.load(Ordering::Relaxed),
-            clients_dropped_slow: self.dropped.load(Ordering::Relaxed),
+            followers_caught_up: self.caught_up.load(Ordering::Relaxed),
         }
     }
 }
@@ -221,33 +275,38 @@ mod tests {
         }
     }
 
-    fn hub(max: usize, buffer: usize) -> Arc<Hub> {
-        Hub::new(max, buffer, Arc::new(Metrics::new("test", "api")))
+    const RING: usize = 8;
+
+    fn hub(max: usize) -> Arc<Hub> {
+        Hub::new(
+            max,
+            RING,
+            Duration::from_secs(30),
+            Arc::new(Metrics::new("test", "api")),
+        )
     }
 
     #[tokio::test]
-    async fn slow_subscriber_is_dropped_and_others_keep_receiving() {
-        let hub = hub(10, 2);
+    async fn followers_of_one_job_share_its_events_and_a_laggard_lags_alone() {
+        let hub = hub(10);
         let mut fast = hub.subscribe("job").unwrap();
         let mut slow = hub.subscribe("job").unwrap();
-        for seq in 1..=2 {
+        for seq in 1..=(RING as u64 + 3) {
             hub.dispatch(event("job", seq));
             assert_eq!(fast.events.recv().await.unwrap().seq, seq);
         }
-        // The slow one has read nothing: its buffer of 2 is full, so the third event drops it.
-        hub.dispatch(event("job", 3));
-        assert_eq!(fast.events.recv().await.unwrap().seq, 3);
-        assert_eq!(hub.stats().clients_dropped_slow, 1);
-        assert_eq!(hub.job_connections("job"), 1);
-        // The dropped client still gets what was buffered, then its stream ends.
-        assert_eq!(slow.events.recv().await.unwrap().seq, 1);
-        assert_eq!(slow.events.recv().await.unwrap().seq, 2);
-        assert!(slow.events.recv().await.is_none());
+        // The slow one read nothing: it is told it lagged, then gets what the ring still holds.
+        assert!(matches!(
+            slow.events.recv().await,
+            Err(broadcast::error::RecvError::Lagged(3))
+        ));
+        assert_eq!(slow.events.recv().await.unwrap().seq, 4);
+        assert_eq!(hub.job_connections("job"), 2);
     }
 
     #[test]
     fn connection_limit_and_cleanup() {
-        let hub = hub(2, 4);
+        let hub = hub(2);
         let a = hub.subscribe("a").unwrap();
         let b = hub.subscribe("b").unwrap();
         assert!(hub.subscribe("c").is_none(), "third connection refused");
@@ -261,8 +320,30 @@ mod tests {
     }
 
     #[test]
+    fn a_job_stays_subscribed_while_any_follower_remains() {
+        let hub = hub(10);
+        let a = hub.subscribe("j").unwrap();
+        let b = hub.subscribe("j").unwrap();
+        drop(a);
+        assert_eq!(hub.job_connections("j"), 1);
+        drop(b);
+        assert_eq!(hub.stats().subscribed_jobs, 0);
+    }
+
+    #[test]
+    fn a_feed_without_news_for_too_long_is_stalled() {
+        let hub = hub(1);
+        assert!(!hub.feed_stalled(), "not started");
+        hub.feed_seen.store(now_ms(), Ordering::Relaxed);
+        assert!(!hub.feed_stalled());
+        let long_ago = now_ms() - FEED_STALL_AFTER.as_millis() as u64 - 1_000;
+        hub.feed_seen.store(long_ago, Ordering::Relaxed);
+        assert!(hub.feed_stalled());
+    }
+
+    #[test]
     fn events_reach_only_their_job() {
-        let hub = hub(10, 4);
+        let hub = hub(10);
         let mut a = hub.subscribe("a").unwrap();
         hub.dispatch(event("b", 1));
         assert!(a.events.try_recv().is_err());

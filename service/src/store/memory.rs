@@ -22,9 +22,10 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, BudgetState,
-    Claim, ClaimRequest, Claimed, Cost, Epoch, FinishOutcome, Finished, KillSwitch, Lease, Outcome,
-    OutcomeCounts, QueueCounts, Retention, STALLED_CODE, SetBy, Spend, StallReport, Store,
-    StoreResult, StoredEvent, Submission, WorkerInfo, budget_stop_lapsed, budget_stop_reason,
+    Claim, ClaimRequest, Claimed, Cost, Epoch, FeedItem, FinishOutcome, Finished, JobHead,
+    KillSwitch, Lease, Outcome, OutcomeCounts, QueueCounts, Retention, STALLED_CODE, SetBy, Spend,
+    StallReport, Store, StoreResult, StoredEvent, Submission, WorkerInfo, budget_stop_lapsed,
+    budget_stop_reason,
 };
 use crate::events::{self, JobEvent, WaitReason};
 use crate::job::{JobRecord, JobResult, JobState, input_bytes, now_ms};
@@ -476,6 +477,13 @@ impl Store for MemoryStore {
         Ok(self.shard(id).get(id).map(|e| e.record.clone()))
     }
 
+    async fn job_head(&self, id: &str) -> StoreResult<Option<JobHead>> {
+        Ok(self.shard(id).get(id).map(|e| JobHead {
+            state: e.record.state,
+            event_seq: e.record.event_seq,
+        }))
+    }
+
     async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
         let now = now_ms();
         let bodies = ClaimBodies::new(request, now);
@@ -516,12 +524,9 @@ impl Store for MemoryStore {
                 result,
                 duration_ms,
             } => (
-                events::render(
-                    &JobEvent::Completed {
-                        result,
-                        duration_ms,
-                    },
-                    now,
+                events::with_result(
+                    &events::render(&JobEvent::Completed { duration_ms }, now),
+                    &serde_json::to_string(result).unwrap_or_default(),
                 ),
                 None,
             ),
@@ -584,7 +589,6 @@ impl Store for MemoryStore {
                     JobState::Active => FinishOutcome::LeaseLost,
                 };
                 drop(shard);
-                let spend = *core.spend_of(&lease.period);
                 let claimed = match (next, &bodies) {
                     (Some(next), Some(bodies)) => {
                         self.claim_locked(&mut core, next, bodies, now_ts, now)
@@ -593,7 +597,7 @@ impl Store for MemoryStore {
                 };
                 return Ok(Finished {
                     outcome,
-                    spend,
+                    spent_micros: 0,
                     overrun_micros: 0,
                     budget_stopped: false,
                     claimed,
@@ -688,7 +692,11 @@ impl Store for MemoryStore {
         {
             wake = true;
         }
-        let spend = *core.spend_of(&lease.period);
+        let spent_micros = if cost.micros > 0 || budget_stopped {
+            core.spend_of(&lease.period).spent_micros
+        } else {
+            0
+        };
         let claimed = match (next, &bodies) {
             (Some(next), Some(bodies)) => self.claim_locked(&mut core, next, bodies, now_ts, now),
             _ => Claimed::default(),
@@ -699,7 +707,7 @@ impl Store for MemoryStore {
         }
         Ok(Finished {
             outcome: recorded,
-            spend,
+            spent_micros,
             overrun_micros: overrun,
             budget_stopped,
             claimed,
@@ -872,12 +880,17 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn event_feed(&self) -> StoreResult<BoxStream<'static, StoredEvent>> {
-        let stream = BroadcastStream::new(self.feed.subscribe()).filter_map(|item| async move {
-            // A lagged receiver skips; followers backfill gaps from the job's history.
-            item.ok()
+    async fn event_feed(&self) -> StoreResult<BoxStream<'static, FeedItem>> {
+        let events = BroadcastStream::new(self.feed.subscribe()).filter_map(|item| async move {
+            // A lagged receiver skips; followers catch up from the job's history.
+            item.ok().map(FeedItem::Event)
         });
-        Ok(stream.boxed())
+        // In one process the feed cannot stall; it says so as the Redis feed does.
+        let alive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+            Duration::from_secs(5),
+        ))
+        .map(|_| FeedItem::Alive);
+        Ok(futures::stream::select(events, alive).boxed())
     }
 
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()> {

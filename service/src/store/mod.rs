@@ -69,6 +69,8 @@ pub trait Store: Send + Sync + 'static {
     /// limit counts the submission; then the job is enqueued.
     async fn submit(&self, submission: Submission) -> StoreResult<Admission>;
     async fn job(&self, id: &str) -> StoreResult<Option<JobRecord>>;
+    /// A job's state and newest event number (cheap: SSE followers re-check it each heartbeat).
+    async fn job_head(&self, id: &str) -> StoreResult<Option<JobHead>>;
     /// Promotes due delayed jobs, then takes up to `request.max_jobs` waiting jobs whose budget
     /// reservation fits, each with a lease, and appends their `active` (and `started`
     /// progress) events. See [`Claimed`] for what a budget that cannot cover a job does.
@@ -114,8 +116,9 @@ pub trait Store: Send + Sync + 'static {
     // --- events ---
     /// The job's events with `seq > after`, in order.
     async fn events_after(&self, job_id: &str, after: u64) -> StoreResult<Vec<StoredEvent>>;
-    /// A live feed of every job event of the pipeline, from now on. One per api process.
-    async fn event_feed(&self) -> StoreResult<BoxStream<'static, StoredEvent>>;
+    /// A live feed of every job event of the pipeline, from now on, with a sign of life at
+    /// least every few seconds when there are none. One per api process.
+    async fn event_feed(&self) -> StoreResult<BoxStream<'static, FeedItem>>;
 
     // --- workers ---
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()>;

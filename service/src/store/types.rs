@@ -164,8 +164,8 @@ pub enum FinishOutcome {
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub outcome: FinishOutcome,
-    /// Spend of the attempt's period after settling.
-    pub spend: Spend,
+    /// Spend of the attempt's period after settling, when this call changed it (0 otherwise).
+    pub spent_micros: u64,
     /// Cost beyond the reservation (the provider reported more than the bound).
     pub overrun_micros: u64,
     /// The automatic budget stop was switched on by this settlement.
@@ -190,6 +190,21 @@ pub struct QueueCounts {
     pub delayed: u64,
     pub completed: u64,
     pub failed: u64,
+}
+
+/// The little a follower needs to know of its job: where it stands and its newest event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobHead {
+    pub state: JobState,
+    pub event_seq: u64,
+}
+
+/// What the live event feed yields: an event, or a sign of life when there was none to read (so
+/// a feed that stopped answering can be told from a quiet one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedItem {
+    Event(StoredEvent),
+    Alive,
 }
 
 /// A stored job event: the rendered JSON text sent as SSE `data` (see [`crate::events`]).

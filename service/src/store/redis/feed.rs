@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::BlockingConn;
-use crate::store::{StoreResult, StoredEvent};
+use crate::store::{FeedItem, StoreResult, StoredEvent};
 
 /// Entries read from the event stream per call.
 const FEED_BATCH: usize = 1000;
@@ -100,7 +100,7 @@ fn entries(reply: Value) -> (Vec<StoredEvent>, Option<String>) {
 pub(super) async fn event_feed(
     mut conn: BlockingConn,
     stream: String,
-) -> StoreResult<BoxStream<'static, StoredEvent>> {
+) -> StoreResult<BoxStream<'static, FeedItem>> {
     // Start after the newest entry now, so nothing written after this call is missed.
     let mut newest_cmd = redis::cmd("XREVRANGE");
     newest_cmd
@@ -142,8 +142,11 @@ pub(super) async fn event_feed(
                     if let Some(last) = last {
                         cursor = last;
                     }
+                    if events.is_empty() && tx.send(FeedItem::Alive).await.is_err() {
+                        return;
+                    }
                     for event in events {
-                        if tx.send(event).await.is_err() {
+                        if tx.send(FeedItem::Event(event)).await.is_err() {
                             return;
                         }
                     }

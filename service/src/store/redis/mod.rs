@@ -36,7 +36,9 @@ use super::{
 };
 use crate::events::{self, JobEvent, WaitReason};
 use crate::job::{JobRecord, JobState, input_bytes, now_ms};
-use crate::keyspace::{Keyspace, PipelineId, client_digest, kill_switch_field, worker_field};
+use crate::keyspace::{
+    Keyspace, PipelineId, client_digest, job_field, kill_switch_field, worker_field,
+};
 
 /// Finished jobs deleted per trim call, so one call never blocks Redis for long.
 const TRIM_BATCH: u64 = 500;
@@ -256,6 +258,19 @@ impl Store for RedisStore {
         parse::job_record(fields).map(Some)
     }
 
+    async fn job_head(&self, id: &str) -> StoreResult<Option<super::JobHead>> {
+        let (state, seq): (Option<String>, Option<u64>) = self
+            .conn()
+            .hmget(self.keys.job(id), &[job_field::STATE, job_field::EVENT_SEQ])
+            .await?;
+        Ok(state
+            .and_then(|s| JobState::parse(&s))
+            .map(|state| super::JobHead {
+                state,
+                event_seq: seq.unwrap_or(0),
+            }))
+    }
+
     async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
         let now = now_ms();
         let token = uuid::Uuid::new_v4().simple().to_string();
@@ -305,13 +320,7 @@ impl Store for RedisStore {
             } => (
                 "completed",
                 to_json(result)?,
-                events::render(
-                    &JobEvent::Completed {
-                        result,
-                        duration_ms,
-                    },
-                    now,
-                ),
+                events::render(&JobEvent::Completed { duration_ms }, now),
                 String::new(),
                 0,
                 "",
@@ -412,14 +421,14 @@ impl Store for RedisStore {
             "released" | "duplicate:waiting" => FinishOutcome::Released,
             _ => FinishOutcome::LeaseLost,
         };
-        let spend = reply.spend()?;
+        let spent_micros = reply.u64()?;
         let overrun_micros = reply.u64()?;
         let budget_stopped = reply.u64()? == 1;
         let worker = next.map(|n| n.worker_id).unwrap_or("");
         let claimed = parse::claimed(reply.array()?, &token, worker)?;
         Ok(Finished {
             outcome,
-            spend,
+            spent_micros,
             overrun_micros,
             budget_stopped,
             claimed,
@@ -554,7 +563,7 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn event_feed(&self) -> StoreResult<BoxStream<'static, StoredEvent>> {
+    async fn event_feed(&self) -> StoreResult<BoxStream<'static, super::FeedItem>> {
         feed::event_feed(self.client.blocking(feed::FEED_BLOCK), self.keys.events()).await
     }
 

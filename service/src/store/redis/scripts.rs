@@ -32,6 +32,7 @@ const BUDGET_ARGS: &[&str] = &["period_daily", "period_weekly", "period_monthly"
 /// Keys and arguments of the claim part (`claim_lib.lua`).
 const CLAIM_KEYS: &[&str] = &[
     "waiting",
+    "wake",
     "delayed",
     "active",
     "failed",

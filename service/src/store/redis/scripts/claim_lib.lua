@@ -37,26 +37,40 @@ local function fail_for_budget(job_key, id, now)
   append_event(job_key, id, 'failed', A.budget_failed_body, {'attemptsMade', attempts})
 end
 
--- Takes up to A.max_jobs jobs. Returns {blocked, budget_failed, n, fields of each job...}.
-local function claim_jobs()
+-- Takes up to A.max_jobs jobs under `budget` (from `budget_in_force`, which the caller may
+-- share with its own work). Returns {blocked, budget_failed, n, fields of each job...}.
+-- Each job costs one HMGET and one HSET: attempts and eventSeq are read and written with the
+-- rest rather than incremented one by one.
+local function claim_jobs(budget)
   local now = now_ms()
   promote_delayed(now)
   local want = num(A.max_jobs)
   local out = {0, 0, 0}
   if want <= 0 then return out end
-  local budget = budget_in_force()
-  local sp = redis.call('HMGET', budget.spend_key, 'spentMicros', 'reservedMicros')
-  local spent, reserved = num(sp[1]), num(sp[2])
+  local spent, reserved = 0, 0
+  if budget.enforced > 0 then
+    local sp = redis.call('HMGET', budget.spend_key, 'spentMicros', 'reservedMicros')
+    spent, reserved = num(sp[1]), num(sp[2])
+  end
   local added, taken, failed, stopped = 0, 0, 0, false
   local deadline = now + num(A.lease_ms)
+  local started = A.started_body ~= ''
   while taken < want and failed < 100 do
-    local id = redis.call('LINDEX', K.waiting, 0)
+    local id
+    if budget.enforced > 0 then
+      -- Look before taking: a job that does not fit stays first in line.
+      id = redis.call('LINDEX', K.waiting, 0)
+    else
+      id = redis.call('LPOP', K.waiting)
+    end
     if not id then break end
     local job_key = K.job_prefix .. id
-    local f = redis.call('HMGET', job_key, 'inputBytes', 'cardCount', 'state', 'budgetWait')
+    local f = redis.call('HMGET', job_key, 'inputBytes', 'cardCount', 'state', 'budgetWait',
+      'attempts', 'eventSeq', 'request', 'maxAttempts', 'stalls', 'createdAt', 'owner',
+      'traceparent')
     if not f[3] then
       -- The record is gone (lost with the store's data): nothing to run.
-      redis.call('LPOP', K.waiting)
+      if budget.enforced > 0 then redis.call('LPOP', K.waiting) end
     else
       local amount = reservation(f[1], f[2])
       local fits = budget.enforced == 0 or spent + reserved + amount <= budget.enforced
@@ -70,7 +84,7 @@ local function claim_jobs()
         end
         break
       end
-      redis.call('LPOP', K.waiting)
+      if budget.enforced > 0 then redis.call('LPOP', K.waiting) end
       if not fits then
         fail_for_budget(job_key, id, now)
         failed = failed + 1
@@ -79,30 +93,32 @@ local function claim_jobs()
           stopped = true
         end
       else
-        local attempts = redis.call('HINCRBY', job_key, 'attempts', 1)
-        redis.call('HSET', job_key, 'state', 'active', 'startedAt', fmt(now), 'lease', A.token,
-          'worker', A.worker, 'reserved', fmt(amount), 'reservedPeriod', budget.period)
-        redis.call('HDEL', job_key, 'budgetWait')
+        local attempts = num(f[5]) + 1
+        local seq = num(f[6])
+        local events = {{'active', event_text(seq + 1, id, A.active_body, {'attemptsMade', attempts}), seq + 1}}
+        if started then
+          events[2] = {'progress',
+            event_text(seq + 2, id, A.started_body, {'cardCount', num(f[2])}), seq + 2}
+        end
+        redis.call('HSET', job_key, 'state', 'active', 'attempts', attempts, 'startedAt', fmt(now),
+          'lease', A.token, 'worker', A.worker, 'reserved', fmt(amount), 'reservedPeriod',
+          budget.period, 'eventSeq', seq + #events)
+        if f[4] == '1' then redis.call('HDEL', job_key, 'budgetWait') end
         redis.call('ZADD', K.active, deadline, id)
+        push_events(job_key, id, events)
         reserved = reserved + amount
         added = added + amount
-        append_event(job_key, id, 'active', A.active_body, {'attemptsMade', attempts})
-        if A.started_body ~= '' then
-          append_event(job_key, id, 'progress', A.started_body, {'cardCount', num(f[2])})
-        end
-        local j = redis.call('HMGET', job_key, 'request', 'maxAttempts', 'stalls', 'createdAt',
-          'eventSeq', 'owner', 'traceparent')
         local n = #out
         out[n + 1] = id
-        out[n + 2] = j[1]
+        out[n + 2] = f[7]
         out[n + 3] = attempts
-        out[n + 4] = j[2]
-        out[n + 5] = j[3]
-        out[n + 6] = j[4]
+        out[n + 4] = f[8]
+        out[n + 5] = f[9]
+        out[n + 6] = f[10]
         out[n + 7] = fmt(now)
-        out[n + 8] = j[5]
-        out[n + 9] = j[6] or ''
-        out[n + 10] = j[7] or ''
+        out[n + 8] = seq + #events
+        out[n + 9] = f[11] or ''
+        out[n + 10] = f[12] or ''
         out[n + 11] = fmt(amount)
         out[n + 12] = budget.period
         taken = taken + 1
@@ -110,8 +126,10 @@ local function claim_jobs()
     end
   end
   if added > 0 then
-    redis.call('HINCRBY', budget.spend_key, 'reservedMicros', added)
-    redis.call('EXPIRE', budget.spend_key, SPEND_TTL)
+    -- The hash's expiry is set when it first holds a reservation (or a settled cost).
+    if redis.call('HINCRBY', budget.spend_key, 'reservedMicros', added) == added then
+      redis.call('EXPIRE', budget.spend_key, SPEND_TTL)
+    end
   end
   out[2] = failed
   out[3] = taken

@@ -3,30 +3,52 @@
 -- hash tag; per-job keys are derived from the declared `K.job_prefix` where a script picks jobs
 -- itself, as BullMQ's scripts do.
 
+-- The server's time, read once per script run.
+local NOW_MS
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not NOW_MS then
+    local t = redis.call('TIME')
+    NOW_MS = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return NOW_MS
 end
 
 local function fmt(n) return string.format('%d', n) end
 
 local function num(v) return tonumber(v) or 0 end
 
--- Appends an event to a job's history and the pipeline's stream. `body` is the event text
--- rendered by Rust (`events::render`); the store puts `seq`, `jobId` and its own counters in
--- front, like `events::numbered`. Job ids are validated, so they need no escaping.
-local function append_event(job_key, id, kind, body, counters)
-  local seq = redis.call('HINCRBY', job_key, 'eventSeq', 1)
+-- The text of a numbered event: `body` is the event rendered by Rust (`events::render`); the
+-- store puts `seq`, `jobId` and its own counters in front and, for `completed`, the result at
+-- the end, like `events::numbered`. Job ids are validated, so they need no escaping.
+local function event_text(seq, id, body, counters, result)
   local head = '{"seq":' .. seq .. ',"jobId":"' .. id .. '"'
   if counters then
     for i = 1, #counters, 2 do
       head = head .. ',"' .. counters[i] .. '":' .. fmt(counters[i + 1])
     end
   end
-  local event = head .. ',' .. string.sub(body, 2)
-  redis.call('RPUSH', job_key .. ':events', event)
-  redis.call('XADD', K.events, 'MAXLEN', '~', 10000, '*', 'job', id, 'seq', seq, 'type', kind,
-    'data', event)
+  if result then
+    body = string.sub(body, 1, -2) .. ',"result":' .. result .. '}'
+  end
+  return head .. ',' .. string.sub(body, 2)
+end
+
+-- Appends events (each {kind, text, seq}) to a job's history in one push and to the
+-- pipeline's stream. The caller has numbered them and stored the new `eventSeq`.
+local function push_events(job_key, id, events)
+  local texts = {}
+  for i = 1, #events do texts[i] = events[i][2] end
+  redis.call('RPUSH', job_key .. ':events', unpack(texts))
+  for i = 1, #events do
+    redis.call('XADD', K.events, 'MAXLEN', '~', 10000, '*', 'job', id, 'seq', events[i][3],
+      'type', events[i][1], 'data', events[i][2])
+  end
+end
+
+-- Appends one event, numbering it from the job's `eventSeq`.
+local function append_event(job_key, id, kind, body, counters)
+  local seq = redis.call('HINCRBY', job_key, 'eventSeq', 1)
+  push_events(job_key, id, {{kind, event_text(seq, id, body, counters), seq}})
   return seq
 end
 
@@ -36,8 +58,10 @@ local function holds_lease(job_key, token)
 end
 
 local function count_outcome(outcome)
-  redis.call('HINCRBY', K.outcomes, outcome, 1)
-  redis.call('EXPIRE', K.outcomes, 7200)
+  -- The first count of a minute bucket sets its expiry (there are two counters per bucket).
+  if redis.call('HINCRBY', K.outcomes, outcome, 1) == 1 then
+    redis.call('EXPIRE', K.outcomes, 7200)
+  end
 end
 
 -- Spend hashes live for a little over a year, so last year's months can still be read.

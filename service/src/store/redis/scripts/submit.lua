@@ -21,7 +21,8 @@ if A.fingerprint ~= '' then
 end
 
 local budget = budget_in_force()
-local spent = num(redis.call('HGET', budget.spend_key, 'spentMicros'))
+local spent = 0
+if budget.enforced > 0 then spent = num(redis.call('HGET', budget.spend_key, 'spentMicros')) end
 local ks = read_switch()
 if ks[1] == 'true' then
   if stop_lapsed(ks, budget, spent) then
@@ -41,21 +42,27 @@ if num(A.rate_max) > 0 then
   if count > num(A.rate_max) then return {'limited', redis.call('PTTL', K.rate)} end
 end
 
-redis.call('HSET', K.job, 'id', id, 'state', 'waiting', 'request', A.request, 'owner', A.owner,
-  'attempts', 0, 'maxAttempts', A.max_attempts, 'stalls', 0, 'createdAt', fmt(now_ms()),
-  'eventSeq', 0, 'inputBytes', A.input_bytes, 'cardCount', A.card_count)
-if A.traceparent ~= '' then redis.call('HSET', K.job, 'traceparent', A.traceparent) end
+local fields = {'id', id, 'state', 'waiting', 'request', A.request, 'owner', A.owner, 'attempts', 0,
+  'maxAttempts', A.max_attempts, 'stalls', 0, 'createdAt', fmt(now_ms()), 'eventSeq', 0,
+  'inputBytes', A.input_bytes, 'cardCount', A.card_count}
+if A.traceparent ~= '' then
+  fields[#fields + 1] = 'traceparent'
+  fields[#fields + 1] = A.traceparent
+end
 if A.fingerprint ~= '' then
-  redis.call('HSET', K.job, 'idem', A.idem_digest, 'fingerprint', A.fingerprint)
+  fields[#fields + 1] = 'idem'
+  fields[#fields + 1] = A.idem_digest
+  fields[#fields + 1] = 'fingerprint'
+  fields[#fields + 1] = A.fingerprint
   redis.call('SET', K.idem, id, 'EX', A.idem_ttl)
 end
--- A job that finds the waiting list empty may be the one that needs a worker started: say so on
--- the signals stream the operator follows. A busy queue (not empty) adds nothing.
-local was_empty = redis.call('LLEN', K.waiting) == 0
-redis.call('RPUSH', K.waiting, id)
-if was_empty then
+redis.call('HSET', K.job, unpack(fields))
+if redis.call('RPUSH', K.waiting, id) == 1 then
+  -- The queue was empty: idle workers may be asleep (busy ones claim the next job as they
+  -- finish one, and a full claim wakes another worker), and the operator may have scaled to
+  -- zero: wake both.
+  redis.call('RPUSH', K.wake, '1')
+  redis.call('LTRIM', K.wake, -64, -1)
   redis.call('XADD', K.signals, 'MAXLEN', '~', 100, '*', 'job', id)
 end
-redis.call('RPUSH', K.wake, '1')
-redis.call('LTRIM', K.wake, -64, -1)
 return {'accepted', id}
