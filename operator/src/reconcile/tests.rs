@@ -614,6 +614,68 @@ async fn store_down_keeps_the_workers_and_says_so() {
     assert_eq!(condition(&status, "BudgetExceeded").status, "Unknown");
 }
 
+/// Redis restarted without persistence: the store's epoch is new and its spend zero. The
+/// operator restores the period's spend from the status it recorded, says so in an Event and a
+/// condition, and records the new epoch.
+#[tokio::test]
+async fn spend_is_restored_from_the_status_after_the_store_lost_its_data() {
+    let (ctx, handle, state, _) = context();
+    let mut p = minimal();
+    p.spec.budget.limit_usd = 100.0;
+    let period = flashcard_service::budget::BudgetPeriod::Monthly.current_key();
+    p.status = Some(FlashcardPipelineStatus {
+        budget: crate::crd::BudgetStatus {
+            period: period.clone(),
+            spent_usd: 37.0,
+            spent_micros: usd_to_micros(37.0),
+            store_epoch: Some("before".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    // The store is fresh: no epoch of its own yet, nothing spent.
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    let (server, _) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    assert_eq!(*state.spent_micros.lock().unwrap(), usd_to_micros(37.0));
+    let restored = seen
+        .iter()
+        .find(|s| s.body["reason"] == "SpendRestored")
+        .expect("a SpendRestored event");
+    assert!(
+        restored.body["note"].as_str().unwrap().contains("$37.00"),
+        "{}",
+        restored.body["note"]
+    );
+    let status = status_of(&seen);
+    let c = condition(&status, "SpendRestored");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "StoreLostData")
+    );
+    assert_eq!(status.budget.spent_micros, usd_to_micros(37.0));
+    let epoch = status.budget.store_epoch.clone().unwrap();
+    assert_ne!(epoch, "before", "the new epoch is recorded");
+    assert_eq!(
+        state.epoch.lock().unwrap().as_ref().map(|e| e.id.clone()),
+        Some(epoch)
+    );
+    assert_eq!(
+        state
+            .budget_writes
+            .lock()
+            .unwrap()
+            .last()
+            .map(|b| b.limit_micros),
+        Some(usd_to_micros(100.0)),
+        "the budget is written back too"
+    );
+}
+
 #[tokio::test]
 async fn admin_kill_switch_is_left_alone_and_reported() {
     let (ctx, handle, state, _) = context();
