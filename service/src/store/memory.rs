@@ -20,14 +20,15 @@ use futures::stream::BoxStream;
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, BudgetState,
     Claim, ClaimRequest, Claimed, Cost, Epoch, FeedItem, FinishOutcome, Finished, JobHead,
-    KillSwitch, Lease, Outcome, OutcomeCounts, QueueCounts, Retention, STALLED_CODE, SetBy, Spend,
-    StallReport, Store, StoreResult, StoredEvent, Submission, WorkerInfo, budget_stop_lapsed,
+    KillSwitch, Lease, Outcome, OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport,
+    Store, StoreResult, StoredEvent, Submission, WorkerInfo, budget_stop_lapsed,
     budget_stop_reason,
 };
-use crate::events::{self, JobEvent, WaitReason};
+use crate::events;
 use crate::job::{JobRecord, JobResult, JobState, input_bytes, now_ms};
 
 /// Live feed capacity; a lagging api process skips (and backfills from the job's history).
@@ -170,51 +171,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // the state half-changed in a way that matters more than losing the process: a poisoned
     // lock is taken over.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Claim-time renderings, made before any lock is taken.
-struct ClaimBodies {
-    active: String,
-    started: Option<String>,
-    budget_wait: String,
-    budget_failed: String,
-}
-
-impl ClaimBodies {
-    fn new(request: &ClaimRequest<'_>, now: u64) -> Self {
-        Self {
-            active: events::render(
-                &JobEvent::Active {
-                    worker: request.worker_id,
-                },
-                now,
-            ),
-            started: request.started.map(|s| {
-                events::render(
-                    &JobEvent::Progress {
-                        stage: s.stage,
-                        percent: s.percent,
-                        message: s.message,
-                    },
-                    now,
-                )
-            }),
-            budget_wait: events::render(
-                &JobEvent::Waiting {
-                    reason: WaitReason::Budget,
-                },
-                now,
-            ),
-            budget_failed: events::render(
-                &JobEvent::Failed {
-                    error: BUDGET_EXHAUSTED,
-                    code: Some(BUDGET_EXHAUSTED_CODE),
-                    duration_ms: 0,
-                },
-                now,
-            ),
-        }
-    }
 }
 
 impl MemoryStore {
@@ -486,7 +442,7 @@ impl Store for MemoryStore {
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
         let now = now_ms();
-        let bodies = ClaimBodies::new(request, now);
+        let bodies = ClaimBodies::new(Some(request), now);
         let mut core = lock(&self.core);
         Ok(self.claim_locked(&mut core, request, &bodies, jiff::Timestamp::now(), now))
     }
@@ -519,63 +475,18 @@ impl Store for MemoryStore {
         let now = now_ms();
         let now_ts = jiff::Timestamp::now();
         // Render what the outcome may append, before locking.
-        let (body, exhausted) = match outcome {
-            Outcome::Completed {
-                result,
-                duration_ms,
-            } => (
-                events::with_result(
-                    &events::render(&JobEvent::Completed { duration_ms }, now),
-                    &serde_json::to_string(result).unwrap_or_default(),
-                ),
-                None,
-            ),
-            Outcome::Retry {
-                error,
-                delay,
-                duration_ms,
-            } => (
-                events::render(
-                    &JobEvent::Retrying {
-                        error,
-                        duration_ms,
-                        delay_ms: delay.as_millis() as u64,
-                    },
-                    now,
-                ),
-                Some(events::render(
-                    &JobEvent::Failed {
-                        error,
-                        code: None,
-                        duration_ms,
-                    },
-                    now,
-                )),
-            ),
-            Outcome::Failed {
-                error,
-                code,
-                duration_ms,
-            } => (
-                events::render(
-                    &JobEvent::Failed {
-                        error,
-                        code,
-                        duration_ms,
-                    },
-                    now,
-                ),
-                None,
-            ),
-            Outcome::Release { reason } => {
-                (events::render(&JobEvent::Waiting { reason }, now), None)
-            }
+        let rendered = OutcomeBodies::new(outcome, now)
+            .map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
+        let body = match &rendered.result_json {
+            Some(result) => events::with_result(&rendered.body, result),
+            None => rendered.body.clone(),
         };
+        let exhausted = rendered.exhausted.clone();
         let result: Option<JobResult> = match outcome {
             Outcome::Completed { result, .. } => Some(result.clone()),
             _ => None,
         };
-        let bodies = next.map(|n| ClaimBodies::new(n, now));
+        let bodies = next.map(|n| ClaimBodies::new(Some(n), now));
         let mut core = lock(&self.core);
         let mut shard = self.shard(&lease.job_id);
         let mut entry = shard.get_mut(&lease.job_id);
@@ -721,14 +632,7 @@ impl Store for MemoryStore {
         percent: u8,
         message: &str,
     ) -> StoreResult<bool> {
-        let body = events::render(
-            &JobEvent::Progress {
-                stage,
-                percent,
-                message,
-            },
-            now_ms(),
-        );
+        let body = rendered::progress(stage, percent, message, now_ms());
         let mut shard = self.shard(&lease.job_id);
         match shard.get_mut(&lease.job_id) {
             Some(entry) if Self::lease_held(entry, lease) => {
@@ -741,21 +645,12 @@ impl Store for MemoryStore {
 
     async fn recover_stalled(&self, max_stalls: u32) -> StoreResult<StallReport> {
         let now = now_ms();
-        let error = format!("job stalled more than allowable limit ({max_stalls})");
-        let waiting = events::render(
-            &JobEvent::Waiting {
-                reason: WaitReason::Stalled,
-            },
-            now,
-        );
-        let failed = events::render(
-            &JobEvent::Failed {
-                error: &error,
-                code: Some(STALLED_CODE),
-                duration_ms: 0,
-            },
-            now,
-        );
+        let StallBodies {
+            error,
+            code,
+            waiting,
+            failed,
+        } = StallBodies::new(max_stalls, now);
         let mut core = lock(&self.core);
         let expired: Vec<String> = core
             .active
@@ -787,7 +682,7 @@ impl Store for MemoryStore {
                 entry.record.state = JobState::Failed;
                 entry.record.finished_at = Some(now);
                 entry.record.error = Some(error.clone());
-                entry.record.error_code = Some(STALLED_CODE.to_owned());
+                entry.record.error_code = Some(code.to_owned());
                 self.append(entry, "failed", &failed, &[("attemptsMade", attempts)]);
             }
             drop(shard);

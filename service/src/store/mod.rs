@@ -15,6 +15,7 @@ pub mod memory;
 pub mod redis;
 
 mod budget;
+mod rendered;
 mod types;
 
 use std::time::Duration;

@@ -28,13 +28,13 @@ pub use topology::{Topology, TopologyError, TopologyKind};
 use parse::Reply;
 use scripts::{Call, KeyArgs, Scripts};
 
+use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetState, ClaimRequest,
     Claimed, Cost, Epoch, FinishOutcome, Finished, KillSwitch, Lease, Outcome, OutcomeCounts,
-    QueueCounts, Retention, STALLED_CODE, SetBy, Spend, StallReport, Store, StoreError,
-    StoreResult, StoredEvent, Submission, WorkerInfo, period_keys,
+    QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreError, StoreResult, StoredEvent,
+    Submission, WorkerInfo, period_keys,
 };
-use crate::events::{self, JobEvent, WaitReason};
 use crate::job::{JobRecord, JobState, input_bytes, now_ms};
 use crate::keyspace::{
     Keyspace, PipelineId, client_digest, job_field, kill_switch_field, worker_field,
@@ -105,43 +105,16 @@ impl RedisStore {
         token: &str,
         now: u64,
     ) -> Call<'a> {
-        let (worker, lease_ms, max_jobs, pricing, started) = match request {
+        let (worker, lease_ms, max_jobs, pricing) = match request {
             Some(r) => (
                 r.worker_id,
                 r.lease.as_millis() as u64,
                 r.max_jobs,
                 r.pricing,
-                r.started,
             ),
-            None => ("", 0, 0, Default::default(), None),
+            None => ("", 0, 0, Default::default()),
         };
-        let active = events::render(&JobEvent::Active { worker }, now);
-        let started = started
-            .map(|s| {
-                events::render(
-                    &JobEvent::Progress {
-                        stage: s.stage,
-                        percent: s.percent,
-                        message: s.message,
-                    },
-                    now,
-                )
-            })
-            .unwrap_or_default();
-        let wait = events::render(
-            &JobEvent::Waiting {
-                reason: WaitReason::Budget,
-            },
-            now,
-        );
-        let failed = events::render(
-            &JobEvent::Failed {
-                error: BUDGET_EXHAUSTED,
-                code: Some(BUDGET_EXHAUSTED_CODE),
-                duration_ms: 0,
-            },
-            now,
-        );
+        let bodies = ClaimBodies::new(request, now);
         call.arg("worker", worker)
             .arg("lease_ms", lease_ms)
             .arg("token", token)
@@ -151,10 +124,10 @@ impl RedisStore {
             .arg("prompt_overhead", pricing.prompt_overhead_tokens)
             .arg("out_per_card", pricing.output_tokens_per_card)
             .arg("out_overhead", pricing.output_overhead_tokens)
-            .arg("active_body", active)
-            .arg("started_body", started)
-            .arg("budget_wait_body", wait)
-            .arg("budget_failed_body", failed)
+            .arg("active_body", bodies.active)
+            .arg("started_body", bodies.started.unwrap_or_default())
+            .arg("budget_wait_body", bodies.budget_wait)
+            .arg("budget_failed_body", bodies.budget_failed)
             .arg("budget_error", BUDGET_EXHAUSTED)
             .arg("budget_code", BUDGET_EXHAUSTED_CODE)
     }
@@ -313,76 +286,8 @@ impl Store for RedisStore {
         let now = now_ms();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let periods = period_keys(now_timestamp());
-        let (kind, result, body, exhausted, delay_ms, error, code) = match outcome {
-            Outcome::Completed {
-                result,
-                duration_ms,
-            } => (
-                "completed",
-                to_json(result)?,
-                events::render(&JobEvent::Completed { duration_ms }, now),
-                String::new(),
-                0,
-                "",
-                "",
-            ),
-            Outcome::Retry {
-                error,
-                delay,
-                duration_ms,
-            } => (
-                "retry",
-                String::new(),
-                events::render(
-                    &JobEvent::Retrying {
-                        error,
-                        duration_ms,
-                        delay_ms: delay.as_millis() as u64,
-                    },
-                    now,
-                ),
-                events::render(
-                    &JobEvent::Failed {
-                        error,
-                        code: None,
-                        duration_ms,
-                    },
-                    now,
-                ),
-                delay.as_millis() as u64,
-                error,
-                "",
-            ),
-            Outcome::Failed {
-                error,
-                code,
-                duration_ms,
-            } => (
-                "failed",
-                String::new(),
-                events::render(
-                    &JobEvent::Failed {
-                        error,
-                        code,
-                        duration_ms,
-                    },
-                    now,
-                ),
-                String::new(),
-                0,
-                error,
-                code.unwrap_or(""),
-            ),
-            Outcome::Release { reason } => (
-                "release",
-                String::new(),
-                events::render(&JobEvent::Waiting { reason }, now),
-                String::new(),
-                0,
-                "",
-                "",
-            ),
-        };
+        let rendered =
+            OutcomeBodies::new(outcome, now).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let keys = KeyArgs {
             job: Some(&lease.job_id),
             periods: Some(&periods),
@@ -396,13 +301,13 @@ impl Store for RedisStore {
             .call(&keys)?
             .arg("id", &lease.job_id)
             .arg("lease_token", &lease.token)
-            .arg("outcome", kind)
-            .arg("result", result)
-            .arg("body", body)
-            .arg("exhausted_body", exhausted)
-            .arg("delay_ms", delay_ms)
-            .arg("error", error)
-            .arg("error_code", code)
+            .arg("outcome", rendered.kind)
+            .arg("result", rendered.result_json.unwrap_or_default())
+            .arg("body", rendered.body)
+            .arg("exhausted_body", rendered.exhausted.unwrap_or_default())
+            .arg("delay_ms", rendered.delay_ms)
+            .arg("error", rendered.error)
+            .arg("error_code", rendered.code.unwrap_or(""))
             .arg("cost", cost.micros)
             .arg("input_tokens", cost.usage.input_tokens)
             .arg("output_tokens", cost.usage.output_tokens)
@@ -442,14 +347,7 @@ impl Store for RedisStore {
         percent: u8,
         message: &str,
     ) -> StoreResult<bool> {
-        let body = events::render(
-            &JobEvent::Progress {
-                stage,
-                percent,
-                message,
-            },
-            now_ms(),
-        );
+        let body = rendered::progress(stage, percent, message, now_ms());
         let keys = KeyArgs {
             job: Some(&lease.job_id),
             ..self.key_args()
@@ -468,21 +366,7 @@ impl Store for RedisStore {
 
     async fn recover_stalled(&self, max_stalls: u32) -> StoreResult<StallReport> {
         let now = now_ms();
-        let error = format!("job stalled more than allowable limit ({max_stalls})");
-        let waiting = events::render(
-            &JobEvent::Waiting {
-                reason: WaitReason::Stalled,
-            },
-            now,
-        );
-        let failed = events::render(
-            &JobEvent::Failed {
-                error: &error,
-                code: Some(STALLED_CODE),
-                duration_ms: 0,
-            },
-            now,
-        );
+        let bodies = StallBodies::new(max_stalls, now);
         let keys = KeyArgs {
             minute: Some(now / 60_000),
             ..self.key_args()
@@ -492,10 +376,10 @@ impl Store for RedisStore {
             .recover
             .call(&keys)?
             .arg("max_stalls", max_stalls)
-            .arg("stalled_error", &error)
-            .arg("stalled_code", STALLED_CODE)
-            .arg("waiting_body", waiting)
-            .arg("failed_body", failed)
+            .arg("stalled_error", &bodies.error)
+            .arg("stalled_code", bodies.code)
+            .arg("waiting_body", bodies.waiting)
+            .arg("failed_body", bodies.failed)
             .invoke(&mut self.conn())
             .await?;
         Ok(StallReport { requeued, failed })
