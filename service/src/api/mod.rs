@@ -119,6 +119,8 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
             state.clone(),
             track_requests,
         ))
+        // Outside the accounting, so the server span covers all of the request.
+        .layer(middleware::from_fn(crate::telemetry::http::trace_requests))
         .with_state(state)
 }
 
