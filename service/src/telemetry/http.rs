@@ -59,7 +59,7 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
     }
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
         span.record("otel.status_code", "error");
     }

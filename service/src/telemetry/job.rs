@@ -26,6 +26,8 @@ fn at(ms: u64) -> SystemTime {
 
 /// The span of one attempt of a claimed job (`Span::none()` while tracing is off). Also
 /// records the job's queue wait on its first attempt.
+///
+/// Numbers are recorded as `i64`: the OpenTelemetry layer records unsigned integers as text.
 pub fn attempt_span(claim: &Claim, worker_id: &str) -> Span {
     if !super::tracing_enabled() {
         return Span::none();
@@ -36,8 +38,8 @@ pub fn attempt_span(claim: &Claim, worker_id: &str) -> Span {
         otel.kind = "consumer",
         otel.status_code = Empty,
         flashcards.job.id = %job.id,
-        flashcards.job.attempt = job.attempts_made,
-        flashcards.job.max_attempts = job.max_attempts,
+        flashcards.job.attempt = i64::from(job.attempts_made),
+        flashcards.job.max_attempts = i64::from(job.max_attempts),
         flashcards.worker.id = %worker_id,
         flashcards.job.outcome = Empty,
     );

@@ -130,9 +130,11 @@ pub fn init(options: &Options) -> Telemetry {
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(TRACER_NAME))
-            // Only this crate's error fields matter to a trace; span events stay in the logs.
+            // Attributes say what happened, not where in the code or on which thread.
             .with_location(false)
             .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
     });
     let sentry_layer = sentry.as_ref().map(|_| report::layer());
     let registry = tracing_subscriber::registry()

@@ -67,8 +67,8 @@ impl Provider for Traced {
             gen_ai.operation.name = "chat",
             gen_ai.provider.name = %self.inner.name(),
             gen_ai.request.model = %model,
-            flashcards.request.cards = request.card_count,
-            flashcards.request.input_bytes = crate::job::input_bytes(request),
+            flashcards.request.cards = i64::from(request.card_count),
+            flashcards.request.input_bytes = crate::job::input_bytes(request) as i64,
             gen_ai.usage.input_tokens = Empty,
             gen_ai.usage.output_tokens = Empty,
             flashcards.cost_usd = Empty,
@@ -82,10 +82,11 @@ impl Provider for Traced {
                 let micros = self
                     .prices
                     .cost_micros(usage.input_tokens, usage.output_tokens);
-                span.record("gen_ai.usage.input_tokens", usage.input_tokens);
-                span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+                // Numbers as i64: the OpenTelemetry layer records unsigned integers as text.
+                span.record("gen_ai.usage.input_tokens", usage.input_tokens as i64);
+                span.record("gen_ai.usage.output_tokens", usage.output_tokens as i64);
                 span.record("flashcards.cost_usd", micros_to_usd(micros));
-                span.record("flashcards.cards", generation.flashcards.len() as u64);
+                span.record("flashcards.cards", generation.flashcards.len() as i64);
             }
             Err(error) => {
                 span.record("error.type", error_type(error));
