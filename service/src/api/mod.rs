@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod budget;
+pub mod console;
 pub mod error;
 pub mod identity;
 pub mod jobs;
@@ -82,6 +83,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sse/stats", get(sse_stats))
         .route("/api/metrics/alerts", get(alerts::alerts))
         .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }))
+        .route("/console", get(console::page))
+        .route("/console/vendor/{file}", get(console::vendor))
+        .route("/api/console/events", get(console::events))
         .merge(admin)
         .layer(DefaultBodyLimit::max(state.settings.api.max_body_bytes));
     let cors = cors_layer(&state.settings.api.cors_origins);
