@@ -93,7 +93,13 @@ async fn shutdown_signal() {
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    flashcard_operator::telemetry::init(args.log_format != "text");
+    let telemetry = flashcard_operator::telemetry::init(args.log_format != "text");
+    let result = run_with_telemetry(args).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run_with_telemetry(args: RunArgs) -> Result<()> {
     let timing = args.timing()?;
 
     let client = Client::try_default()

@@ -1,15 +1,17 @@
-//! Logging: JSON lines by default (`LOG_FORMAT=text` for humans), level from `RUST_LOG`.
+//! Logging and traces: JSON lines by default (`LOG_FORMAT=text` for humans), level from
+//! `RUST_LOG`; OpenTelemetry traces of every reconcile when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//! set, and Sentry when `SENTRY_DSN` is set (the service crate's telemetry, so both use the same
+//! variables, span conventions and secret scrubbing).
 
-use tracing_subscriber::EnvFilter;
+pub use flashcard_service::telemetry::Telemetry;
 
-/// Installs the global subscriber.
-pub fn init(json: bool) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+/// Installs the global subscriber; call from inside the Tokio runtime, after the rustls crypto
+/// provider is installed.
+pub fn init(json: bool) -> Telemetry {
+    flashcard_service::telemetry::init(&flashcard_service::telemetry::Options {
+        json,
+        service_name: "flashcard-operator".to_owned(),
+        default_filter: "info,kube=warn",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }

@@ -19,6 +19,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Retention, Store};
 use crate::store_watch::StoreWatch;
+use crate::telemetry;
 use crate::worker::{Worker, WorkerOptions};
 
 /// Opens the store the mode needs: Redis when a URL is given (required outside standalone),
@@ -33,9 +34,12 @@ async fn open_store(
             let store = RedisStore::connect(url, pipeline)
                 .await
                 .context("cannot reach Redis at --redis-url / REDIS_URL (is it running, and is the URL right?)")?;
-            Ok(Arc::new(store))
+            Ok(telemetry::store::Traced::wrap(Arc::new(store), "redis"))
         }
-        (None, Mode::Standalone(_)) => Ok(Arc::new(MemoryStore::new())),
+        (None, Mode::Standalone(_)) => Ok(telemetry::store::Traced::wrap(
+            Arc::new(MemoryStore::new()),
+            "memory",
+        )),
         (None, _) => anyhow::bail!(
             "{} mode needs Redis: pass --redis-url or set REDIS_URL (standalone mode runs without it)",
             mode.name()
@@ -138,6 +142,7 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
             provider,
             Duration::from_millis(settings.provider.simulated_latency_ms),
         );
+        let provider = telemetry::provider::Traced::wrap(provider, settings.provider.prices());
         let breaker_handle = breaker.clone();
         local_breaker = Some(Arc::new(move || breaker_handle.state().as_str())
             as Arc<dyn Fn() -> &'static str + Send + Sync>);

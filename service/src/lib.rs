@@ -18,4 +18,5 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod store_watch;
+pub mod telemetry;
 pub mod worker;

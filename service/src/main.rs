@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use flashcard_service::config::{Cli, LogFormat};
+use flashcard_service::telemetry;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// jemalloc, measured against glibc malloc and mimalloc on the api holding idle SSE followers
 /// (release build, 10,000 followers, issue 12): RSS per follower 11.5 KiB (glibc 15.6 KiB,
@@ -16,15 +16,6 @@ use tracing_subscriber::EnvFilter;
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
 
 /// Fires on SIGTERM (Kubernetes) or Ctrl-C.
 fn shutdown_signal() -> CancellationToken {
@@ -59,8 +50,20 @@ fn shutdown_signal() -> CancellationToken {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.mode.settings().log_format);
+    // Before telemetry: the trace and Sentry exporters build rustls clients.
     flashcard_service::provider::install_crypto_provider();
+    let telemetry = telemetry::init(&telemetry::Options {
+        json: matches!(cli.mode.settings().log_format, LogFormat::Json),
+        service_name: format!("flashcard-{}", cli.mode.name()),
+        default_filter: "info",
+        version: env!("CARGO_PKG_VERSION"),
+    });
     let shutdown = shutdown_signal();
-    flashcard_service::app::run(cli.mode, shutdown).await
+    let result = flashcard_service::app::run(cli.mode, shutdown).await;
+    if let Err(e) = &result {
+        // Reaches Sentry (when configured) before the process exits.
+        tracing::error!(error = %flashcard_service::telemetry::report::redact(&format!("{e:#}")), "service stopped with an error");
+    }
+    telemetry.shutdown().await;
+    result
 }

@@ -16,6 +16,7 @@ use backon::BackoffBuilder;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::budget::Prices;
 use crate::events::WaitReason;
@@ -280,7 +281,8 @@ impl Worker {
         let mut next = Some(claim);
         while let Some(claim) = next.take() {
             self.active.fetch_add(1, Ordering::SeqCst);
-            next = self.process(claim, &abandon).await;
+            let span = crate::telemetry::job::attempt_span(&claim, &self.options.id);
+            next = self.process(claim, &abandon).instrument(span).await;
             self.active.fetch_sub(1, Ordering::SeqCst);
         }
         drop(permit);
@@ -402,6 +404,11 @@ impl Worker {
                 tracing::warn!(job = %lease.job_id, "lease lost before the outcome was recorded; its cost was counted");
             }
         }
+        crate::telemetry::job::attempt_ended(
+            &lease.job_id,
+            finished.outcome,
+            error_text.as_deref(),
+        );
         if finished.overrun_micros > 0 {
             self.metrics.budget_overrun(finished.overrun_micros);
             tracing::warn!(

@@ -1123,6 +1123,69 @@ async fn purge_removes_every_key_of_the_pipeline(store: DynStore) {
     );
 }
 
+async fn recent_finished_jobs_and_outcomes_per_minute_are_read_back(store: DynStore) {
+    assert!(store.recent_finished(10).await.unwrap().is_empty());
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = submit(&store, n, 1).await;
+        let claim = claim_one(&store).await.unwrap();
+        if n == 1 {
+            let failed = Outcome::Failed {
+                error: "provider rejected the request",
+                code: None,
+                duration_ms: 1,
+            };
+            store
+                .finish(&claim.lease, failed, Cost::default(), None)
+                .await
+                .unwrap();
+        } else {
+            assert_eq!(complete(&store, &claim, 10).await, FinishOutcome::Completed);
+        }
+        ids.push(id);
+        // Distinct finish times, so the order is defined.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // A job still waiting is not finished.
+    submit(&store, 9, 1).await;
+
+    let recent = store.recent_finished(10).await.unwrap();
+    let order: Vec<&str> = recent.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(order, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+    let states: Vec<JobState> = recent.iter().map(|j| j.state).collect();
+    assert_eq!(
+        states,
+        [JobState::Completed, JobState::Failed, JobState::Completed]
+    );
+    for (job, id) in recent.iter().zip(ids.iter().rev()) {
+        let record = store.job(id).await.unwrap().unwrap();
+        assert_eq!(job.created_at, record.created_at);
+        assert_eq!(job.started_at, record.started_at);
+        assert_eq!(Some(job.finished_at), record.finished_at);
+        let started = job.started_at.expect("started");
+        assert!(
+            job.created_at <= started && started <= job.finished_at,
+            "{job:?}"
+        );
+    }
+    // Bounded: the newest first.
+    let newest = store.recent_finished(2).await.unwrap();
+    assert_eq!(newest.len(), 2);
+    assert_eq!(newest[0].id, ids[2]);
+    assert!(store.recent_finished(0).await.unwrap().is_empty());
+
+    // Per minute, oldest first, the same totals as `outcomes`.
+    let window = Duration::from_secs(5 * 60);
+    let minutes = store.outcomes_by_minute(window).await.unwrap();
+    assert_eq!(minutes.len(), 5);
+    assert!(minutes.windows(2).all(|w| w[0].minute + 1 == w[1].minute));
+    let total = store.outcomes(window).await.unwrap();
+    let completed: u64 = minutes.iter().map(|m| m.completed).sum();
+    let failed: u64 = minutes.iter().map(|m| m.failed).sum();
+    assert_eq!((completed, failed), (total.completed, total.failed));
+    assert_eq!((completed, failed), (2, 1));
+}
+
 async fn memory_store() -> DynStore {
     Arc::new(MemoryStore::new())
 }
@@ -1254,4 +1317,5 @@ conformance!(
     concurrent_claims_hand_out_each_job_once,
     submit_to_an_empty_queue_signals_work_once,
     purge_removes_every_key_of_the_pipeline,
+    recent_finished_jobs_and_outcomes_per_minute_are_read_back,
 );

@@ -46,8 +46,31 @@ pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Requeue delay after a failed reconcile.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 
-/// Reconciles one pipeline: its lifecycle (see [`lifecycle`]), then [`sync`].
+/// Reconciles one pipeline: its lifecycle (see [`lifecycle`]), then [`sync`]. With traces on,
+/// each pass is a `reconcile` span (`k8s.namespace.name`, `flashcards.pipeline`, the error kind
+/// of a failed pass as `error.type`); kube-runtime's `reconciling object` span is its parent.
 pub async fn reconcile(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action> {
+    use tracing::Instrument as _;
+    if !flashcard_service::telemetry::tracing_enabled() {
+        return reconcile_pass(p, ctx).await;
+    }
+    let span = tracing::info_span!(
+        "reconcile",
+        otel.kind = "internal",
+        otel.status_code = tracing::field::Empty,
+        k8s.namespace.name = p.namespace().unwrap_or_default(),
+        flashcards.pipeline = p.name_any(),
+        error.type = tracing::field::Empty,
+    );
+    let result = reconcile_pass(p, ctx).instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("error.type", e.metric_label());
+        span.record("otel.status_code", "error");
+    }
+    result
+}
+
+async fn reconcile_pass(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
     PipelineName::new(&p.name_any())?;

@@ -194,7 +194,8 @@ pub async fn generate(
         idempotency,
         rate_limit,
         max_attempts: settings.queue.max_attempts,
-        traceparent: None,
+        // The POST's span context: the worker's spans of this job join its trace.
+        traceparent: crate::telemetry::current_traceparent(),
     };
     match state.store.submit(submission).await? {
         Admission::Accepted { job_id } => Ok(accepted(&job_id, JobState::Waiting, false)),

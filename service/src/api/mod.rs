@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod budget;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod identity;
@@ -84,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sse/stats", get(sse_stats))
         .route("/api/metrics/alerts", get(alerts::alerts))
         .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }))
+        .route("/console", get(console::page))
+        .route("/console/vendor/{file}", get(console::vendor))
+        .route("/api/console/events", get(console::events))
         .merge(admin)
         .layer(DefaultBodyLimit::max(state.settings.api.max_body_bytes));
     let cors = cors_layer(&state.settings.api.cors_origins);
@@ -121,6 +125,8 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
             state.clone(),
             track_requests,
         ))
+        // Outside the accounting, so the server span covers all of the request.
+        .layer(middleware::from_fn(crate::telemetry::http::trace_requests))
         .with_state(state)
 }
 

@@ -23,10 +23,10 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, BudgetState,
-    Claim, ClaimRequest, Claimed, Cost, Epoch, FeedItem, FinishOutcome, Finished, JobHead,
-    KillSwitch, Lease, Outcome, OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport,
-    Store, StoreResult, StoredEvent, Submission, WorkerInfo, budget_stop_lapsed,
-    budget_stop_reason,
+    Claim, ClaimRequest, Claimed, Cost, Epoch, FeedItem, FinishOutcome, Finished, FinishedJob,
+    JobHead, KillSwitch, Lease, MinuteOutcomes, Outcome, OutcomeCounts, QueueCounts, Retention,
+    SetBy, Spend, StallReport, Store, StoreResult, StoredEvent, Submission, WorkerInfo,
+    budget_stop_lapsed, budget_stop_reason,
 };
 use crate::events;
 use crate::job::{JobRecord, JobResult, JobState, input_bytes, now_ms};
@@ -930,5 +930,50 @@ impl Store for MemoryStore {
             }
         }
         Ok(total)
+    }
+
+    async fn outcomes_by_minute(&self, window: Duration) -> StoreResult<Vec<MinuteOutcomes>> {
+        let core = lock(&self.core);
+        Ok(super::outcome_minutes(now_ms(), window)
+            .map(|minute| {
+                let c = core.outcomes.get(&minute).copied().unwrap_or_default();
+                MinuteOutcomes {
+                    minute,
+                    completed: c.completed,
+                    failed: c.failed,
+                }
+            })
+            .collect())
+    }
+
+    async fn recent_finished(&self, limit: usize) -> StoreResult<Vec<FinishedJob>> {
+        let newest: Vec<(u64, String)> = {
+            let core = lock(&self.core);
+            let mut merged: Vec<(u64, String)> = core
+                .completed
+                .iter()
+                .rev()
+                .take(limit)
+                .chain(core.failed.iter().rev().take(limit))
+                .cloned()
+                .collect();
+            merged.sort_by(|a, b| b.cmp(a));
+            merged.truncate(limit);
+            merged
+        };
+        Ok(newest
+            .into_iter()
+            .filter_map(|(finished, id)| {
+                let shard = self.shard(&id);
+                let record = &shard.get(&id)?.record;
+                Some(FinishedJob {
+                    state: record.state,
+                    created_at: record.created_at,
+                    started_at: record.started_at,
+                    finished_at: record.finished_at.unwrap_or(finished),
+                    id,
+                })
+            })
+            .collect())
     }
 }

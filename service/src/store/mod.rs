@@ -147,6 +147,12 @@ pub trait Store: Send + Sync + 'static {
     async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend>;
     /// Completed and failed jobs (final outcomes) over the last `window`.
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts>;
+    /// Completed and failed jobs per minute over the last `window` (the minutes of
+    /// [`Store::outcomes`]), oldest first, a minute without outcomes as zeros. Read-only.
+    async fn outcomes_by_minute(&self, window: Duration) -> StoreResult<Vec<MinuteOutcomes>>;
+    /// The newest `limit` finished jobs (completed and failed together, newest first) with
+    /// their timestamps; read-only and bounded, for the operations console's durations.
+    async fn recent_finished(&self, limit: usize) -> StoreResult<Vec<FinishedJob>>;
 
     // --- lifecycle ---
     /// Deletes every piece of the pipeline's state (queue, jobs, events, spend, budget,

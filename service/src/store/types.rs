@@ -388,3 +388,24 @@ pub const BUDGET_EXHAUSTED: &str =
 pub const BUDGET_EXHAUSTED_CODE: &str = "BUDGET_LIMIT_EXCEEDED";
 /// Code of a job failed for stalling too often.
 pub const STALLED_CODE: &str = "JOB_STALLED";
+
+/// A finished job's timestamps (ms since the epoch), for the operations console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinishedJob {
+    pub id: String,
+    /// `Completed` or `Failed`.
+    pub state: JobState,
+    pub created_at: u64,
+    /// Start of the last attempt (none for a job failed before any attempt started).
+    pub started_at: Option<u64>,
+    pub finished_at: u64,
+}
+
+/// Final outcomes of one minute (minutes since the epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MinuteOutcomes {
+    pub minute: u64,
+    pub completed: u64,
+    pub failed: u64,
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod admin;
+pub mod cdp;
 pub mod cluster;
 pub mod llm;
 pub mod proxy;

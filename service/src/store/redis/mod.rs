@@ -31,9 +31,9 @@ use scripts::{Call, KeyArgs, Scripts};
 use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetState, ClaimRequest,
-    Claimed, Cost, Epoch, FinishOutcome, Finished, KillSwitch, Lease, Outcome, OutcomeCounts,
-    QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreError, StoreResult, StoredEvent,
-    Submission, WorkerInfo, period_keys,
+    Claimed, Cost, Epoch, FinishOutcome, Finished, FinishedJob, KillSwitch, Lease, MinuteOutcomes,
+    Outcome, OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreError,
+    StoreResult, StoredEvent, Submission, WorkerInfo, period_keys,
 };
 use crate::job::{JobRecord, JobState, input_bytes, now_ms};
 use crate::keyspace::{
@@ -681,5 +681,74 @@ impl Store for RedisStore {
             total.failed += failed.unwrap_or(0);
         }
         Ok(total)
+    }
+
+    async fn outcomes_by_minute(&self, window: Duration) -> StoreResult<Vec<MinuteOutcomes>> {
+        let minutes: Vec<u64> = super::outcome_minutes(now_ms(), window).collect();
+        let mut pipe = redis::pipe();
+        for m in &minutes {
+            pipe.hmget(self.keys.outcomes(*m), &["completed", "failed"]);
+        }
+        let buckets: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut self.conn()).await?;
+        Ok(minutes
+            .into_iter()
+            .zip(buckets)
+            .map(|(minute, (completed, failed))| MinuteOutcomes {
+                minute,
+                completed: completed.unwrap_or(0),
+                failed: failed.unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn recent_finished(&self, limit: usize) -> StoreResult<Vec<FinishedJob>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = limit as isize - 1;
+        let (completed, failed): (Vec<(String, f64)>, Vec<(String, f64)>) = redis::pipe()
+            .zrevrange_withscores(self.keys.completed(), 0, last)
+            .zrevrange_withscores(self.keys.failed(), 0, last)
+            .query_async(&mut self.conn())
+            .await?;
+        let mut newest: Vec<(u64, String)> = completed
+            .into_iter()
+            .chain(failed)
+            .map(|(id, score)| (score as u64, id))
+            .collect();
+        newest.sort_by(|a, b| b.cmp(a));
+        newest.truncate(limit);
+        if newest.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (_, id) in &newest {
+            pipe.hmget(
+                self.keys.job(id),
+                &[
+                    job_field::STATE,
+                    job_field::CREATED_AT,
+                    job_field::STARTED_AT,
+                    job_field::FINISHED_AT,
+                ],
+            );
+        }
+        type Times = (Option<String>, Option<u64>, Option<u64>, Option<u64>);
+        let times: Vec<Times> = pipe.query_async(&mut self.conn()).await?;
+        Ok(newest
+            .into_iter()
+            .zip(times)
+            .filter_map(|((finished, id), (state, created, started, finished_at))| {
+                // A job trimmed between the two reads has no hash any more: skip it.
+                let state = JobState::parse(state.as_deref()?)?;
+                Some(FinishedJob {
+                    id,
+                    state,
+                    created_at: created.unwrap_or(0),
+                    started_at: started,
+                    finished_at: finished_at.unwrap_or(finished),
+                })
+            })
+            .collect())
     }
 }

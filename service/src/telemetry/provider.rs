@@ -1,0 +1,102 @@
+//! The client span of each provider call: `chat <model>` (the GenAI semantic conventions'
+//! name), with `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`, the
+//! requested card count and input size in bytes, and after the call
+//! `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `flashcards.cost_usd` and
+//! `flashcards.cards`. A failed call records `error.type` (the kind of failure, never its text:
+//! a provider's error body may quote the request). The prompt, the study text and the API key
+//! are never recorded.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
+use crate::budget::{Prices, micros_to_usd};
+use crate::job::JobRequest;
+use crate::provider::{Generation, Provider, ProviderError, TokenBounds};
+
+/// A provider whose calls are traced.
+pub struct Traced {
+    inner: Arc<dyn Provider>,
+    prices: Prices,
+}
+
+impl Traced {
+    /// Wraps `inner` when tracing is on; returns it unchanged otherwise.
+    pub fn wrap(inner: Arc<dyn Provider>, prices: Prices) -> Arc<dyn Provider> {
+        if super::tracing_enabled() {
+            Arc::new(Self { inner, prices })
+        } else {
+            inner
+        }
+    }
+}
+
+/// The `error.type` of a failed call.
+pub fn error_type(error: &ProviderError) -> &'static str {
+    match error {
+        ProviderError::RateLimited { .. } => "rate_limited",
+        ProviderError::Timeout(_) => "timeout",
+        ProviderError::Server { .. } => "server_error",
+        ProviderError::Rejected { .. } => "rejected",
+        ProviderError::InvalidResponse(_) => "invalid_response",
+        ProviderError::Transport(_) => "transport",
+        ProviderError::CircuitOpen => "circuit_open",
+        ProviderError::Unusable(_) => "unusable",
+    }
+}
+
+#[async_trait]
+impl Provider for Traced {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    async fn generate(&self, request: &JobRequest) -> Result<Generation, ProviderError> {
+        let model = self.inner.model();
+        let span = tracing::info_span!(
+            "provider.generate",
+            otel.name = %format_args!("chat {model}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = %self.inner.name(),
+            gen_ai.request.model = %model,
+            flashcards.request.cards = i64::from(request.card_count),
+            flashcards.request.input_bytes = crate::job::input_bytes(request) as i64,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            flashcards.cost_usd = Empty,
+            flashcards.cards = Empty,
+            error.type = Empty,
+        );
+        let result = self.inner.generate(request).instrument(span.clone()).await;
+        match &result {
+            Ok(generation) => {
+                let usage = generation.usage;
+                let micros = self
+                    .prices
+                    .cost_micros(usage.input_tokens, usage.output_tokens);
+                // Numbers as i64: the OpenTelemetry layer records unsigned integers as text.
+                span.record("gen_ai.usage.input_tokens", usage.input_tokens as i64);
+                span.record("gen_ai.usage.output_tokens", usage.output_tokens as i64);
+                span.record("flashcards.cost_usd", micros_to_usd(micros));
+                span.record("flashcards.cards", generation.flashcards.len() as i64);
+            }
+            Err(error) => {
+                span.record("error.type", error_type(error));
+                span.record("otel.status_code", "error");
+            }
+        }
+        result
+    }
+
+    fn token_bounds(&self) -> TokenBounds {
+        self.inner.token_bounds()
+    }
+}
