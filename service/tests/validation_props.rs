@@ -25,7 +25,15 @@ fn settings() -> ApiSettings {
     cli.mode.settings().api.clone()
 }
 
-const FIELDS: &[&str] = &["body", "content", "subject", "topic", "userId", "cardCount"];
+const FIELDS: &[&str] = &[
+    "body",
+    "content",
+    "subject",
+    "topic",
+    "userId",
+    "cardCount",
+    "count",
+];
 
 /// What the handler does before the store: the JSON extractor, then validation.
 fn check_body(bytes: Vec<u8>, headers: &HeaderMap) -> Result<JobRequest, ApiError> {

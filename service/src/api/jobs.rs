@@ -187,27 +187,36 @@ pub fn validate(
         }
         _ => required_text(body, "userId", MAX_USER_ID_CHARS, &mut errors),
     };
-    let card_count = match body.get("cardCount").or_else(|| body.get("count")) {
-        None | Some(Value::Null) => Some(settings.default_card_count),
+    // `cardCount`, or its older name `count`; each one given must be valid (the document says
+    // so), and `cardCount` wins when both are.
+    let mut card_count_field = |field: &str| -> Option<Option<u32>> {
+        let value = body.get(field).filter(|v| !v.is_null())?;
         // JSON has one number type: `3` and `3.0` are the same integer (JSON Schema agrees).
-        Some(value) => match value.as_u64().or_else(|| {
+        let n = value.as_u64().or_else(|| {
             value
                 .as_f64()
                 .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e9)
                 .map(|f| f as u64)
-        }) {
-            Some(n) if n >= 1 && n <= u64::from(settings.max_card_count) => Some(n as u32),
+        });
+        match n {
+            Some(n) if n >= 1 && n <= u64::from(settings.max_card_count) => Some(Some(n as u32)),
             _ => {
                 errors.push(FieldError {
-                    field: "cardCount".into(),
+                    field: field.to_owned(),
                     message: format!(
-                        "cardCount must be an integer from 1 to {}",
+                        "{field} must be an integer from 1 to {}",
                         settings.max_card_count
                     ),
                 });
-                None
+                Some(None)
             }
-        },
+        }
+    };
+    let card_count = card_count_field("cardCount");
+    let count = card_count_field("count");
+    let card_count = match (card_count, count) {
+        (Some(given), _) | (None, Some(given)) => given,
+        (None, None) => Some(settings.default_card_count),
     };
     match (content, subject, topic, user_id, card_count) {
         (Some(content), Some(subject), Some(topic), Some(user_id), Some(card_count))

@@ -102,6 +102,8 @@ pub struct JobEventData {
     status: Option<crate::job::JobState>,
     attempts_made: Option<u32>,
     worker: Option<String>,
+    /// `waiting` after a stall: times the job's lease expired.
+    stalls: Option<u32>,
     stage: Option<String>,
     percent: Option<u8>,
     result: Option<crate::job::JobResult>,
@@ -293,6 +295,61 @@ impl Modify for Shared {
                 "The admin token (`ADMIN_TOKEN` / `--admin-token-file`), compared in constant time; scheme case-insensitive. Without a token the admin endpoints answer 503 `ADMIN_DISABLED`, except on standalone bound to loopback (local development), where writes need `Content-Type: application/json`.",
             ),
         );
+
+        // One event of the SSE stream, as schemathesis and OpenAPI 3.2's `itemSchema` read it:
+        // the `data` line is JSON (`contentSchema`).
+        let mut data_schema = openapi::extensions::Extensions::default();
+        data_schema.insert(
+            "contentSchema".to_owned(),
+            serde_json::json!({"$ref": "#/components/schemas/JobEventData"}),
+        );
+        let event_names = SSE_EVENTS.iter().map(|(name, _)| *name);
+        let sse_event = openapi::ObjectBuilder::new()
+            .schema_type(openapi::Type::Object)
+            .description(Some(
+                "One Server-Sent Event of a job stream: `event:` name, `data:` JSON, `id:` the event's `seq` (absent on `connected` and `heartbeat`), `retry:` on `connected`.",
+            ))
+            .property(
+                "event",
+                openapi::ObjectBuilder::new()
+                    .schema_type(openapi::Type::String)
+                    .enum_values(Some(event_names)),
+            )
+            .required("event")
+            .property(
+                "data",
+                openapi::ObjectBuilder::new()
+                    .schema_type(openapi::Type::String)
+                    .content_media_type("application/json")
+                    .extensions(Some(data_schema)),
+            )
+            .required("data")
+            .property(
+                "id",
+                openapi::ObjectBuilder::new()
+                    .schema_type(openapi::Type::String)
+                    .pattern(Some("^[0-9]+$")),
+            )
+            .property(
+                "retry",
+                openapi::ObjectBuilder::new()
+                    .schema_type(openapi::Type::Integer)
+                    .minimum(Some(0)),
+            );
+        components.schemas.insert(
+            "SseEvent".to_owned(),
+            openapi::RefOr::T(openapi::Schema::Object(sse_event.build())),
+        );
+        if let Some(op) = doc
+            .paths
+            .paths
+            .get_mut("/api/job-events")
+            .and_then(|item| item.get.as_mut())
+            && let Some(openapi::RefOr::T(ok)) = op.responses.responses.get_mut("200")
+            && let Some(stream) = ok.content.get_mut("text/event-stream")
+        {
+            stream.schema = Some(openapi::Ref::from_schema_name("SseEvent").into());
+        }
 
         let unavailable = || {
             openapi::ResponseBuilder::new()
