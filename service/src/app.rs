@@ -183,11 +183,35 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
     } else {
         api::worker_router(state)
     };
-    server::serve(listener, router, limits, shutdown.clone())
-        .await
-        .context("HTTP server failed")?;
-    if let Some(task) = worker_task {
-        task.await.context("worker task panicked")?;
+    match worker_task {
+        // Worker mode: the HTTP server (only /metrics and the probes) outlives the drain, so the
+        // pod stays observable and live while its jobs finish; it stops once the worker is done.
+        Some(mut task) if !runs_api => {
+            let stop_http = CancellationToken::new();
+            let serve = server::serve(listener, router, limits, stop_http.clone());
+            tokio::pin!(serve);
+            tokio::select! {
+                served = &mut serve => {
+                    served.context("HTTP server failed")?;
+                    task.await.context("worker task panicked")?;
+                }
+                joined = &mut task => {
+                    stop_http.cancel();
+                    serve.await.context("HTTP server failed")?;
+                    joined.context("worker task panicked")?;
+                }
+            }
+        }
+        // api and standalone: stop accepting at the signal (SSE streams end so clients resume
+        // elsewhere), then let a standalone worker drain.
+        worker_task => {
+            server::serve(listener, router, limits, shutdown.clone())
+                .await
+                .context("HTTP server failed")?;
+            if let Some(task) = worker_task {
+                task.await.context("worker task panicked")?;
+            }
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Lifecycle states, as reported by `GET /api/job-status/:jobId`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Waiting,
@@ -53,7 +53,7 @@ pub struct JobRequest {
 }
 
 /// One flashcard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Flashcard {
     pub question: String,
     pub answer: String,
@@ -64,7 +64,7 @@ pub struct Flashcard {
 }
 
 /// Tokens used by one provider call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
     pub input_tokens: u64,
@@ -78,7 +78,7 @@ impl TokenUsage {
 }
 
 /// The result of a completed job, as the seed's `completed` event carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobResult {
     pub flashcards: Vec<Flashcard>,

@@ -133,6 +133,7 @@ mod tests {
             "has(self.apiKeySecretRef)",
             "size(self.reason) > 0",
             "self.metadata.name.matches(",
+            "self.mode != 'apiKey' || has(self.apiKeysSecretRef)",
         ] {
             assert!(rules.contains(rule), "missing rule {rule}");
         }
@@ -184,7 +185,7 @@ mod tests {
         }
         let mut found = 0;
         walk(&schema(), "", &mut found);
-        assert_eq!(found, 5, "the five rules of the resource");
+        assert_eq!(found, 6, "the six rules of the resource");
     }
 
     /// `kubectl explain` shows descriptions as written: no hard wraps, and the defaults and
@@ -231,5 +232,36 @@ mod tests {
         assert_eq!(p.api.replicas, 2);
         assert!(p.budget.kill_switch.automatic);
         assert_eq!(p.provider.kind, ProviderKind::Local);
+        assert_eq!(p.api.identity, IdentitySpec::default());
+        assert_eq!(p.api.identity.mode, IdentityMode::Body);
+        assert_eq!(p.api.identity.header, "X-Forwarded-User");
+    }
+
+    #[test]
+    fn identity_schema_is_documented_and_constrained() {
+        let s = schema();
+        let identity = &s["properties"]["spec"]["properties"]["api"]["properties"]["identity"];
+        let props = &identity["properties"];
+        assert_eq!(
+            props["mode"]["enum"],
+            serde_json::json!(["body", "apiKey", "proxy"])
+        );
+        assert_eq!(props["mode"]["default"], "body");
+        for field in ["mode", "apiKeysSecretRef", "header", "trustedProxies"] {
+            assert!(
+                props[field]["description"]
+                    .as_str()
+                    .is_some_and(|d| d.len() > 20),
+                "{field} is documented"
+            );
+        }
+        assert!(props["header"]["pattern"].is_string());
+        assert_eq!(props["trustedProxies"]["maxItems"], 64);
+        assert!(props["trustedProxies"]["items"]["pattern"].is_string());
+        let rules = identity["x-kubernetes-validations"].to_string();
+        assert!(
+            rules.contains("identity mode apiKey needs apiKeysSecretRef"),
+            "{rules}"
+        );
     }
 }

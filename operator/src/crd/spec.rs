@@ -65,6 +65,90 @@ pub struct ApiSpec {
     #[serde(default = "default_rate_limit_window_seconds")]
     #[schemars(range(min = 1, max = 86_400))]
     pub rate_limit_window_seconds: u32,
+    /// Who the API's clients are: the identity that the rate limit counts and that owns a job.
+    /// Default `body` (the request's `userId`, for trusted networks only).
+    #[serde(default)]
+    pub identity: IdentitySpec,
+}
+
+/// How the API identifies its clients.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityMode {
+    /// The request's `userId` (or `user-id` header) names the client, as in the seed. Anyone may
+    /// claim any id: use it only when everything in front already authenticated the caller.
+    #[default]
+    Body,
+    /// Every request presents an API key (`X-API-Key: <key>` or `Authorization: Bearer <key>`);
+    /// the Secret `apiKeysSecretRef` maps the keys' SHA-256 hashes to principals. Jobs are served
+    /// only to the principal that submitted them.
+    ApiKey,
+    /// An authenticating proxy in front (oauth2-proxy, ingress-nginx external auth) sets the
+    /// `header` to the user's identity; it counts only from `trustedProxies`. Jobs are served only
+    /// to the user that submitted them.
+    Proxy,
+}
+
+impl IdentityMode {
+    /// The service's `--client-identity` value (`CLIENT_IDENTITY`).
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            IdentityMode::Body => "body",
+            IdentityMode::ApiKey => "api-key",
+            IdentityMode::Proxy => "proxy",
+        }
+    }
+}
+
+/// Client identity of the API pods (`CLIENT_IDENTITY`, `API_KEYS_FILE`, `IDENTITY_HEADER`,
+/// `TRUSTED_PROXIES`). Without an identity in a request, the client address counts: the peer,
+/// or behind `trustedProxies` the last untrusted address of `X-Forwarded-For`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'apiKey' || has(self.apiKeysSecretRef)").message("identity mode apiKey needs apiKeysSecretRef").field_path(".apiKeysSecretRef").reason(kube::core::Reason::FieldValueRequired))]
+pub struct IdentitySpec {
+    /// `body`: the request's `userId` (or `user-id` header) names the client; anyone may claim
+    /// any id, so only for trusted networks. `apiKey`: every request needs a key (`X-API-Key` or
+    /// `Authorization: Bearer`) listed in `apiKeysSecretRef`. `proxy`: the `header` set by an
+    /// authenticating proxy at one of `trustedProxies`. With `apiKey` and `proxy` a job's status
+    /// and events are served only to the client that submitted it.
+    #[serde(default)]
+    pub mode: IdentityMode,
+    /// Secret key holding the API keys file (required for `apiKey`): one
+    /// `<sha256-hex-of-key> <principal>` per line (`printf %s "$KEY" | sha256sum`), `#` comments
+    /// allowed. Mounted read-only into the API pods as a file (`API_KEYS_FILE`); the operator
+    /// never reads it. The file is read when a pod starts: restart the API pods after a change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_secret_ref: Option<SecretKeyRef>,
+    /// Header the authenticating proxy sets to the user's identity (`proxy` mode), e.g.
+    /// oauth2-proxy's `X-Forwarded-User` or `X-Auth-Request-Email`.
+    #[serde(default = "default_identity_header")]
+    #[schemars(length(min = 1, max = 100), pattern(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub header: String,
+    /// Addresses or CIDRs of the proxies in front (usually the Ingress controller's pod CIDR,
+    /// e.g. `10.244.0.0/16`): only from them are the identity header and `X-Forwarded-For`
+    /// trusted. Empty: none (the header is ignored and the peer address counts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 2, max = 49), pattern(r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$"))
+    )]
+    pub trusted_proxies: Vec<String>,
+}
+
+fn default_identity_header() -> String {
+    "X-Forwarded-User".into()
+}
+
+impl Default for IdentitySpec {
+    fn default() -> Self {
+        Self {
+            mode: IdentityMode::Body,
+            api_keys_secret_ref: None,
+            header: default_identity_header(),
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 fn default_rate_limit_jobs() -> u32 {
@@ -86,6 +170,7 @@ impl Default for ApiSpec {
             cors_origins: Vec::new(),
             rate_limit_jobs: default_rate_limit_jobs(),
             rate_limit_window_seconds: default_rate_limit_window_seconds(),
+            identity: IdentitySpec::default(),
         }
     }
 }

@@ -97,7 +97,16 @@ mod tests {
             .collect();
         assert_eq!(
             env,
-            ["POD_NAME", "REDIS_URL", "OPENAI_API_KEY", "ADMIN_TOKEN"]
+            [
+                "POD_NAME",
+                "REDIS_URL",
+                "OPENAI_API_KEY",
+                "ADMIN_TOKEN",
+                "CLIENT_IDENTITY",
+                "IDENTITY_HEADER",
+                "TRUSTED_PROXIES",
+                "API_KEYS_FILE"
+            ]
         );
         let pod_name = c.env.as_ref().unwrap()[0].value_from.as_ref().unwrap();
         assert_eq!(
@@ -114,6 +123,124 @@ mod tests {
         );
         let annotations = spec.template.metadata.unwrap().annotations.unwrap();
         assert!(annotations.contains_key(CONFIG_HASH_ANNOTATION));
+    }
+
+    fn api_container(
+        p: &FlashcardPipeline,
+    ) -> (
+        k8s_openapi::api::core::v1::PodSpec,
+        k8s_openapi::api::core::v1::Container,
+    ) {
+        let pod = api_deployment(p)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let container = pod.containers[0].clone();
+        (pod, container)
+    }
+
+    fn literal_env(c: &k8s_openapi::api::core::v1::Container) -> Vec<(String, String)> {
+        c.env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+            .collect()
+    }
+
+    #[test]
+    fn api_keys_are_a_mounted_secret_file_and_the_identity_is_env() {
+        let (pod, c) = api_container(&full());
+        let env = literal_env(&c);
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("CLIENT_IDENTITY"), Some("api-key"));
+        assert_eq!(get("IDENTITY_HEADER"), Some("X-Forwarded-User"));
+        assert_eq!(get("TRUSTED_PROXIES"), Some("10.244.0.0/16,10.0.0.7"));
+        assert_eq!(get("API_KEYS_FILE"), Some("/etc/flashcards/api-keys/keys"));
+        let volumes = pod.volumes.unwrap();
+        assert_eq!(volumes.len(), 1);
+        let secret = volumes[0].secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("client-keys"));
+        let items = secret.items.as_ref().unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("keys", "keys")
+        );
+        let mount = &c.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(mount.name, volumes[0].name);
+        assert_eq!(mount.mount_path, "/etc/flashcards/api-keys");
+        assert_eq!(mount.read_only, Some(true));
+        // The worker needs none of it.
+        let worker = crate::render::worker_deployment(&full(), 1).unwrap();
+        let wpod = worker.spec.unwrap().template.spec.unwrap();
+        assert!(wpod.volumes.is_none());
+        assert!(
+            !wpod.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "CLIENT_IDENTITY" || e.name == "API_KEYS_FILE")
+        );
+    }
+
+    #[test]
+    fn default_identity_is_the_seed_s_body_mode_without_volumes() {
+        let (pod, c) = api_container(&minimal());
+        let env = literal_env(&c);
+        assert!(env.contains(&("CLIENT_IDENTITY".into(), "body".into())));
+        assert!(env.iter().all(|(k, _)| k != "API_KEYS_FILE"));
+        assert!(pod.volumes.is_none() && c.volume_mounts.is_none());
+        let mut proxy = minimal();
+        proxy.spec.api.identity.mode = crate::crd::IdentityMode::Proxy;
+        proxy.spec.api.identity.header = "X-Auth-Request-Email".into();
+        let env = literal_env(&api_container(&proxy).1);
+        assert!(env.contains(&("CLIENT_IDENTITY".into(), "proxy".into())));
+        assert!(env.contains(&("IDENTITY_HEADER".into(), "X-Auth-Request-Email".into())));
+    }
+
+    /// The api container's settings (ConfigMap plus literal env) parse with the service's own
+    /// clap definition of `api` mode, and mean what the spec says.
+    #[test]
+    fn service_binary_accepts_the_identity_settings() {
+        use clap::{CommandFactory, Parser};
+        let p = full();
+        let (_, c) = api_container(&p);
+        let mut vars: Vec<(String, String)> =
+            crate::render::config_values(&p).into_iter().collect();
+        vars.extend(literal_env(&c));
+        let cmd = flashcard_service::config::Cli::command();
+        let api = cmd.find_subcommand("api").expect("api mode");
+        let mut args = vec!["flashcard-service".to_owned(), "api".to_owned()];
+        for (k, v) in &vars {
+            let arg = api
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == k.as_str()))
+                .unwrap_or_else(|| panic!("the service has no setting for env {k}"));
+            args.push(format!("--{}={v}", arg.get_long().expect("long flag")));
+        }
+        let cli = flashcard_service::config::Cli::try_parse_from(&args)
+            .unwrap_or_else(|e| panic!("service rejects the settings: {e}"));
+        let s = &cli.mode.settings().api;
+        assert_eq!(
+            s.client_identity,
+            flashcard_service::api::identity::IdentityMode::ApiKey
+        );
+        assert_eq!(
+            s.api_keys_file.as_deref(),
+            Some(std::path::Path::new("/etc/flashcards/api-keys/keys"))
+        );
+        assert_eq!(s.trusted_proxies, ["10.244.0.0/16", "10.0.0.7"]);
+        assert_eq!(s.identity_header, "X-Forwarded-User");
+        // The identity loads as the service loads it, but for the keys file the kubelet mounts.
+        flashcard_service::api::identity::Identities::load(
+            flashcard_service::api::identity::IdentityMode::Proxy,
+            None,
+            &s.identity_header,
+            &s.trusted_proxies,
+        )
+        .expect("header and proxies are valid");
     }
 
     #[test]

@@ -42,6 +42,30 @@ fn env(p: &FlashcardPipeline, mode: Mode) -> Vec<Value> {
     {
         env.push(secret_env("ADMIN_TOKEN", r));
     }
+    if mode == Mode::Api {
+        env.extend(identity_env(p));
+    }
+    env
+}
+
+/// Where the API keys Secret is mounted in the API container.
+pub const API_KEYS_DIR: &str = "/etc/flashcards/api-keys";
+/// The file inside [`API_KEYS_DIR`] (`API_KEYS_FILE`).
+pub const API_KEYS_FILE: &str = "/etc/flashcards/api-keys/keys";
+const API_KEYS_VOLUME: &str = "api-keys";
+
+/// The client identity of the API container (`spec.api.identity`): plain settings; the keys
+/// come as a mounted file, never as a value.
+fn identity_env(p: &FlashcardPipeline) -> Vec<Value> {
+    let identity = &p.spec.api.identity;
+    let mut env = vec![
+        json!({"name": "CLIENT_IDENTITY", "value": identity.mode.as_flag()}),
+        json!({"name": "IDENTITY_HEADER", "value": identity.header}),
+        json!({"name": "TRUSTED_PROXIES", "value": identity.trusted_proxies.join(",")}),
+    ];
+    if identity.api_keys_secret_ref.is_some() {
+        env.push(json!({"name": "API_KEYS_FILE", "value": API_KEYS_FILE}));
+    }
     env
 }
 
@@ -76,10 +100,30 @@ pub fn pod_template(
     if let Some(r) = resources {
         container["resources"] = json!(r);
     }
+    // The API keys file: the Secret's one key as a read-only file, mounted by the kubelet (the
+    // operator needs no access to the Secret).
+    let keys = p
+        .spec
+        .api
+        .identity
+        .api_keys_secret_ref
+        .as_ref()
+        .filter(|_| mode == Mode::Api);
+    if keys.is_some() {
+        container["volumeMounts"] =
+            json!([{"name": API_KEYS_VOLUME, "mountPath": API_KEYS_DIR, "readOnly": true}]);
+    }
     let mut spec = json!({
         "containers": [container],
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
     });
+    if let Some(r) = keys {
+        spec["volumes"] = json!([{
+            "name": API_KEYS_VOLUME,
+            "secret": {"secretName": r.name, "items": [{"key": r.key, "path": "keys"}],
+                       "defaultMode": 0o444},
+        }]);
+    }
     if let Some(g) = termination_grace_seconds {
         spec["terminationGracePeriodSeconds"] = json!(g);
     }

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
-use super::budget::kill_switch_json;
+use super::budget::{KillSwitchView, kill_switch_json};
 use super::error::ApiError;
 use crate::budget::micros_to_usd;
 use crate::config::AlertSettings;
@@ -16,7 +17,7 @@ use crate::job::iso;
 use crate::job::now_ms;
 use crate::metrics::SharedState;
 use crate::metrics::breaker_summary;
-use crate::store::OutcomeCounts;
+use crate::store::{OutcomeCounts, QueueCounts};
 
 /// Inputs of the alert decision.
 pub struct AlertInputs<'a> {
@@ -26,8 +27,117 @@ pub struct AlertInputs<'a> {
     pub now_ms: u64,
 }
 
+/// `GET /api/metrics/alerts`: the seed's alert booleans, the thresholds and the numbers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsBody {
+    pub alerts: AlertFlags,
+    /// How many of `alerts` are true.
+    pub alerts_active: usize,
+    pub thresholds: AlertThresholds,
+    pub metrics: AlertMetrics,
+    /// ISO-8601 UTC time of the answer.
+    pub timestamp: String,
+}
+
+/// The alert flags (the runbook's conditions).
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertFlags {
+    pub queue_depth_high: bool,
+    pub queue_depth_critical: bool,
+    pub failure_rate_high: bool,
+    pub circuit_breaker_open: bool,
+    pub worker_stalled: bool,
+    pub budget_nearly_exhausted: bool,
+    pub kill_switch_active: bool,
+}
+
+impl AlertFlags {
+    /// Each flag with its JSON name (`queueDepthHigh`, ...).
+    pub fn named(&self) -> [(&'static str, bool); 7] {
+        [
+            ("queueDepthHigh", self.queue_depth_high),
+            ("queueDepthCritical", self.queue_depth_critical),
+            ("failureRateHigh", self.failure_rate_high),
+            ("circuitBreakerOpen", self.circuit_breaker_open),
+            ("workerStalled", self.worker_stalled),
+            ("budgetNearlyExhausted", self.budget_nearly_exhausted),
+            ("killSwitchActive", self.kill_switch_active),
+        ]
+    }
+
+    fn active(&self) -> usize {
+        [
+            self.queue_depth_high,
+            self.queue_depth_critical,
+            self.failure_rate_high,
+            self.circuit_breaker_open,
+            self.worker_stalled,
+            self.budget_nearly_exhausted,
+            self.kill_switch_active,
+        ]
+        .into_iter()
+        .filter(|on| *on)
+        .count()
+    }
+}
+
+/// The thresholds in force.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertThresholds {
+    pub queue_depth_high: u64,
+    pub queue_depth_critical: u64,
+    pub failure_rate_percent: f64,
+    pub failure_window_seconds: u64,
+    pub worker_stalled_seconds: u64,
+    pub budget_warn_percent: f64,
+}
+
+/// The numbers behind the flags.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertMetrics {
+    pub queue: QueueCounts,
+    pub failure_rate: FailureRate,
+    /// Worst circuit breaker state of the live workers: `closed`, `half_open` or `open`.
+    pub circuit_breaker: String,
+    pub workers: WorkersSummary,
+    pub budget: BudgetSummary,
+    pub kill_switch: KillSwitchView,
+}
+
+/// Final outcomes over the failure-rate window.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRate {
+    pub percent: f64,
+    pub completed: u64,
+    pub failed: u64,
+    pub window_seconds: u64,
+}
+
+/// Live workers and their newest heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersSummary {
+    pub live: usize,
+    /// Null without a live worker.
+    pub newest_heartbeat_age_seconds: Option<u64>,
+}
+
+/// This period's spend against the limit.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSummary {
+    pub spent_usd: f64,
+    pub limit_usd: f64,
+    pub percent_used: f64,
+}
+
 /// Computes the alert document (pure, for tests).
-pub fn evaluate(t: &AlertSettings, i: &AlertInputs<'_>) -> Value {
+pub fn evaluate(t: &AlertSettings, i: &AlertInputs<'_>) -> AlertsBody {
     let s = i.shared;
     let finished = i.outcomes.completed + i.outcomes.failed;
     let failure_percent = if finished > 0 {
@@ -45,55 +155,59 @@ pub fn evaluate(t: &AlertSettings, i: &AlertInputs<'_>) -> Value {
     } else {
         0.0
     };
-    let alerts = json!({
-        "queueDepthHigh": s.counts.waiting > t.queue_depth_high,
-        "queueDepthCritical": s.counts.waiting > t.queue_depth_critical,
-        "failureRateHigh": finished > 0 && failure_percent > t.failure_rate_percent,
-        "circuitBreakerOpen": breaker == "open",
-        "workerStalled": worker_stalled,
-        "budgetNearlyExhausted": s.limit_micros > 0 && budget_percent >= s.warn_ratio * 100.0,
-        "killSwitchActive": s.kill_switch.enabled,
-    });
-    let active = alerts
-        .as_object()
-        .map(|a| a.values().filter(|v| v.as_bool() == Some(true)).count())
-        .unwrap_or(0);
-    json!({
-        "alerts": alerts,
-        "alertsActive": active,
-        "thresholds": {
-            "queueDepthHigh": t.queue_depth_high,
-            "queueDepthCritical": t.queue_depth_critical,
-            "failureRatePercent": t.failure_rate_percent,
-            "failureWindowSeconds": t.failure_window_seconds,
-            "workerStalledSeconds": t.worker_stalled_seconds,
-            "budgetWarnPercent": s.warn_ratio * 100.0,
+    let alerts = AlertFlags {
+        queue_depth_high: s.counts.waiting > t.queue_depth_high,
+        queue_depth_critical: s.counts.waiting > t.queue_depth_critical,
+        failure_rate_high: finished > 0 && failure_percent > t.failure_rate_percent,
+        circuit_breaker_open: breaker == "open",
+        worker_stalled,
+        budget_nearly_exhausted: s.limit_micros > 0 && budget_percent >= s.warn_ratio * 100.0,
+        kill_switch_active: s.kill_switch.enabled,
+    };
+    AlertsBody {
+        alerts_active: alerts.active(),
+        alerts,
+        thresholds: AlertThresholds {
+            queue_depth_high: t.queue_depth_high,
+            queue_depth_critical: t.queue_depth_critical,
+            failure_rate_percent: t.failure_rate_percent,
+            failure_window_seconds: t.failure_window_seconds,
+            worker_stalled_seconds: t.worker_stalled_seconds,
+            budget_warn_percent: s.warn_ratio * 100.0,
         },
-        "metrics": {
-            "queue": s.counts,
-            "failureRate": {
-                "percent": (failure_percent * 100.0).round() / 100.0,
-                "completed": i.outcomes.completed,
-                "failed": i.outcomes.failed,
-                "windowSeconds": t.failure_window_seconds,
+        metrics: AlertMetrics {
+            queue: s.counts,
+            failure_rate: FailureRate {
+                percent: (failure_percent * 100.0).round() / 100.0,
+                completed: i.outcomes.completed,
+                failed: i.outcomes.failed,
+                window_seconds: t.failure_window_seconds,
             },
-            "circuitBreaker": breaker,
-            "workers": {
-                "live": s.workers.len(),
-                "newestHeartbeatAgeSeconds": heartbeat_age,
+            circuit_breaker: breaker.to_owned(),
+            workers: WorkersSummary {
+                live: s.workers.len(),
+                newest_heartbeat_age_seconds: heartbeat_age,
             },
-            "budget": {
-                "spentUsd": micros_to_usd(s.spend.spent_micros),
-                "limitUsd": micros_to_usd(s.limit_micros),
-                "percentUsed": (budget_percent * 100.0).round() / 100.0,
+            budget: BudgetSummary {
+                spent_usd: micros_to_usd(s.spend.spent_micros),
+                limit_usd: micros_to_usd(s.limit_micros),
+                percent_used: (budget_percent * 100.0).round() / 100.0,
             },
-            "killSwitch": kill_switch_json(&s.kill_switch),
+            kill_switch: kill_switch_json(&s.kill_switch),
         },
-        "timestamp": iso(i.now_ms),
-    })
+        timestamp: iso(i.now_ms),
+    }
 }
 
-pub async fn alerts(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The seed's alert booleans, computed from shared state.
+#[utoipa::path(
+    get,
+    path = "/api/metrics/alerts",
+    tag = "monitoring",
+    operation_id = "getAlerts",
+    responses((status = 200, description = "Alert flags, thresholds and numbers.", body = AlertsBody)),
+)]
+pub async fn alerts(State(state): State<AppState>) -> Result<Json<AlertsBody>, ApiError> {
     let settings = &state.settings.alerts;
     let window = Duration::from_secs(settings.failure_window_seconds.max(60));
     let (shared, outcomes) = tokio::try_join!(state.shared_state(), async {

@@ -5,35 +5,115 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::AdminAccess;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody, bytes_rejection};
 use crate::budget::micros_to_usd;
 use crate::job::{iso, now_ms};
 use crate::store::{KillSwitch, SetBy};
 
-/// The kill-switch as JSON (`since` in ISO time).
-pub fn kill_switch_json(ks: &KillSwitch) -> Value {
-    let mut body = json!({
-        "enabled": ks.enabled,
-        "reason": ks.reason,
-        "setBy": ks.set_by,
-        "since": ks.since.map(iso),
-    });
-    if let Some(limit) = ks.limit_micros {
-        body["limitUsd"] = json!(micros_to_usd(limit));
-    }
-    if let Some(period) = &ks.period {
-        body["periodKey"] = json!(period);
-    }
-    body
+/// The kill-switch: while `enabled`, new jobs get 429 `BUDGET_LIMIT_EXCEEDED`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KillSwitchView {
+    pub enabled: bool,
+    /// Why it was switched, if anyone said.
+    pub reason: Option<String>,
+    /// Who switched it last (null: never switched).
+    pub set_by: Option<SetBy>,
+    /// ISO-8601 UTC time of the last change.
+    pub since: Option<String>,
+    /// For the automatic budget stop: the limit it was taken under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_usd: Option<f64>,
+    /// For the automatic budget stop: the budget period it was taken in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_key: Option<String>,
 }
 
-pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The kill-switch as JSON (`since` in ISO time).
+pub fn kill_switch_json(ks: &KillSwitch) -> KillSwitchView {
+    KillSwitchView {
+        enabled: ks.enabled,
+        reason: ks.reason.clone(),
+        set_by: ks.set_by,
+        since: ks.since.map(iso),
+        limit_usd: ks.limit_micros.map(micros_to_usd),
+        period_key: ks.period.clone(),
+    }
+}
+
+/// `GET /api/admin/budget/status`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatusBody {
+    pub budget: BudgetView,
+    pub kill_switch: KillSwitchView,
+    pub store: StoreView,
+    /// ISO-8601 UTC time of the answer.
+    pub timestamp: String,
+}
+
+/// The budget in force and this period's spend.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetView {
+    /// `daily`, `weekly` or `monthly`.
+    pub period: String,
+    /// Key of the current period, e.g. `2025-10`.
+    pub period_key: String,
+    pub spent_usd: f64,
+    /// Held by running jobs' reservations.
+    pub reserved_usd: f64,
+    /// 0: no limit.
+    pub limit_usd: f64,
+    pub percent_used: f64,
+    pub warn_at_percent: f64,
+    pub enforced: bool,
+    /// Who wrote the budget: `operator`, `flags`, or `none` when the store has none.
+    pub source: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Provider calls settled this period.
+    pub jobs: u64,
+    /// Cost beyond reservations (providers reporting more than the bound).
+    pub overrun_usd: f64,
+    /// Spend restored after the store lost its data.
+    pub restored_usd: f64,
+}
+
+/// What this process knows of the store's life.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreView {
+    /// Id of the store's data epoch (changes when the data is lost).
+    pub epoch: Option<String>,
+    pub epoch_created_at: Option<String>,
+    /// The store lost its data while this process ran.
+    pub data_lost_at: Option<String>,
+    /// Spend started over (data lost and nothing restored).
+    pub spend_reset: bool,
+}
+
+/// The budget, its spend and the kill-switch.
+#[utoipa::path(
+    get,
+    path = "/api/admin/budget/status",
+    tag = "admin",
+    operation_id = "getBudgetStatus",
+    responses(
+        (status = 200, description = "Budget and kill-switch.", body = BudgetStatusBody),
+        (status = 401, description = "`UNAUTHORIZED`: no `Authorization: Bearer <admin token>`.", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: wrong admin token.", body = ErrorBody),
+    ),
+    security(("adminToken" = [])),
+)]
+pub async fn status(State(state): State<AppState>) -> Result<Json<BudgetStatusBody>, ApiError> {
     let budget = state.store.budget_state().await?;
     let facts = state.store_watch.facts();
     let config = &budget.config;
@@ -43,53 +123,89 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     } else {
         0.0
     };
-    Ok(Json(json!({
-        "budget": {
-            "period": config.period.as_str(),
-            "periodKey": budget.period,
-            "spentUsd": micros_to_usd(spend.spent_micros),
-            "reservedUsd": micros_to_usd(spend.reserved_micros),
-            "limitUsd": micros_to_usd(config.limit_micros),
-            "percentUsed": (percent * 100.0).round() / 100.0,
-            "warnAtPercent": config.warn_percent,
-            "enforced": config.enforce,
-            "source": if budget.stored { config.source.as_str() } else { "none" },
-            "inputTokens": spend.input_tokens,
-            "outputTokens": spend.output_tokens,
-            "jobs": spend.jobs,
-            "overrunUsd": micros_to_usd(spend.overrun_micros),
-            "restoredUsd": micros_to_usd(spend.restored_micros),
+    Ok(Json(BudgetStatusBody {
+        budget: BudgetView {
+            period: config.period.as_str().to_owned(),
+            period_key: budget.period.clone(),
+            spent_usd: micros_to_usd(spend.spent_micros),
+            reserved_usd: micros_to_usd(spend.reserved_micros),
+            limit_usd: micros_to_usd(config.limit_micros),
+            percent_used: (percent * 100.0).round() / 100.0,
+            warn_at_percent: config.warn_percent,
+            enforced: config.enforce,
+            source: if budget.stored {
+                config.source.as_str()
+            } else {
+                "none"
+            }
+            .to_owned(),
+            input_tokens: spend.input_tokens,
+            output_tokens: spend.output_tokens,
+            jobs: spend.jobs,
+            overrun_usd: micros_to_usd(spend.overrun_micros),
+            restored_usd: micros_to_usd(spend.restored_micros),
         },
-        "killSwitch": kill_switch_json(&budget.kill_switch),
-        "store": {
-            "epoch": budget.epoch.as_ref().map(|e| e.id.clone()),
-            "epochCreatedAt": budget.epoch.as_ref().map(|e| iso(e.created_ms)),
+        kill_switch: kill_switch_json(&budget.kill_switch),
+        store: StoreView {
+            epoch: budget.epoch.as_ref().map(|e| e.id.clone()),
+            epoch_created_at: budget.epoch.as_ref().map(|e| iso(e.created_ms)),
             // The store lost its data while this process ran: spend started over unless the
             // operator restored it (`restoredUsd`).
-            "dataLostAt": facts.data_lost_at.map(iso),
-            "spendReset": facts.data_lost_at.is_some() && spend.restored_micros == 0,
+            data_lost_at: facts.data_lost_at.map(iso),
+            spend_reset: facts.data_lost_at.is_some() && spend.restored_micros == 0,
         },
-        "timestamp": iso(now_ms()),
-    })))
+        timestamp: iso(now_ms()),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/admin/budget/kill-switch`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KillSwitchRequest {
+pub struct KillSwitchRequest {
+    /// `true` refuses new jobs; `false` accepts them again.
     enabled: bool,
+    /// Why (shown in the status and to API clients).
     #[serde(default)]
+    #[schema(max_length = 500)]
     reason: Option<String>,
+}
+
+/// The answer of a kill-switch change.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KillSwitchResponse {
+    pub success: bool,
+    pub kill_switch: KillSwitchView,
+    pub message: String,
 }
 
 /// Switches the kill-switch (held by `admin`: never cleared automatically). With the admin
 /// token the body is read as JSON whatever its content type, so the seed's `curl -d
 /// '{"enabled": false}'` (sent as form data by curl) works as written; without a token (standalone
 /// on loopback) it must say `application/json`, which a cross-site form cannot.
+#[utoipa::path(
+    post,
+    path = "/api/admin/budget/kill-switch",
+    tag = "admin",
+    operation_id = "setKillSwitch",
+    request_body(content = KillSwitchRequest, content_type = "application/json",
+        description = "With the admin token any content type is read as JSON (the seed's `curl -d`); without a token (standalone on loopback) it must be `application/json`."),
+    responses(
+        (status = 200, description = "Switched.", body = KillSwitchResponse),
+        (status = 400, description = "`INVALID_BODY`.", body = ErrorBody),
+        (status = 401, description = "`UNAUTHORIZED`: no `Authorization: Bearer <admin token>`.", body = ErrorBody),
+        (status = 403, description = "`FORBIDDEN`: wrong admin token.", body = ErrorBody),
+        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive in time.", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`.", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: tokenless admin writes need `Content-Type: application/json`.", body = ErrorBody),
+    ),
+    security(("adminToken" = [])),
+)]
 pub async fn set_kill_switch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<KillSwitchResponse>, ApiError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -102,6 +218,7 @@ pub async fn set_kill_switch(
             "Admin writes without a token need `Content-Type: application/json`",
         ));
     }
+    let body = body.map_err(bytes_rejection)?;
     let request: KillSwitchRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -133,9 +250,14 @@ pub async fn set_kill_switch(
     };
     state.store.set_kill_switch(&ks).await?;
     tracing::warn!(enabled = ks.enabled, reason = ?ks.reason, "kill-switch changed by admin");
-    Ok(Json(json!({
-        "success": true,
-        "killSwitch": kill_switch_json(&ks),
-        "message": if ks.enabled { "Kill-switch activated: new jobs are refused" } else { "Kill-switch deactivated: jobs are accepted" },
-    })))
+    Ok(Json(KillSwitchResponse {
+        success: true,
+        kill_switch: kill_switch_json(&ks),
+        message: if ks.enabled {
+            "Kill-switch activated: new jobs are refused"
+        } else {
+            "Kill-switch deactivated: jobs are accepted"
+        }
+        .to_owned(),
+    }))
 }

@@ -176,7 +176,7 @@ pub async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
             json!({
                 "flag": flag,
                 "alert": alert,
-                "active": report["alerts"][flag].as_bool().unwrap_or(false),
+                "active": report.alerts.named().iter().any(|(name, on)| name == flag && *on),
                 "runbookUrl": runbook_url(alert),
             })
         })
@@ -211,7 +211,7 @@ pub async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
             "seconds": window.as_secs(),
             "completed": outcomes.completed,
             "failed": outcomes.failed,
-            "percent": report["metrics"]["failureRate"]["percent"],
+            "percent": report.metrics.failure_rate.percent,
         },
         "durations": durations(&recent),
         "workers": workers,
@@ -226,8 +226,8 @@ pub async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
         },
         "killSwitch": kill_switch_json(&shared.kill_switch),
         "alerts": alerts,
-        "alertsActive": report["alertsActive"],
-        "thresholds": report["thresholds"],
+        "alertsActive": report.alerts_active,
+        "thresholds": report.thresholds,
     }))
 }
 
@@ -274,8 +274,15 @@ fn event(snapshot: Result<Value, ApiError>) -> Event {
 /// shuts down.
 pub async fn events(
     State(state): State<AppState>,
-    Query(query): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY",
+            "The query string does not parse (intervalMs is a whole number of milliseconds)",
+        ));
+    };
     let Some(slot) = StreamSlot::take() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -348,5 +355,16 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn the_console_lists_every_alert_flag() {
+        let names: Vec<&str> = crate::api::alerts::AlertFlags::default()
+            .named()
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        let listed: Vec<&str> = FLAG_RULES.iter().map(|(flag, _)| *flag).collect();
+        assert_eq!(names, listed);
     }
 }

@@ -5,14 +5,84 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
 /// One field that failed validation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FieldError {
+    /// The body field (`content`, `cardCount`, ... or `body` for the whole body).
     pub field: String,
     pub message: String,
+}
+
+/// Every error answer: a message for people and a stable `code` for programs.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    pub code: ErrorCode,
+    /// `VALIDATION_ERROR` only: one entry per bad field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldError>>,
+}
+
+/// The stable error codes (every one the service answers with; the status tells the class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// 400: a body field failed validation (`details` names each).
+    ValidationError,
+    /// 400: the body is not JSON.
+    InvalidJson,
+    /// 400: the `Idempotency-Key` header is not 1-200 visible ASCII characters.
+    InvalidIdempotencyKey,
+    /// 400: not a job id.
+    InvalidJobId,
+    /// 400: `jobId` query parameter missing.
+    MissingJobId,
+    /// 400: the kill-switch body is not `{"enabled": bool, "reason"?: string}`.
+    InvalidBody,
+    /// 400: a query string that does not parse.
+    InvalidQuery,
+    /// 401: no credentials (admin token or API key).
+    Unauthorized,
+    /// 401: the API key is not known.
+    InvalidApiKey,
+    /// 403: wrong admin token.
+    Forbidden,
+    /// 404: no such route.
+    NotFound,
+    /// 404: unknown job (or another client's, when identity is on).
+    JobNotFound,
+    /// 405: method not allowed on the route.
+    MethodNotAllowed,
+    /// 408: the request body did not arrive in time.
+    RequestTimeout,
+    /// 413: request body too large.
+    PayloadTooLarge,
+    /// 415: not `application/json`.
+    UnsupportedMediaType,
+    /// 422: the `Idempotency-Key` was used for another request.
+    IdempotencyKeyReused,
+    /// 429: the budget kill-switch is on.
+    BudgetLimitExceeded,
+    /// 429: too many jobs from this client in the rate-limit window.
+    RateLimited,
+    /// 503: the job store is unreachable (retry after `Retry-After`).
+    StoreUnavailable,
+    /// 503: connection or SSE stream limit reached (retry after `Retry-After`).
+    TooManyConnections,
+    /// 503 (`/readyz`): the live job event feed stopped answering.
+    FeedStalled,
+    /// 503: every console stream of the process is taken.
+    TooManyConsoles,
+    /// 503: the admin endpoints have no token configured.
+    AdminDisabled,
+    /// 500: the metrics registry failed to encode (never expected).
+    MetricsEncoding,
 }
 
 /// An error answer.
@@ -122,6 +192,29 @@ pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> Api
             StatusCode::BAD_REQUEST,
             "INVALID_JSON",
             format!("Request body is not valid JSON: {}", rejection.body_text()),
+        ),
+    }
+}
+
+/// Maps the raw body extractor's failures like [`json_rejection`] (408, 413, 400).
+pub fn bytes_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    if is_body_deadline(&rejection) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "The request body did not arrive in time",
+        );
+    }
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "Request body is too large",
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_BODY",
+            "The request body could not be read",
         ),
     }
 }

@@ -38,9 +38,16 @@ pub async fn job_events(
     State(state): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
-    Query(query): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let client = state.identities.client(&headers, peer)?;
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY",
+            "The query string does not parse (one jobId, one lastEventId at most)",
+        ));
+    };
     let job_id = match query.job_id.as_deref() {
         Some(id) if is_valid_job_id(id) => id.to_owned(),
         Some(_) => {

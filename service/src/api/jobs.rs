@@ -5,20 +5,122 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use super::error::{ApiError, FieldError, json_rejection};
+use super::error::{ApiError, ErrorBody, FieldError, json_rejection};
 use super::{AppState, Peer};
 use crate::config::ApiSettings;
 use std::time::Duration;
 
-use crate::job::{JobRecord, JobRequest, JobState, is_valid_job_id, iso, new_job_id};
+use crate::job::{JobRecord, JobRequest, JobResult, JobState, is_valid_job_id, iso, new_job_id};
 use crate::keyspace::{fingerprint, idempotency_digest};
+use crate::store::WorkerInfo;
 use crate::store::{Admission, Idempotency, RateLimit, Submission};
 
 const MAX_LABEL_CHARS: usize = 200;
 const MAX_USER_ID_CHARS: usize = 128;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+/// The body of `POST /api/ai/generate-flashcards` (the seed's). Documentation only: the handler
+/// validates the JSON itself, so every bad field gets its own message in `details`. Text fields
+/// are trimmed and must not be blank; other fields are ignored.
+#[derive(Debug, ToSchema)]
+#[schema(title = "GenerateRequest")]
+#[allow(dead_code)]
+pub struct GenerateRequest {
+    /// The study text cards are made from (at most `--max-content-chars`, 50,000 by default).
+    #[schema(min_length = 1, max_length = 50000, pattern = r"\S")]
+    content: String,
+    /// Subject of the text, e.g. `biology`.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    subject: String,
+    /// Topic of the text, e.g. `cells`.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    topic: String,
+    /// Who asks. Required in `body` identity mode unless the `user-id` header gives it; with an
+    /// API key or a trusted identity header the authenticated principal stands in for it, and it
+    /// is never used for rate limits or ownership there.
+    #[schema(rename = "userId", min_length = 1, max_length = 128, pattern = r"\S")]
+    user_id: Option<String>,
+    /// Cards wanted (1 to `--max-card-count`, 50 by default). Missing or null: 10
+    /// (`--default-card-count`).
+    #[schema(rename = "cardCount", minimum = 1, maximum = 50)]
+    card_count: Option<u32>,
+    /// Older name of `cardCount` (used when `cardCount` is absent).
+    #[schema(minimum = 1, maximum = 50, deprecated)]
+    count: Option<u32>,
+}
+
+/// `202 Accepted`: the job is queued (or, for a replayed `Idempotency-Key`, the job the key was
+/// first used for, in its current state).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobAccepted {
+    /// `generate-flashcards-<uuid v7>`.
+    #[schema(example = "generate-flashcards-0199d7a4-5b1e-7c3a-9f1e-2b8c4d6e8f01")]
+    pub job_id: String,
+    pub status: JobState,
+    /// `/api/job-status/{jobId}` (also in `Location`).
+    pub status_url: String,
+    /// `/api/job-events?jobId={jobId}`.
+    pub events_url: String,
+}
+
+/// The status document of a job (`GET /api/job-status/{jobId}`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatusBody {
+    pub job_id: String,
+    pub status: JobState,
+    /// Attempts started so far (a stalled attempt counts).
+    pub attempts_made: u32,
+    pub max_attempts: u32,
+    /// ISO-8601 UTC time, e.g. `2025-10-12T10:30:00.000Z`.
+    pub created_at: String,
+    pub status_url: String,
+    pub events_url: String,
+    /// When the newest attempt started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the job completed or failed for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Milliseconds from `startedAt` to `finishedAt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    /// The cards, once `completed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    /// Why the job failed (or why its last attempt failed, while it waits for a retry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Stable code of the failure, when it has one (`BUDGET_LIMIT_EXCEEDED`, `JOB_STALLED`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// Jobs per state and live workers (`GET /api/queue/stats`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueStatsBody {
+    pub stats: QueueStatsCounts,
+    /// Workers that sent a heartbeat recently.
+    pub workers: Vec<WorkerInfo>,
+    /// ISO-8601 UTC time of the answer.
+    pub timestamp: String,
+}
+
+/// Jobs per state, and the number of live workers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueStatsCounts {
+    pub waiting: u64,
+    pub active: u64,
+    pub delayed: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub workers: usize,
+}
 
 /// The message and code of the kill-switch refusal (the seed's response).
 pub const BUDGET_LIMIT_MESSAGE: &str = "Service temporarily unavailable due to budget limits";
@@ -66,7 +168,8 @@ pub fn validate(
     let subject = required_text(body, "subject", MAX_LABEL_CHARS, &mut errors);
     let topic = required_text(body, "topic", MAX_LABEL_CHARS, &mut errors);
     let user_id = match (
-        body.get("userId"),
+        // `"userId": null` is the same as no `userId` (the schema allows it).
+        body.get("userId").filter(|v| !v.is_null()),
         headers
             .get("user-id")
             .and_then(|v| v.to_str().ok())
@@ -84,21 +187,36 @@ pub fn validate(
         }
         _ => required_text(body, "userId", MAX_USER_ID_CHARS, &mut errors),
     };
-    let card_count = match body.get("cardCount").or_else(|| body.get("count")) {
-        None | Some(Value::Null) => Some(settings.default_card_count),
-        Some(value) => match value.as_u64() {
-            Some(n) if n >= 1 && n <= u64::from(settings.max_card_count) => Some(n as u32),
+    // `cardCount`, or its older name `count`; each one given must be valid (the document says
+    // so), and `cardCount` wins when both are.
+    let mut card_count_field = |field: &str| -> Option<Option<u32>> {
+        let value = body.get(field).filter(|v| !v.is_null())?;
+        // JSON has one number type: `3` and `3.0` are the same integer (JSON Schema agrees).
+        let n = value.as_u64().or_else(|| {
+            value
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 1e9)
+                .map(|f| f as u64)
+        });
+        match n {
+            Some(n) if n >= 1 && n <= u64::from(settings.max_card_count) => Some(Some(n as u32)),
             _ => {
                 errors.push(FieldError {
-                    field: "cardCount".into(),
+                    field: field.to_owned(),
                     message: format!(
-                        "cardCount must be an integer from 1 to {}",
+                        "{field} must be an integer from 1 to {}",
                         settings.max_card_count
                     ),
                 });
-                None
+                Some(None)
             }
-        },
+        }
+    };
+    let card_count = card_count_field("cardCount");
+    let count = card_count_field("count");
+    let card_count = match (card_count, count) {
+        (Some(given), _) | (None, Some(given)) => given,
+        (None, None) => Some(settings.default_card_count),
     };
     match (content, subject, topic, user_id, card_count) {
         (Some(content), Some(subject), Some(topic), Some(user_id), Some(card_count))
@@ -124,7 +242,7 @@ fn urls(id: &str) -> (String, String) {
 }
 
 /// The `Idempotency-Key` header: 1-200 visible ASCII characters (no spaces).
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -142,16 +260,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-fn accepted(job_id: &str, state: JobState, replayed: bool) -> Response {
+fn accepted(job_id: &str, status: JobState, replayed: bool) -> Response {
     let (status_url, events_url) = urls(job_id);
     let mut response = (
         StatusCode::ACCEPTED,
-        Json(json!({
-            "jobId": job_id,
-            "status": state.as_str(),
-            "statusUrl": status_url,
-            "eventsUrl": events_url,
-        })),
+        Json(JobAccepted {
+            job_id: job_id.to_owned(),
+            status,
+            status_url: status_url.clone(),
+            events_url,
+        }),
     )
         .into_response();
     if let Ok(location) = HeaderValue::from_str(&status_url) {
@@ -165,6 +283,36 @@ fn accepted(job_id: &str, state: JobState, replayed: bool) -> Response {
     response
 }
 
+/// Queues a generation job. A retry with the same `Idempotency-Key` and the same body returns
+/// the first job (`Idempotent-Replayed: true`) before the kill-switch and the rate limit are
+/// consulted, so a retried 202 stays a 202.
+#[utoipa::path(
+    post,
+    path = "/api/ai/generate-flashcards",
+    tag = "jobs",
+    operation_id = "generateFlashcards",
+    request_body(content = GenerateRequest, content_type = "application/json"),
+    params(
+        ("user-id" = Option<String>, Header, description = "The seed's stand-in for a missing body `userId` (`body` identity mode)."),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-200 visible ASCII characters, no spaces (IETF Idempotency-Key draft). Scoped to the client identity and bound to the body: the same key with another body gets 422 `IDEMPOTENCY_KEY_REUSED`. Kept as long as the job (`--retention-seconds`).", min_length = 1, max_length = 200, pattern = r"^[!-~]{1,200}$"),
+    ),
+    responses(
+        (status = 202, description = "Queued, or replayed for a known `Idempotency-Key`.", body = JobAccepted,
+         headers(
+            ("Location" = String, description = "The job's status URL."),
+            ("Idempotent-Replayed" = String, description = "`true` when this answers a retry of an earlier request with the same `Idempotency-Key`."),
+         )),
+        (status = 400, description = "`VALIDATION_ERROR` (with `details` per field), `INVALID_JSON` or `INVALID_IDEMPOTENCY_KEY`.", body = ErrorBody),
+        (status = 401, description = "`api-key` identity mode: `UNAUTHORIZED` (no key) or `INVALID_API_KEY`.", body = ErrorBody),
+        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within `--request-body-timeout-ms`.", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: more than `--max-body-bytes` (256 KiB by default).", body = ErrorBody),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body must be `application/json`.", body = ErrorBody),
+        (status = 422, description = "`IDEMPOTENCY_KEY_REUSED`: the key was used for a different request.", body = ErrorBody),
+        (status = 429, description = "`BUDGET_LIMIT_EXCEEDED` (kill-switch on) or `RATE_LIMITED` (with `Retry-After`).", body = ErrorBody,
+         headers(("Retry-After" = Option<u64>, description = "Seconds until the rate-limit window frees a slot (`RATE_LIMITED` only)."))),
+    ),
+    security((), ("apiKey" = []), ("apiKeyBearer" = []), ("proxyIdentity" = [])),
+)]
 pub async fn generate(
     State(state): State<AppState>,
     Peer(peer): Peer,
@@ -225,36 +373,26 @@ pub async fn generate(
 }
 
 /// The status document of a job.
-pub fn status_body(job: &JobRecord) -> Value {
+pub fn status_body(job: &JobRecord) -> JobStatusBody {
     let (status_url, events_url) = urls(&job.id);
-    let mut body = json!({
-        "jobId": job.id,
-        "status": job.state.as_str(),
-        "attemptsMade": job.attempts_made,
-        "maxAttempts": job.max_attempts,
-        "createdAt": iso(job.created_at),
-        "statusUrl": status_url,
-        "eventsUrl": events_url,
-    });
-    if let Some(at) = job.started_at {
-        body["startedAt"] = json!(iso(at));
+    JobStatusBody {
+        job_id: job.id.clone(),
+        status: job.state,
+        attempts_made: job.attempts_made,
+        max_attempts: job.max_attempts,
+        created_at: iso(job.created_at),
+        status_url,
+        events_url,
+        started_at: job.started_at.map(iso),
+        finished_at: job.finished_at.map(iso),
+        duration: job
+            .finished_at
+            .zip(job.started_at)
+            .map(|(end, start)| end.saturating_sub(start)),
+        result: job.result.clone(),
+        error: job.error.clone(),
+        code: job.error_code.clone(),
     }
-    if let Some(at) = job.finished_at {
-        body["finishedAt"] = json!(iso(at));
-        if let Some(started) = job.started_at {
-            body["duration"] = json!(at.saturating_sub(started));
-        }
-    }
-    if let Some(result) = &job.result {
-        body["result"] = json!(result);
-    }
-    if let Some(error) = &job.error {
-        body["error"] = json!(error);
-    }
-    if let Some(code) = &job.error_code {
-        body["code"] = json!(code);
-    }
-    body
 }
 
 fn invalid_job_id() -> ApiError {
@@ -275,12 +413,28 @@ pub fn job_not_found(job_id: &str) -> ApiError {
     )
 }
 
+/// The status document of a job. With `api-key` or `proxy` identity, another client's job
+/// answers 404 as if it did not exist.
+#[utoipa::path(
+    get,
+    path = "/api/job-status/{jobId}",
+    tag = "jobs",
+    operation_id = "getJobStatus",
+    params(("jobId" = String, Path, description = "The `jobId` of the 202 answer.", min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")),
+    responses(
+        (status = 200, description = "The job.", body = JobStatusBody),
+        (status = 400, description = "`INVALID_JOB_ID`.", body = ErrorBody),
+        (status = 401, description = "`api-key` identity mode: `UNAUTHORIZED` or `INVALID_API_KEY`.", body = ErrorBody),
+        (status = 404, description = "`JOB_NOT_FOUND`: unknown, expired after its retention time, or another client's.", body = ErrorBody),
+    ),
+    security((), ("apiKey" = []), ("apiKeyBearer" = []), ("proxyIdentity" = [])),
+)]
 pub async fn status(
     State(state): State<AppState>,
     Peer(peer): Peer,
     headers: HeaderMap,
     job_id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobStatusBody>, ApiError> {
     let client = state.identities.client(&headers, peer)?;
     let Ok(Path(job_id)) = job_id else {
         return Err(invalid_job_id());
@@ -294,19 +448,27 @@ pub async fn status(
     }
 }
 
-pub async fn queue_stats(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Jobs per state and the live workers.
+#[utoipa::path(
+    get,
+    path = "/api/queue/stats",
+    tag = "monitoring",
+    operation_id = "getQueueStats",
+    responses((status = 200, description = "Queue counts.", body = QueueStatsBody)),
+)]
+pub async fn queue_stats(State(state): State<AppState>) -> Result<Json<QueueStatsBody>, ApiError> {
     let counts = state.store.counts().await?;
     let workers = state.store.workers().await?;
-    Ok(Json(json!({
-        "stats": {
-            "waiting": counts.waiting,
-            "active": counts.active,
-            "delayed": counts.delayed,
-            "completed": counts.completed,
-            "failed": counts.failed,
-            "workers": workers.len(),
+    Ok(Json(QueueStatsBody {
+        stats: QueueStatsCounts {
+            waiting: counts.waiting,
+            active: counts.active,
+            delayed: counts.delayed,
+            completed: counts.completed,
+            failed: counts.failed,
+            workers: workers.len(),
         },
-        "workers": workers,
-        "timestamp": iso(crate::job::now_ms()),
-    })))
+        workers,
+        timestamp: iso(crate::job::now_ms()),
+    }))
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod jobs;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/job-events", get(events::job_events))
         .route("/api/sse/stats", get(sse_stats))
         .route("/api/metrics/alerts", get(alerts::alerts))
+        .route("/api/openapi.json", get(openapi::serve))
         .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }))
         .route("/console", get(console::page))
         .route("/console/vendor/{file}", get(console::vendor))
@@ -201,14 +203,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Connection and delivery counters; which jobs are followed (job ids are all that guards a
 /// job in `body` mode) only with the admin token.
-async fn sse_stats(State(state): State<AppState>, headers: HeaderMap) -> Json<serde_json::Value> {
-    let mut stats = json!(state.followers.hub.stats());
-    if !auth::presents_admin_token(&state.admin, &headers)
-        && let Some(obj) = stats.as_object_mut()
-    {
-        obj.remove("subscriptionsPerJob");
-    }
-    Json(stats)
+async fn sse_stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Json<openapi::SseStatsBody> {
+    let stats = state.followers.hub.stats();
+    let admin = auth::presents_admin_token(&state.admin, &headers);
+    Json(openapi::SseStatsBody {
+        connections: stats.connections,
+        max_connections: stats.max_connections,
+        subscribed_jobs: stats.subscribed_jobs,
+        subscriptions_per_job: admin.then(|| stats.subscriptions_per_job.into_iter().collect()),
+        events_sent: stats.events_sent,
+        followers_caught_up: stats.followers_caught_up,
+    })
 }
 
 /// The peer address of a request (`0.0.0.0:0` when the server did not record one).

@@ -41,7 +41,7 @@ pub struct HubStats {
 
 /// The fan-out hub of one process.
 pub struct Hub {
-    jobs: RwLock<HashMap<Arc<str>, broadcast::Sender<StoredEvent>>>,
+    jobs: RwLock<HashMap<Arc<str>, JobRing>>,
     connections: AtomicUsize,
     max_connections: usize,
     events_sent: AtomicU64,
@@ -56,6 +56,14 @@ pub struct Hub {
     beat: watch::Sender<u64>,
     /// When the feed last answered (ms since epoch; 0 before it started).
     feed_seen: AtomicU64,
+}
+
+/// One followed job: its event ring and how many followers hold it. The count, not the
+/// ring's receiver count, decides when the job is dropped: two followers leaving at once
+/// would each still see the other's receiver and both leave the ring behind.
+struct JobRing {
+    sender: broadcast::Sender<StoredEvent>,
+    followers: AtomicUsize,
 }
 
 /// A held connection slot and subscription to one job; dropping it unsubscribes.
@@ -101,15 +109,11 @@ impl Hub {
         &self.closing
     }
 
-    fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, broadcast::Sender<StoredEvent>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, JobRing>> {
         self.jobs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, broadcast::Sender<StoredEvent>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, JobRing>> {
         self.jobs.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -177,9 +181,9 @@ impl Hub {
     /// Delivers one event to its job's followers (one shared copy in the job's ring).
     pub fn dispatch(&self, event: StoredEvent) {
         let jobs = self.read();
-        if let Some(sender) = jobs.get(&*event.job_id) {
+        if let Some(ring) = jobs.get(&*event.job_id) {
             // No receiver left means the last follower is unsubscribing right now.
-            let _ = sender.send(event);
+            let _ = ring.sender.send(event);
         }
     }
 
@@ -192,16 +196,22 @@ impl Hub {
             });
         let open = taken.ok()? + 1;
         self.metrics.sse_connections(open, self.max_connections);
-        let existing = self.read().get(job_id).map(|s| s.subscribe());
+        // Counted under the read lock: `unsubscribe` removes a ring only under the write lock.
+        let existing = self.read().get(job_id).map(|ring| {
+            ring.followers.fetch_add(1, Ordering::SeqCst);
+            ring.sender.subscribe()
+        });
         let (job_id, events) = match existing {
             Some(rx) => (Arc::from(job_id), rx),
             None => {
                 let mut jobs = self.write();
                 let key: Arc<str> = Arc::from(job_id);
-                let rx = jobs
-                    .entry(key.clone())
-                    .or_insert_with(|| broadcast::channel(self.ring).0)
-                    .subscribe();
+                let ring = jobs.entry(key.clone()).or_insert_with(|| JobRing {
+                    sender: broadcast::channel(self.ring).0,
+                    followers: AtomicUsize::new(0),
+                });
+                ring.followers.fetch_add(1, Ordering::SeqCst);
+                let rx = ring.sender.subscribe();
                 (key, rx)
             }
         };
@@ -215,8 +225,10 @@ impl Hub {
 
     fn unsubscribe(&self, job_id: &str) {
         let mut jobs = self.write();
-        // The departing receiver is still counted while its subscription drops.
-        if jobs.get(job_id).is_some_and(|s| s.receiver_count() <= 1) {
+        if jobs
+            .get(job_id)
+            .is_some_and(|ring| ring.followers.fetch_sub(1, Ordering::SeqCst) <= 1)
+        {
             jobs.remove(job_id);
         }
         drop(jobs);
@@ -231,7 +243,7 @@ impl Hub {
     pub fn job_connections(&self, job_id: &str) -> usize {
         self.read()
             .get(job_id)
-            .map(broadcast::Sender::receiver_count)
+            .map(|ring| ring.followers.load(Ordering::SeqCst))
             .unwrap_or(0)
     }
 
@@ -254,7 +266,7 @@ impl Hub {
             subscribed_jobs: jobs.len(),
             subscriptions_per_job: jobs
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.receiver_count()))
+                .map(|(k, ring)| (k.to_string(), ring.followers.load(Ordering::SeqCst)))
                 .collect(),
             events_sent: self.events_sent.load(Ordering::Relaxed),
             followers_caught_up: self.caught_up.load(Ordering::Relaxed),
@@ -328,6 +340,33 @@ mod tests {
         assert_eq!(hub.job_connections("j"), 1);
         drop(b);
         assert_eq!(hub.stats().subscribed_jobs, 0);
+    }
+
+    #[test]
+    fn followers_leaving_at_once_leave_no_ring_behind() {
+        let hub = hub(10_000);
+        for round in 0..300 {
+            let job = format!("j{round}");
+            let gate = Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (sub, gate) = (hub.subscribe(&job).unwrap(), gate.clone());
+                    std::thread::spawn(move || {
+                        gate.wait();
+                        drop(sub);
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        let stats = hub.stats();
+        assert_eq!(
+            (stats.connections, stats.subscribed_jobs),
+            (0, 0),
+            "{stats:?}"
+        );
     }
 
     #[test]

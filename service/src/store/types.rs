@@ -183,7 +183,7 @@ pub struct StallReport {
 }
 
 /// Jobs per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueCounts {
     pub waiting: u64,
     pub active: u64,
@@ -250,7 +250,7 @@ impl StoredEvent {
 }
 
 /// A worker's self-description, refreshed by its heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerInfo {
     pub id: String,
@@ -267,7 +267,7 @@ pub struct WorkerInfo {
 }
 
 /// Who switched the kill-switch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SetBy {
     /// A person, through the admin API.
