@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use serde_json::Value;
 use flashcard_service::alerts::{
     AlertThresholds, AlertTimings, RuleOptions, rule_groups_with, rules_file_yaml,
 };
+use support::tools::{ScratchDir, spawn_tool};
 use support::{ChildGuard, RedisServer, free_port, http, wait_http_ok};
 
 const PIPELINE: &str = "e2e";
@@ -31,44 +32,8 @@ const ALERT: &str = "FlashcardQueueDepthHigh";
 /// Bound of each wait for a notification (Prometheus scrapes a new target only after ~5 s).
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A temp directory removed on drop (kept if the test panics, for the logs in it).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("fc-alerts-e2e-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-/// Spawns a tool with stdout/stderr to `<dir>/<name>.log`; fails loudly if it is not installed.
-fn spawn_tool(dir: &Path, name: &str, program: &str, args: &[String]) -> ChildGuard {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start `{program}` ({e}): run .ci/install-alert-tools.sh (Debian packages \
-                 prometheus, prometheus-alertmanager)"
-            )
-        });
-    ChildGuard(child)
-}
+const INSTALL_HINT: &str =
+    "run .ci/install-alert-tools.sh (Debian packages prometheus, prometheus-alertmanager)";
 
 /// Notifications received by the webhook, newest last.
 type Inbox = Arc<Mutex<Vec<Value>>>;
@@ -167,7 +132,7 @@ async fn waiting_jobs(base: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_depth_alert_fires_and_resolves_through_alertmanager() {
     let started = Instant::now();
-    let dir = TempDir::new();
+    let dir = ScratchDir::new("fc-alerts-e2e");
 
     // Webhook receiver.
     let inbox: Inbox = Arc::default();
@@ -232,6 +197,7 @@ async fn queue_depth_alert_fires_and_resolves_through_alertmanager() {
             format!("--web.listen-address=127.0.0.1:{am_port}"),
             "--cluster.listen-address=".into(),
         ],
+        INSTALL_HINT,
     );
 
     // Prometheus: scrape api and (later) worker every second, evaluate every second.
@@ -258,6 +224,7 @@ async fn queue_depth_alert_fires_and_resolves_through_alertmanager() {
             format!("--web.listen-address=127.0.0.1:{prom_port}"),
             "--rules.alert.resend-delay=1s".into(),
         ],
+        INSTALL_HINT,
     );
     wait_http_ok(
         &format!("http://127.0.0.1:{am_port}/-/ready"),

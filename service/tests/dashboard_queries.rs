@@ -13,42 +13,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flashcard_service::metrics::names;
 use serde_json::Value;
+use support::tools::{ScratchDir, spawn_tool};
 use support::{ChildGuard, RedisServer, free_port, http, wait_http_ok};
 
 const PIPELINE: &str = "dash";
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A temp directory removed on drop (kept if the test panics, for the Prometheus log).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn spawn_tool(dir: &Path, name: &str, program: &str, args: &[String]) -> ChildGuard {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start `{program}` ({e}): run .ci/install-alert-tools.sh (prometheus)")
-        });
-    ChildGuard(child)
-}
+const INSTALL_HINT: &str = "run .ci/install-alert-tools.sh (prometheus)";
 
 async fn start_service(mode: &str, port: u16, redis: &str) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_flashcard-service"))
@@ -120,9 +96,7 @@ async fn every_dashboard_query_is_valid_promql_and_returns_series() {
     }
     assert!(targets.len() >= 15, "{} queries only", targets.len());
 
-    let dir = TempDir(std::env::temp_dir().join(format!("fc-dash-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = ScratchDir::new("fc-dash");
     let redis = RedisServer::start();
     let api_port = free_port();
     let worker_port = free_port();
@@ -149,6 +123,7 @@ async fn every_dashboard_query_is_valid_promql_and_returns_series() {
             "--storage.tsdb.path=prom-data".into(),
             format!("--web.listen-address=127.0.0.1:{prom_port}"),
         ],
+        INSTALL_HINT,
     );
     let prometheus = format!("http://127.0.0.1:{prom_port}");
     wait_http_ok(&format!("{prometheus}/-/ready"), Duration::from_secs(30)).await;

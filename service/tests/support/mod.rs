@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod llm;
 pub mod proxy;
 pub mod sentinel;
+pub mod tools;
 
 // Not every test target uses each of them.
 #[allow(unused_imports)]
