@@ -1,4 +1,4 @@
-//! Side-by-side queue benchmark (issue 11): BullMQ and this service on one `redis-server`, in
+//! Side-by-side queue benchmark (issue 11): BullMQ, apalis and this service on one `redis-server`, in
 //! the same run, with `redis-benchmark` LPUSH as the ceiling and client commands per job from
 //! `INFO commandstats` deltas. Run it with `service/benches/run-queue-bench.sh` (installs the npm
 //! peers, builds the release binary, then runs this); knobs are environment variables:
@@ -7,13 +7,17 @@
 //! `BENCH_TIMEOUT_SECONDS` (300 per measured run), `FLASHCARD_SERVICE_BIN` (the binary under
 //! test; the script passes a copy of `cargo build --release`), `BENCH_PEERS_DIR` (where npm
 //! installed `bullmq` and `ioredis`; without it the BullMQ rows say why they are missing), `NODE`,
-//! `QUEUE_BENCH_VERBOSE=1` (print every command count of each measured part).
+//! `APALIS_PEER_BIN` (the apalis peer, `benches/peers/apalis`, built by the script; without it
+//! the apalis rows are missing), `QUEUE_BENCH_VERBOSE=1` (print every command count of each measured part).
 //!
 //! Each round, on one redis-server (loopback, no persistence, `FLUSHALL` before every part):
 //! 1. `redis-benchmark -t lpush -n 100000 -c 50` at `-P 1` and `-P 16`.
 //! 2. BullMQ (`benches/peers/bullmq.mjs`): N no-op jobs, worker at `CONCURRENCY` in a separate
 //!    process; once with one awaited `add` per job from `CONNECTIONS` concurrent producers, once
 //!    with `addBulk` of `BULK` jobs per call. End to end: first add to the last `completed` event.
+//!    apalis 1.0 + apalis-redis (`benches/peers/apalis`), the same two ways (`push`, `push_bulk`),
+//!    worker fetching up to `CONCURRENCY` jobs per poll; end: the first 2 ms poll of its done set
+//!    that holds every job (apalis keeps no completion time).
 //! 3. Ours, black-box: separate `api` and `worker` processes (local provider, prices 0, rate
 //!    limit off, `RUST_LOG=warn`), fresh pipeline; the worker really generates each job's one
 //!    card (the offline generator, about 40 µs of CPU on this two-sentence text), so its jobs are
@@ -108,6 +112,8 @@ struct Knobs {
     peers_dir: PathBuf,
     node: String,
     bullmq_script: PathBuf,
+    /// The apalis peer (`benches/peers/apalis`, built by run-queue-bench.sh).
+    apalis_bin: PathBuf,
     work_dir: PathBuf,
 }
 
@@ -132,6 +138,11 @@ impl Knobs {
                 .unwrap_or_else(|| root.join("target/bench-peers")),
             node: std::env::var("NODE").unwrap_or_else(|_| "node".into()),
             bullmq_script: Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/bullmq.mjs"),
+            apalis_bin: std::env::var_os("APALIS_PEER_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    root.join("target/bench-peers/apalis-target/release/apalis-bench-peer")
+                }),
             work_dir: std::env::temp_dir().join(format!("fc-queue-bench-{}", std::process::id())),
         };
         if knobs.jobs == 0 || knobs.rounds == 0 || knobs.connections == 0 {
@@ -939,20 +950,22 @@ struct QueueRun {
 }
 
 async fn read_event(
+    peer: Peer,
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     proc: &mut Proc,
     event: &str,
     timeout: Duration,
 ) -> Result<Value> {
+    let name = peer.name();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
-            Err(_) => bail!("BullMQ script: no {event:?} within {timeout:?}"),
+            Err(_) => bail!("{name} peer: no {event:?} within {timeout:?}"),
             Ok(Ok(Some(line))) => line,
             Ok(Ok(None)) | Ok(Err(_)) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 bail!(
-                    "BullMQ script ended before {event:?}: {}",
+                    "{name} peer ended before {event:?}: {}",
                     proc.exited().unwrap_or_else(|| log_tail(&proc.log))
                 );
             }
@@ -965,68 +978,123 @@ async fn read_event(
     }
 }
 
-struct BullmqVersion {
-    text: String,
+/// A queue the service is compared with. Both speak one protocol (see `peers/bullmq.mjs`):
+/// a producer process that forks its worker, `ready` / `go` / `result` / `close` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// BullMQ on Node.js: single `add` / `addBulk`.
+    Bullmq,
+    /// apalis + apalis-redis (Rust): single `push` / `push_bulk`.
+    Apalis,
 }
 
-async fn bullmq_run(
+impl Peer {
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Bullmq => "BullMQ",
+            Peer::Apalis => "apalis",
+        }
+    }
+
+    fn command(self, knobs: &Knobs) -> Command {
+        match self {
+            Peer::Bullmq => {
+                let mut command = Command::new(&knobs.node);
+                command
+                    .arg(&knobs.bullmq_script)
+                    .env("BENCH_PEERS_DIR", &knobs.peers_dir);
+                command
+            }
+            Peer::Apalis => Command::new(&knobs.apalis_bin),
+        }
+    }
+
+    /// What the peer's `ready` line says about its versions.
+    fn version(self, ready: &Value) -> String {
+        let s = |k: &str| ready[k].as_str().unwrap_or("?").to_owned();
+        match self {
+            Peer::Bullmq => format!(
+                "BullMQ {} (ioredis {}, node {})",
+                s("bullmq"),
+                s("ioredis"),
+                s("node")
+            ),
+            Peer::Apalis => format!("apalis {} (apalis-redis, redis-rs)", s("apalis")),
+        }
+    }
+
+    /// Why the peer cannot run here, if it cannot.
+    fn unavailable(self, knobs: &Knobs) -> Option<String> {
+        match self {
+            Peer::Bullmq => bullmq_available(knobs).err(),
+            Peer::Apalis => (!knobs.apalis_bin.is_file()).then(|| {
+                format!(
+                    "not run: {} is not built (service/benches/run-queue-bench.sh builds it)",
+                    knobs.apalis_bin.display()
+                )
+            }),
+        }
+    }
+}
+
+async fn peer_run(
+    peer: Peer,
     knobs: &Knobs,
     server: &RedisServer,
     probe: &mut Probe,
     mode: &str,
     queue: &str,
-    version: &mut Option<BullmqVersion>,
+    version: &mut Option<String>,
 ) -> Result<QueueRun> {
-    let mut command = Command::new(&knobs.node);
+    let name = peer.name();
+    let mut command = peer.command(knobs);
     command
-        .arg(&knobs.bullmq_script)
         .args(["--port", &server.port.to_string(), "--queue", queue])
         .args(["--jobs", &knobs.jobs.to_string(), "--mode", mode])
         .args(["--producers", &knobs.connections.to_string()])
         .args(["--bulk", &knobs.bulk.to_string()])
         .args(["--concurrency", &knobs.concurrency.to_string()])
         .args(["--timeout-ms", &knobs.timeout.as_millis().to_string()])
-        .env("BENCH_PEERS_DIR", &knobs.peers_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
-    let label = format!("bullmq-{queue}");
+    let label = format!("{}-{queue}", name.to_lowercase());
     let mut proc = Proc::spawn(&label, command, knobs.work_dir.join(format!("{label}.log")))?;
-    let stdout = proc.child.stdout.take().context("node stdout")?;
-    let mut stdin: ChildStdin = proc.child.stdin.take().context("node stdin")?;
+    let stdout = proc.child.stdout.take().context("peer stdout")?;
+    let mut stdin: ChildStdin = proc.child.stdin.take().context("peer stdin")?;
     let mut lines = BufReader::new(stdout).lines();
-    let ready = read_event(&mut lines, &mut proc, "ready", Duration::from_secs(60)).await?;
+    let ready = read_event(
+        peer,
+        &mut lines,
+        &mut proc,
+        "ready",
+        Duration::from_secs(60),
+    )
+    .await?;
     if version.is_none() {
-        *version = Some(BullmqVersion {
-            text: format!(
-                "BullMQ {} (ioredis {}, node {})",
-                ready["bullmq"].as_str().unwrap_or("?"),
-                ready["ioredis"].as_str().unwrap_or("?"),
-                ready["node"].as_str().unwrap_or("?")
-            ),
-        });
+        *version = Some(peer.version(&ready));
     }
     let worker_pid = ready["workerPid"].as_u64().map(|p| p as u32);
     let window = probe.begin().await?;
     let sampler = CpuSampler::start(&[("submit", proc.child.id()), ("worker", worker_pid)]);
     stdin.write_all(b"go\n").await?;
-    let result = read_event(&mut lines, &mut proc, "result", knobs.timeout).await?;
+    let result = read_event(peer, &mut lines, &mut proc, "result", knobs.timeout).await?;
     let measured = probe.end(window).await?;
     let cpu = Cpu::of(&sampler, Some(&measured));
     let commands = measured.commands;
-    dump(&format!("BullMQ {mode}"), &commands);
+    dump(&format!("{name} {mode}"), &commands);
     let _ = stdin.write_all(b"close\n").await;
     drop(stdin);
     if tokio::time::timeout(Duration::from_secs(20), proc.child.wait())
         .await
         .is_err()
     {
-        eprintln!("queue-bench: the BullMQ script did not exit; killing it");
+        eprintln!("queue-bench: the {name} peer did not exit; killing it");
         let _ = proc.child.kill().await;
     }
     let num = |k: &str| result[k].as_f64().unwrap_or(f64::NAN);
     let failed = num("failed");
     if failed > 0.0 {
-        bail!("BullMQ: {failed} jobs failed");
+        bail!("{name}: {failed} jobs failed");
     }
     let started = num("startedAt");
     Ok(QueueRun {
@@ -1213,6 +1281,8 @@ struct Rounds {
     lpush_p16: Vec<Ceiling>,
     bull_single: Vec<QueueRun>,
     bull_bulk: Vec<QueueRun>,
+    apalis_single: Vec<QueueRun>,
+    apalis_bulk: Vec<QueueRun>,
     ours: Vec<OursRun>,
     post: Vec<PostRun>,
     standalone: Vec<PostRun>,
@@ -1326,7 +1396,13 @@ fn median(values: &[f64]) -> Option<f64> {
     spread(values).map(|s| s.1)
 }
 
-fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str>) -> String {
+fn report(
+    knobs: &Knobs,
+    rounds: &Rounds,
+    header: &str,
+    bullmq_note: &str,
+    apalis_note: &str,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{header}");
     let _ = writeln!(out);
@@ -1338,8 +1414,10 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
     let jobs_s = |runs: &[QueueRun]| runs.iter().map(|r| r.jobs_per_s).collect::<Vec<_>>();
     let bull_single = jobs_s(&rounds.bull_single);
     let bull_bulk = jobs_s(&rounds.bull_bulk);
+    let apalis_single = jobs_s(&rounds.apalis_single);
+    let apalis_bulk = jobs_s(&rounds.apalis_bulk);
     let ours_e2e: Vec<f64> = rounds.ours.iter().map(|r| r.e2e.jobs_per_s).collect();
-    let missing = bullmq_note.unwrap_or("");
+    let missing = bullmq_note;
     row(
         &mut out,
         &format!(
@@ -1354,6 +1432,21 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
         &format!("BullMQ, addBulk of {}", knobs.bulk),
         &bull_bulk,
         missing,
+    );
+    row(
+        &mut out,
+        &format!(
+            "apalis, awaited push per job ({} producers)",
+            knobs.connections
+        ),
+        &apalis_single,
+        apalis_note,
+    );
+    row(
+        &mut out,
+        &format!("apalis, push_bulk of {}", knobs.bulk),
+        &apalis_bulk,
+        apalis_note,
     );
     row(
         &mut out,
@@ -1439,6 +1532,18 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
         &rounds.bull_bulk,
         " per call",
     );
+    run_row(
+        &mut out,
+        "apalis push during its end-to-end run",
+        &rounds.apalis_single,
+        "",
+    );
+    run_row(
+        &mut out,
+        "apalis push_bulk during its end-to-end run (jobs/s)",
+        &rounds.apalis_bulk,
+        " per call",
+    );
 
     let _ = writeln!(out);
     let _ = writeln!(
@@ -1457,6 +1562,8 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
     };
     let bs = cmds(&rounds.bull_single);
     let bb = cmds(&rounds.bull_bulk);
+    let a_s = cmds(&rounds.apalis_single);
+    let a_b = cmds(&rounds.apalis_bulk);
     let oe = cmds(&ours_runs);
     let op: Vec<(Commands, usize)> = rounds
         .post
@@ -1465,6 +1572,16 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
         .collect();
     command_row(&mut out, "BullMQ, add per job", &as_refs(&bs));
     command_row(&mut out, "BullMQ, addBulk (adds pipelined)", &as_refs(&bb));
+    command_row(
+        &mut out,
+        "apalis, push per job (+ SCARD polls)",
+        &as_refs(&a_s),
+    );
+    command_row(
+        &mut out,
+        "apalis, push_bulk (+ SCARD polls)",
+        &as_refs(&a_b),
+    );
     command_row(&mut out, "ours, POST through completion", &as_refs(&oe));
     command_row(&mut out, "ours, POST only (api alone)", &as_refs(&op));
     let background: Vec<f64> = rounds
@@ -1479,7 +1596,13 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
             fmt_num(b)
         );
     }
-    for (label, runs) in [("BullMQ add", &bs), ("BullMQ addBulk", &bb), ("ours", &oe)] {
+    for (label, runs) in [
+        ("BullMQ add", &bs),
+        ("BullMQ addBulk", &bb),
+        ("apalis push", &a_s),
+        ("apalis push_bulk", &a_b),
+        ("ours", &oe),
+    ] {
         if let Some((c, _)) = runs.last() {
             let _ = writeln!(out, "  {label}, last round, commands: {}", c.top(12));
         }
@@ -1528,6 +1651,12 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
     let cpus = |runs: &[QueueRun]| runs.iter().map(|r| r.cpu).collect::<Vec<_>>();
     cpu_row(&mut out, "BullMQ, add per job", &cpus(&rounds.bull_single));
     cpu_row(&mut out, "BullMQ, addBulk", &cpus(&rounds.bull_bulk));
+    cpu_row(
+        &mut out,
+        "apalis, push per job",
+        &cpus(&rounds.apalis_single),
+    );
+    cpu_row(&mut out, "apalis, push_bulk", &cpus(&rounds.apalis_bulk));
     cpu_row(&mut out, "ours, POST through completion", &cpus(&ours_runs));
     let post_cpus = |runs: &[PostRun]| runs.iter().map(|r| r.cpu).collect::<Vec<_>>();
     cpu_row(
@@ -1559,6 +1688,22 @@ fn report(knobs: &Knobs, rounds: &Rounds, header: &str, bullmq_note: Option<&str
         &vs_bulk,
         ">= 1.0x",
         ms(&vs_bulk, 1.0),
+    );
+    let vs_apalis = paired(&ours_e2e, &apalis_single);
+    ratio_row(
+        &mut out,
+        "end to end: ours / apalis push",
+        &vs_apalis,
+        "-",
+        None,
+    );
+    let vs_apalis_bulk = paired(&ours_e2e, &apalis_bulk);
+    ratio_row(
+        &mut out,
+        "end to end: ours / apalis push_bulk",
+        &vs_apalis_bulk,
+        "-",
+        None,
     );
     let post_rps: Vec<f64> = rounds.post.iter().map(|r| r.rps).collect();
     let p1: Vec<f64> = rounds.lpush_p1.iter().map(|c| c.rps).collect();
@@ -1657,11 +1802,16 @@ async fn run() -> Result<String> {
     let server = RedisServer::start(&knobs.work_dir).await?;
     let mut probe = Probe::connect(&server.url()).await?;
     let redis_version = probe.server_version().await?;
-    let bullmq = bullmq_available(&knobs);
-    if let Err(why) = &bullmq {
-        eprintln!("queue-bench: BullMQ {why}");
+    let missing: Vec<(Peer, Option<String>)> = [Peer::Bullmq, Peer::Apalis]
+        .into_iter()
+        .map(|p| (p, p.unavailable(&knobs)))
+        .collect();
+    for (peer, why) in &missing {
+        if let Some(why) = why {
+            eprintln!("queue-bench: {} {why}", peer.name());
+        }
     }
-    let mut version = None;
+    let mut versions: Vec<(Peer, Option<String>)> = Vec::new();
     let mut rounds = Rounds::default();
     let t = knobs.timeout;
     for round in 1..=knobs.rounds {
@@ -1677,25 +1827,43 @@ async fn run() -> Result<String> {
         );
         rounds.lpush_p1.push(p1);
         rounds.lpush_p16.push(p16);
-        if bullmq.is_ok() {
+        for (peer, why) in &missing {
+            if why.is_some() {
+                continue;
+            }
+            let name = peer.name();
+            let mut version = None;
             for mode in ["single", "bulk"] {
                 probe.flushall().await?;
                 let queue = format!("bench-{mode}-{round}");
-                let run = bullmq_run(&knobs, &server, &mut probe, mode, &queue, &mut version)
-                    .await
-                    .with_context(|| {
-                        format!("BullMQ {mode} run (log in {})", knobs.work_dir.display())
-                    })?;
+                let run = peer_run(
+                    *peer,
+                    &knobs,
+                    &server,
+                    &mut probe,
+                    mode,
+                    &queue,
+                    &mut version,
+                )
+                .await
+                .with_context(|| {
+                    format!("{name} {mode} run (log in {})", knobs.work_dir.display())
+                })?;
                 eprintln!(
-                    "queue-bench: {r}: BullMQ {mode}: {:.0} jobs/s end to end, {:.1} client commands/job",
+                    "queue-bench: {r}: {name} {mode}: {:.0} jobs/s end to end, {:.1} client commands/job",
                     run.jobs_per_s,
                     run.commands.client() as f64 / knobs.jobs as f64
                 );
-                if mode == "single" {
-                    rounds.bull_single.push(run);
-                } else {
-                    rounds.bull_bulk.push(run);
-                }
+                let runs = match (peer, mode) {
+                    (Peer::Bullmq, "single") => &mut rounds.bull_single,
+                    (Peer::Bullmq, _) => &mut rounds.bull_bulk,
+                    (Peer::Apalis, "single") => &mut rounds.apalis_single,
+                    (Peer::Apalis, _) => &mut rounds.apalis_bulk,
+                };
+                runs.push(run);
+            }
+            if round == 1 {
+                versions.push((*peer, version));
             }
         }
         probe.flushall().await?;
@@ -1725,13 +1893,21 @@ async fn run() -> Result<String> {
     probe.flushall().await?;
     drop(probe);
     server.proc.stop(Duration::from_secs(5)).await;
-    let bullmq_text = version
-        .map(|v| v.text)
-        .unwrap_or_else(|| "BullMQ not run".into());
+    let peers_text = [Peer::Bullmq, Peer::Apalis]
+        .iter()
+        .map(|p| {
+            versions
+                .iter()
+                .find(|(q, _)| q == p)
+                .and_then(|(_, v)| v.clone())
+                .unwrap_or_else(|| format!("{} not run", p.name()))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let header = format!(
-        "queue benchmark: {} jobs x {} rounds (BullMQ's processor does nothing; ours runs the offline \
+        "queue benchmark: {} jobs x {} rounds (the peers' processors do nothing; ours runs the offline \
 `local` generator, about 40 µs of CPU per one-card job), {} connections / producers, worker concurrency {}, \
-one redis-server {redis_version} (loopback, no persistence) for every side\n{bullmq_text}; ours: {}\n\
+one redis-server {redis_version} (loopback, no persistence) for every side\n{peers_text}; ours: {}\n\
 load average (1/5/15 min) before: {load_before}, after: {}; {} CPUs",
         knobs.jobs,
         knobs.rounds,
@@ -1743,7 +1919,20 @@ load average (1/5/15 min) before: {load_before}, after: {}; {} CPUs",
             .map(|n| n.get())
             .unwrap_or(0),
     );
-    let table = report(&knobs, &rounds, &header, bullmq.err().as_deref());
+    let note = |peer: Peer| {
+        missing
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .and_then(|(_, why)| why.clone())
+            .unwrap_or_default()
+    };
+    let table = report(
+        &knobs,
+        &rounds,
+        &header,
+        &note(Peer::Bullmq),
+        &note(Peer::Apalis),
+    );
     let _ = std::fs::remove_dir_all(&knobs.work_dir);
     Ok(table)
 }

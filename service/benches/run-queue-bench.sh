@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Side-by-side queue benchmark (issue 11): BullMQ and this service on one redis-server, in the
+# Side-by-side queue benchmark (issue 11): BullMQ, apalis and this service on one redis-server, in the
 # same run, with redis-benchmark LPUSH as the ceiling; prints one table (min / median / max of
 # every figure over the rounds, the ratios the issue's targets ask for, client commands per job).
 # What each part measures: service/benches/queue_bench.rs.
@@ -12,7 +12,8 @@
 # (BULLMQ_VERSION, IOREDIS_VERSION; BENCH_PEERS_REINSTALL=1 reinstalls; never committed), builds
 # the release binary once (`cargo build --release`) and benchmarks a copy of it, then builds and
 # runs the orchestrator (`cargo bench --bench queue_bench`). Needs redis-server and
-# redis-benchmark (Debian: redis-server, redis-tools), Node.js with npm for the BullMQ rows.
+# redis-benchmark (Debian: redis-server, redis-tools), Node.js with npm for the BullMQ rows,
+# crates.io for the apalis rows.
 # Ctrl-C or a failure stops every process the benchmark started.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -42,6 +43,17 @@ if [ "${BENCH_PEERS_REINSTALL:-0}" = 1 ] || [ ! -f "$peers/node_modules/bullmq/p
   else
     say "node/npm not found (apt-get install nodejs npm); the BullMQ rows will be missing"
   fi
+fi
+
+# The apalis peer: optional as well, a small Rust program (service/benches/peers/apalis, its own
+# Cargo.lock, outside the workspace) built into the same folder.
+apalis_dir="$root/service/benches/peers/apalis"
+export APALIS_PEER_BIN="$peers/apalis-target/release/apalis-bench-peer"
+say "building the apalis peer"
+if ! cargo build --release --locked --manifest-path "$apalis_dir/Cargo.toml" \
+  --target-dir "$peers/apalis-target" >&2; then
+  say "the apalis peer did not build (registry unreachable?); the apalis rows will be missing"
+  rm -f "$APALIS_PEER_BIN"
 fi
 
 # The binary under test: the release build, copied so that the bench build below (which enables
