@@ -89,6 +89,47 @@ const CONNECTION_COMMANDS: &[&str] = &[
     "ping", "hello", "select", "auth", "echo", "quit", "reset", "readonly", "client", "script",
     "config", "command", "cluster", "info", "memory", "object",
 ];
+/// The job every side runs: this body is POSTed to ours and is the data of every peer's job.
+fn job_body() -> Value {
+    serde_json::json!({
+        "content": JOB_CONTENT,
+        "subject": "biology",
+        "topic": "cells",
+        "userId": "bench",
+        "cardCount": 1,
+    })
+}
+
+/// What our worker stores as the result of that job (the offline generator's card, usage,
+/// model); the peers' no-op processors return this same JSON, so every queue stores and moves
+/// the same bytes per job and only ours computes them.
+async fn job_result() -> Result<String> {
+    use flashcard_service::job::{JobRequest, JobResult};
+    use flashcard_service::provider::Provider as _;
+    use flashcard_service::provider::local::LocalProvider;
+    let provider = LocalProvider::new();
+    let request = JobRequest {
+        content: JOB_CONTENT.into(),
+        subject: "biology".into(),
+        topic: "cells".into(),
+        user_id: "bench".into(),
+        card_count: 1,
+    };
+    let generation = provider
+        .generate(&request)
+        .await
+        .map_err(|e| anyhow!("the offline generator failed on the bench's job: {e}"))?;
+    let result = JobResult {
+        token_usage: generation.usage.total(),
+        usage: generation.usage,
+        flashcards: generation.flashcards,
+        provider: provider.name().to_owned(),
+        model: provider.model().to_owned(),
+        cost_micros: 0,
+    };
+    Ok(serde_json::to_string(&result)?)
+}
+
 const JOB_CONTENT: &str = "Mitochondria are organelles that produce most of the ATP of a cell. \
 Ribosomes are molecular machines that build proteins from amino acids.";
 
@@ -745,14 +786,7 @@ async fn post_load(
     connections: usize,
     timeout: Duration,
 ) -> Result<Load> {
-    let body = serde_json::json!({
-        "content": JOB_CONTENT,
-        "subject": "biology",
-        "topic": "cells",
-        "userId": "bench",
-        "cardCount": 1,
-    })
-    .to_string();
+    let body = job_body().to_string();
     let request = Arc::new(
         format!(
             "POST /api/ai/generate-flashcards HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -1049,6 +1083,8 @@ async fn peer_run(
     let name = peer.name();
     let mut command = peer.command(knobs);
     command
+        .env("PEER_JOB_DATA", job_body().to_string())
+        .env("PEER_JOB_RESULT", job_result().await?)
         .args(["--port", &server.port.to_string(), "--queue", queue])
         .args(["--jobs", &knobs.jobs.to_string(), "--mode", mode])
         .args(["--producers", &knobs.connections.to_string()])

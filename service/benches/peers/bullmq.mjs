@@ -6,6 +6,9 @@
 // `single`: `producers` concurrent loops, each awaiting one `queue.add` per job (like 50 HTTP
 // connections each waiting for its 202). `bulk`: one loop awaiting `queue.addBulk` of `bulk`
 // jobs at a time. The worker runs no-op jobs at `concurrency`.
+// PEER_JOB_DATA (JSON) is every job's data, plus its index `i`; PEER_JOB_RESULT (JSON) is what
+// the no-op processor returns, so BullMQ stores and moves the same bytes per job as the service
+// does (the orchestrator passes the service's own request body and result).
 //
 // Protocol on stdin/stdout, one JSON object per line, so the caller can snapshot Redis
 // (`INFO commandstats`) around exactly the measured part:
@@ -78,6 +81,18 @@ function loadPeers() {
 
 const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
+function envJson(name) {
+  const text = process.env[name];
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    fail(`${name} is not JSON: ${e.message}`);
+  }
+}
+const jobData = envJson('PEER_JOB_DATA') ?? {};
+const jobResult = envJson('PEER_JOB_RESULT');
+
 function percentile(sorted, p) {
   if (sorted.length === 0) return null;
   return sorted[Math.min(sorted.length - 1, Math.round((sorted.length - 1) * p))];
@@ -89,7 +104,7 @@ async function runWorker(opts) {
   let completed = 0;
   let failed = 0;
   let reported = false;
-  const worker = new bullmq.Worker(opts.queue, async () => {}, {
+  const worker = new bullmq.Worker(opts.queue, async () => jobResult, {
     connection,
     concurrency: opts.concurrency,
   });
@@ -173,7 +188,7 @@ async function runProducer(opts) {
       while (next < opts.jobs) {
         const i = next++;
         const t = process.hrtime.bigint();
-        await queue.add('job', { i });
+        await queue.add('job', { ...jobData, i });
         latenciesUs.push(Number((process.hrtime.bigint() - t) / 1000n));
       }
     };
@@ -182,7 +197,9 @@ async function runProducer(opts) {
     for (let i = 0; i < opts.jobs; i += opts.bulk) {
       const n = Math.min(opts.bulk, opts.jobs - i);
       const t = process.hrtime.bigint();
-      await queue.addBulk(Array.from({ length: n }, (_, k) => ({ name: 'job', data: { i: i + k } })));
+      await queue.addBulk(
+        Array.from({ length: n }, (_, k) => ({ name: 'job', data: { ...jobData, i: i + k } })),
+      );
       latenciesUs.push(Number((process.hrtime.bigint() - t) / 1000n));
     }
   }

@@ -26,9 +26,23 @@ use apalis::prelude::*;
 use apalis_redis::{Config, RedisStorage};
 use serde::{Deserialize, Serialize};
 
+/// A job: the orchestrator's request body (`PEER_JOB_DATA`) and its index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
     i: usize,
+    #[serde(flatten)]
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `PEER_JOB_DATA` / `PEER_JOB_RESULT`: the service's own request body and result, so apalis
+/// stores and moves the same bytes per job as the service does.
+fn env_json(name: &str) -> serde_json::Value {
+    match std::env::var(name) {
+        Ok(text) => {
+            serde_json::from_str(&text).unwrap_or_else(|e| fail(format!("{name} is not JSON: {e}")))
+        }
+        Err(_) => serde_json::Value::Null,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -122,8 +136,11 @@ async fn storage(o: &Opts) -> Result<RedisStorage<Job>, Error> {
     Ok(RedisStorage::new(conn).with_config(config))
 }
 
-async fn no_op(_job: Job) -> Result<(), BoxDynError> {
-    Ok(())
+async fn no_op(
+    _job: Job,
+    result: Data<Arc<serde_json::Value>>,
+) -> Result<serde_json::Value, BoxDynError> {
+    Ok(serde_json::Value::clone(&result))
 }
 
 async fn run_worker(o: Opts) -> Result<(), Error> {
@@ -131,6 +148,7 @@ async fn run_worker(o: Opts) -> Result<(), Error> {
     let worker = WorkerBuilder::new(format!("bench-{}", std::process::id()))
         .backend(backend)
         .concurrency(o.concurrency)
+        .data(Arc::new(env_json("PEER_JOB_RESULT")))
         .build(no_op);
     println!("ready");
     worker.run().await?;
@@ -174,6 +192,10 @@ async fn run_producer(o: Opts, args: Vec<String>) -> Result<(), Error> {
         fail(format!("expected \"go\", got {go:?}"));
     }
 
+    let data = match env_json("PEER_JOB_DATA") {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
     let jobs = o.jobs;
     let started = now_ms();
     let deadline = Instant::now() + Duration::from_millis(o.timeout_ms);
@@ -201,6 +223,7 @@ async fn run_producer(o: Opts, args: Vec<String>) -> Result<(), Error> {
         for _ in 0..o.producers {
             let mut store = store.clone();
             let next = next.clone();
+            let data = data.clone();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 loop {
@@ -209,7 +232,11 @@ async fn run_producer(o: Opts, args: Vec<String>) -> Result<(), Error> {
                         break;
                     }
                     let t = Instant::now();
-                    store.push(Job { i }).await.map_err(|e| e.to_string())?;
+                    let job = Job {
+                        i,
+                        data: data.clone(),
+                    };
+                    store.push(job).await.map_err(|e| e.to_string())?;
                     lat.push(t.elapsed().as_micros() as u64);
                 }
                 Ok::<_, String>(lat)
@@ -223,7 +250,12 @@ async fn run_producer(o: Opts, args: Vec<String>) -> Result<(), Error> {
         let mut i = 0;
         while i < jobs {
             let n = o.bulk.min(jobs - i);
-            let batch = (i..i + n).map(|i| Job { i }).collect();
+            let batch = (i..i + n)
+                .map(|i| Job {
+                    i,
+                    data: data.clone(),
+                })
+                .collect();
             let t = Instant::now();
             store
                 .push_bulk(batch)
