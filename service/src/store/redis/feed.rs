@@ -9,8 +9,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use redis::Value;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::BlockingConn;
 use crate::store::{FeedItem, StoreResult, StoredEvent};
@@ -19,8 +17,6 @@ use crate::store::{FeedItem, StoreResult, StoredEvent};
 const FEED_BATCH: usize = 1000;
 /// Longest block of one `XREAD`; bounds how long a closed feed lingers.
 pub(super) const FEED_BLOCK: Duration = Duration::from_secs(5);
-/// Buffered events between the stream reader and the api's fan-out.
-const FEED_BUFFER: usize = 4096;
 
 fn bulk(value: &Value) -> Option<&[u8]> {
     match value {
@@ -94,9 +90,12 @@ fn entries(reply: Value) -> (Vec<StoredEvent>, Option<String>) {
     (events, last)
 }
 
-/// Starts the stream reader of one process. Its connection has a deadline of the block time
-/// plus a margin, so a stalled connection fails (and is replaced on the next read) instead of
-/// hanging; the reader then resumes from the last id it saw.
+/// The stream reader of one process, as a stream its consumer (the api's fan-out) polls
+/// directly: each poll past the last batch runs the next `XREAD` in the consumer's own task, so
+/// an event reaches the followers with no hand-off between tasks on the way. Its connection has
+/// a deadline of the block time plus a margin, so a stalled connection fails (and is replaced
+/// on the next read) instead of hanging; the reader then resumes from the last id it saw.
+/// Dropping the stream ends it.
 pub(super) async fn event_feed(
     mut conn: BlockingConn,
     stream: String,
@@ -110,7 +109,7 @@ pub(super) async fn event_feed(
         .arg("COUNT")
         .arg(1);
     let newest: Value = conn.query(&newest_cmd, Duration::ZERO).await?;
-    let mut cursor = match &newest {
+    let cursor = match &newest {
         Value::Array(items) => items
             .first()
             .and_then(|e| match e {
@@ -121,43 +120,55 @@ pub(super) async fn event_feed(
         _ => None,
     }
     .unwrap_or_else(|| "0-0".to_owned());
-    let (tx, rx) = mpsc::channel(FEED_BUFFER);
-    tokio::spawn(async move {
-        loop {
-            if tx.is_closed() {
-                return;
+    let reader = Reader {
+        conn,
+        stream,
+        cursor,
+    };
+    Ok(futures::stream::unfold(reader, |mut reader| async move {
+        let batch = reader.next_batch().await;
+        Some((futures::stream::iter(batch), reader))
+    })
+    .flatten()
+    .boxed())
+}
+
+/// Where the feed stands: its connection, the stream, and the id of the last entry seen.
+struct Reader {
+    conn: BlockingConn,
+    stream: String,
+    cursor: String,
+}
+
+impl Reader {
+    /// One `XREAD`: its events, `Alive` when the block ran out with none, or nothing after a
+    /// failure (logged; the next read opens a new connection and resumes from the cursor).
+    async fn next_batch(&mut self) -> Vec<FeedItem> {
+        let mut read = redis::cmd("XREAD");
+        read.arg("COUNT")
+            .arg(FEED_BATCH)
+            .arg("BLOCK")
+            .arg(FEED_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(&self.cursor);
+        match self.conn.query::<Value>(&read, FEED_BLOCK).await {
+            Ok(reply) => {
+                let (events, last) = entries(reply);
+                if let Some(last) = last {
+                    self.cursor = last;
+                }
+                if events.is_empty() {
+                    vec![FeedItem::Alive]
+                } else {
+                    events.into_iter().map(FeedItem::Event).collect()
+                }
             }
-            let mut read = redis::cmd("XREAD");
-            read.arg("COUNT")
-                .arg(FEED_BATCH)
-                .arg("BLOCK")
-                .arg(FEED_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&stream)
-                .arg(&cursor);
-            let reply: redis::RedisResult<Value> = conn.query(&read, FEED_BLOCK).await;
-            match reply {
-                Ok(reply) => {
-                    let (events, last) = entries(reply);
-                    if let Some(last) = last {
-                        cursor = last;
-                    }
-                    if events.is_empty() && tx.send(FeedItem::Alive).await.is_err() {
-                        return;
-                    }
-                    for event in events {
-                        if tx.send(FeedItem::Event(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    // The next read opens a new connection and resumes from `cursor`.
-                    tracing::warn!(error = %e, "event stream read failed; reconnecting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream read failed; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Vec::new()
             }
         }
-    });
-    Ok(ReceiverStream::new(rx).boxed())
+    }
 }
