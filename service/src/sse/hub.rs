@@ -5,7 +5,10 @@
 //! the event's bytes are shared by every follower, and a follower that falls behind (a slow
 //! client, or a burst) does not hold memory or slow the others down: it lags, skips, and catches
 //! up from the job's history in the store (see [`super::follow`]). One heartbeat ticker per
-//! process wakes every follower for its heartbeat and its re-check of the job.
+//! process wakes the followers for their heartbeat and their re-check of the job, a slice of
+//! them at a time: each job has one of [`BEAT_PHASES`] phases spread over the heartbeat
+//! interval, so the re-checks reach the store as a steady trickle instead of one burst of every
+//! follower at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +27,9 @@ use crate::store::{FeedItem, Store, StoreResult, StoredEvent};
 /// A feed with no read for this long counts as stalled (`/readyz` fails): the Redis reader
 /// returns at least every 5 s, and its connection has a deadline of the block plus a margin.
 const FEED_STALL_AFTER: Duration = Duration::from_secs(20);
+
+/// Slices of the heartbeat interval; a job's followers beat in the slice its id hashes to.
+pub const BEAT_PHASES: usize = 16;
 
 /// Connection and delivery counters (`GET /api/sse/stats`).
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +59,8 @@ pub struct Hub {
     /// they catch up from the store.
     ring: usize,
     heartbeat: Duration,
-    beat: watch::Sender<u64>,
+    /// One beat channel per phase; the ticker fires them in turn.
+    beats: Vec<watch::Sender<u64>>,
     /// When the feed last answered (ms since epoch; 0 before it started).
     feed_seen: AtomicU64,
 }
@@ -80,6 +87,15 @@ impl Drop for Subscription {
     }
 }
 
+/// The heartbeat phase of a job: a stable hash of its id (FNV-1a), so all followers of one job
+/// beat together.
+fn beat_phase(job_id: &str) -> usize {
+    let hash = job_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % BEAT_PHASES as u64) as usize
+}
+
 impl Hub {
     pub fn new(
         max_connections: usize,
@@ -88,7 +104,7 @@ impl Hub {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         metrics.sse_connections(0, max_connections);
-        let (beat, _) = watch::channel(0);
+        let beats = (0..BEAT_PHASES).map(|_| watch::channel(0).0).collect();
         Arc::new(Self {
             jobs: RwLock::new(HashMap::new()),
             connections: AtomicUsize::new(0),
@@ -99,7 +115,7 @@ impl Hub {
             closing: CancellationToken::new(),
             ring: ring.max(1),
             heartbeat: heartbeat.max(Duration::from_millis(100)),
-            beat,
+            beats,
             feed_seen: AtomicU64::new(0),
         })
     }
@@ -136,15 +152,17 @@ impl Hub {
         let hub = self.clone();
         let stop_beat = stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(hub.heartbeat);
+            // Every phase fires once per heartbeat interval, one phase per tick.
+            let mut tick = tokio::time::interval(hub.heartbeat / BEAT_PHASES as u32);
             tick.tick().await;
             let mut n = 0u64;
             loop {
                 tokio::select! {
                     _ = stop_beat.cancelled() => return,
                     _ = tick.tick() => {
+                        let phase = (n % BEAT_PHASES as u64) as usize;
                         n += 1;
-                        hub.beat.send_replace(n);
+                        hub.beats[phase].send_replace(n);
                     }
                 }
             }
@@ -215,11 +233,12 @@ impl Hub {
                 (key, rx)
             }
         };
+        let beat = self.beats[beat_phase(&job_id)].subscribe();
         Some(Subscription {
             hub: self.clone(),
             job_id,
             events,
-            beat: self.beat.subscribe(),
+            beat,
         })
     }
 
@@ -296,6 +315,59 @@ mod tests {
             Duration::from_secs(30),
             Arc::new(Metrics::new("test", "api")),
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_beat_once_per_interval_each_in_its_own_phase() {
+        let interval = Duration::from_millis(1600);
+        let hub = Hub::new(10, RING, interval, Arc::new(Metrics::new("test", "api")));
+        let store = crate::store::memory::MemoryStore::new();
+        let stop = CancellationToken::new();
+        hub.start(&store, stop.clone()).await.unwrap();
+
+        let ids: Vec<String> = (0..400)
+            .map(|i| format!("generate-flashcards-{i}"))
+            .collect();
+        let mut per_phase = [0usize; BEAT_PHASES];
+        for id in &ids {
+            per_phase[beat_phase(id)] += 1;
+        }
+        // 25 a phase on average: every phase is used and none takes a crowd.
+        assert!(
+            per_phase.iter().all(|&n| (5..=60).contains(&n)),
+            "{per_phase:?}"
+        );
+
+        let first = &ids[0];
+        let other = ids
+            .iter()
+            .find(|id| beat_phase(id) != beat_phase(first))
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut beats = Vec::new();
+        for id in [first, other] {
+            let mut sub = hub.subscribe(id).unwrap();
+            beats.push(tokio::spawn(async move {
+                let mut at = Vec::new();
+                while sub.beat.changed().await.is_ok() {
+                    at.push(started.elapsed());
+                    if at.len() == 3 {
+                        break;
+                    }
+                }
+                at
+            }));
+        }
+        let a = beats.remove(0).await.unwrap();
+        let b = beats.remove(0).await.unwrap();
+        for at in [&a, &b] {
+            // One beat per interval, as before phases.
+            assert!(at[0] <= interval, "{at:?}");
+            assert_eq!(at[1] - at[0], interval, "{at:?}");
+            assert_eq!(at[2] - at[1], interval, "{at:?}");
+        }
+        assert_ne!(a[0], b[0], "two phases beat at the same time");
+        stop.cancel();
     }
 
     #[tokio::test]
