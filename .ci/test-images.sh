@@ -43,7 +43,13 @@ b() { buildah --storage-driver vfs --root "$BUILDAH_ROOT" --runroot "$BUILDAH_RU
 containers=()
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Each pid is the background subshell around `in_image`; the service it started (env, chroot
+  # and the binary exec into one process) is its child, so stop that first, then the subshell.
+  for p in "${pids[@]}"; do
+    pkill -TERM -P "$p" 2>/dev/null || true
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   for c in "${containers[@]}"; do b umount "$c" >/dev/null 2>&1 || true; b rm "$c" >/dev/null 2>&1 || true; done
   b rmi --all --force >/dev/null 2>&1 || true
   rm -rf "$store" 2>/dev/null || true
