@@ -168,21 +168,34 @@ fn is_body_deadline(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Maps axum's JSON extractor failures to stable codes (413, 415, 408, 400).
-pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
-    if is_body_deadline(&rejection) {
-        return ApiError::new(
+/// The failures every body extractor shares: the body deadline ran out (408) or the body is
+/// over the limit (413).
+fn body_failure(
+    rejection: &(dyn std::error::Error + 'static),
+    status: StatusCode,
+) -> Option<ApiError> {
+    if is_body_deadline(rejection) {
+        return Some(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "REQUEST_TIMEOUT",
             "The request body did not arrive in time",
-        );
+        ));
     }
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+    (status == StatusCode::PAYLOAD_TOO_LARGE).then(|| {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             "Request body is too large",
-        ),
+        )
+    })
+}
+
+/// Maps axum's JSON extractor failures to stable codes (413, 415, 408, 400).
+pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    if let Some(error) = body_failure(&rejection, rejection.status()) {
+        return error;
+    }
+    match rejection.status() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
@@ -198,23 +211,11 @@ pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> Api
 
 /// Maps the raw body extractor's failures like [`json_rejection`] (408, 413, 400).
 pub fn bytes_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
-    if is_body_deadline(&rejection) {
-        return ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "REQUEST_TIMEOUT",
-            "The request body did not arrive in time",
-        );
-    }
-    match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "Request body is too large",
-        ),
-        _ => ApiError::new(
+    body_failure(&rejection, rejection.status()).unwrap_or_else(|| {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_BODY",
             "The request body could not be read",
-        ),
-    }
+        )
+    })
 }
