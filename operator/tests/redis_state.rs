@@ -155,11 +155,7 @@ async fn spend(s: &RedisStore, micros: u64) {
         model: "m".into(),
         cost_micros: micros,
     };
-    let cost = Cost {
-        micros,
-        usage: TokenUsage::default(),
-        called: true,
-    };
+    let cost = Cost::reported(micros, TokenUsage::default());
     let outcome = Outcome::Completed {
         result: &result,
         duration_ms: 1,

@@ -165,9 +165,18 @@ pub struct ProviderSettings {
     /// API key (prefer the environment; never logged).
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
-    /// Provider request timeout in seconds.
+    /// Provider request timeout in seconds. A call that times out after its request was sent is
+    /// settled at its reservation: its real cost is unknown.
     #[arg(long, env = "PROVIDER_TIMEOUT_SECONDS", default_value_t = 60)]
     pub provider_timeout_seconds: u64,
+    /// Reasoning effort sent to reasoning models as `reasoning_effort` (e.g. `minimal`, `low`,
+    /// `medium`, `high`); unset leaves the model's default and sends nothing.
+    #[arg(long, env = "REASONING_EFFORT")]
+    pub reasoning_effort: Option<String>,
+    /// Output tokens a reasoning model may spend thinking, on top of the cards' bound: added to
+    /// `max_completion_tokens` and to every job's budget reservation (reasoning is billed output).
+    #[arg(long, env = "REASONING_TOKENS", default_value_t = 0)]
+    pub reasoning_tokens: u64,
     /// Consecutive failures that open the circuit breaker.
     #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub breaker_failure_threshold: u32,

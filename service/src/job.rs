@@ -68,7 +68,15 @@ pub struct Flashcard {
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
     pub input_tokens: u64,
+    /// Every billed output token, reasoning included.
     pub output_tokens: u64,
+    /// The part of `output_tokens` a reasoning model spent thinking (billed, never shown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TokenUsage {
@@ -109,7 +117,8 @@ pub struct JobRecord {
     pub finished_at: Option<u64>,
     pub result: Option<JobResult>,
     pub error: Option<String>,
-    /// Stable code of the failure, when it has one (`BUDGET_LIMIT_EXCEEDED`, `JOB_STALLED`).
+    /// Stable code of the failure (`BUDGET_LIMIT_EXCEEDED`, `JOB_STALLED`, or one of
+    /// [`crate::provider::codes`]).
     pub error_code: Option<String>,
     /// Sequence number of the job's newest event (0 = none yet).
     pub event_seq: u64,

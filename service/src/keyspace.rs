@@ -344,6 +344,11 @@ pub mod spend_field {
     pub const OVERRUN_MICROS: &str = "overrunMicros";
     /// The spend was restored (by the operator) after the store lost its data.
     pub const RESTORED_MICROS: &str = "restoredMicros";
+    /// Spend of calls whose real cost is unknown (timed out after the request was sent, cut
+    /// mid-reply, cancelled), settled at their reservation: the safe upper bound.
+    pub const BOUND_MICROS: &str = "boundMicros";
+    /// How many calls were settled at the bound.
+    pub const BOUND_CALLS: &str = "boundCalls";
 }
 
 #[cfg(test)]

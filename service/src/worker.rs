@@ -5,8 +5,15 @@
 //! It follows the provider's circuit breaker: while the breaker is open it claims nothing; when
 //! half-open it claims one job for the trial call; a job refused by an open breaker, or whose
 //! failure opened it, goes back to the head of the queue without using an attempt. A provider
-//! outage of any length makes jobs wait; jobs fail only on their own errors. A job whose lease is
-//! lost has its provider call cancelled rather than paid for and thrown away.
+//! outage of any length makes jobs wait; jobs fail only on their own errors, each with a stable
+//! code. A job whose lease is lost has its provider call cancelled rather than paid for and
+//! thrown away.
+//!
+//! Every call that may have reached the provider settles what it cost (spend is never hidden):
+//! a reply the provider billed settles its reported usage even when it holds no usable card; a
+//! call whose cost is unknown (timed out after the request was sent, cut mid-reply, cancelled
+//! by a lost lease or the end of the shutdown grace) settles the attempt's whole reservation,
+//! the safe upper bound; only a call that provably never reached the model settles nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -20,10 +27,10 @@ use tracing::Instrument as _;
 
 use crate::budget::Prices;
 use crate::events::WaitReason;
-use crate::job::JobResult;
+use crate::job::{JobResult, TokenUsage};
 use crate::metrics::Metrics;
 use crate::provider::breaker::{BreakerState, CircuitBreaker, Outcome as Health};
-use crate::provider::{Generation, Provider, ProviderError};
+use crate::provider::{Billing, Generation, Provider, ProviderError};
 use crate::store::{
     Claim, ClaimRequest, Cost, FinishOutcome, Finished, Outcome, Pricing, ProgressNote, Retention,
     Store, WorkerInfo,
@@ -82,6 +89,7 @@ impl Worker {
     ) -> Arc<Self> {
         let pricing = options.prices.pricing(provider.token_bounds());
         let started_message = format!("Generating flashcards with {}", provider.model());
+        metrics.provider_known(provider.name(), provider.model());
         Arc::new(Self {
             store,
             provider,
@@ -301,21 +309,17 @@ impl Worker {
             Attempt::Done(result, elapsed) => (result, elapsed),
             Attempt::LeaseLost => {
                 self.metrics.job_finished("lease_lost", 0.0);
-                tracing::warn!(job = %lease.job_id, "lease lost: provider call cancelled");
-                return None;
+                tracing::warn!(job = %lease.job_id, reserved_micros = claim.reserved_micros,
+                    "lease lost: provider call cancelled and settled at its reservation");
+                // The job is no longer ours (the store recovered it), but the cancelled call may
+                // have been billed: settle its bound. The store records no outcome for a lost
+                // lease.
+                let settled = self.settle_cancelled(&claim, true).await?;
+                return settled.claimed.jobs.into_iter().next();
             }
             Attempt::Abandoned => {
-                let release = Outcome::Release {
-                    reason: WaitReason::Released,
-                };
-                match self
-                    .store
-                    .finish(lease, release, Cost::default(), None)
-                    .await
-                {
-                    Ok(_) => tracing::info!(job = %lease.job_id, "job released on shutdown"),
-                    Err(e) => tracing::warn!(job = %lease.job_id, error = %e,
-                        "release failed; lease expiry will requeue it"),
+                if self.settle_cancelled(&claim, false).await.is_some() {
+                    tracing::info!(job = %lease.job_id, "job released on shutdown");
                 }
                 return None;
             }
@@ -323,34 +327,18 @@ impl Worker {
         let duration_ms = elapsed.as_millis() as u64;
         let (cost, job_result) = match &result {
             Ok(generation) => {
-                let usage = generation.usage;
-                let micros = self
-                    .options
-                    .prices
-                    .cost_micros(usage.input_tokens, usage.output_tokens);
+                let cost = self.reported_cost(generation.usage);
                 let job_result = JobResult {
-                    token_usage: usage.total(),
+                    token_usage: generation.usage.total(),
                     flashcards: generation.flashcards.clone(),
-                    usage,
+                    usage: generation.usage,
                     provider: self.provider.name().to_owned(),
                     model: self.provider.model().to_owned(),
-                    cost_micros: micros,
-                };
-                let cost = Cost {
-                    micros,
-                    usage,
-                    called: true,
+                    cost_micros: cost.micros,
                 };
                 (cost, Some(job_result))
             }
-            Err(ProviderError::CircuitOpen) => (Cost::default(), None),
-            Err(_) => (
-                Cost {
-                    called: true,
-                    ..Cost::default()
-                },
-                None,
-            ),
+            Err(error) => (self.failure_cost(error, claim.reserved_micros), None),
         };
         let error_text = result.as_ref().err().map(ToString::to_string);
         let outcome = match (&result, &job_result) {
@@ -371,29 +359,25 @@ impl Worker {
             },
         };
         let finished = self.finish_with_retries(&claim, outcome, cost).await?;
+        self.count_cost(cost);
         let seconds = elapsed.as_secs_f64();
         match finished.outcome {
             FinishOutcome::Completed => {
                 self.metrics.job_finished("completed", seconds);
                 if let Some(r) = &job_result {
-                    self.metrics.provider_usage(
-                        &r.provider,
-                        &r.model,
-                        r.usage.input_tokens,
-                        r.usage.output_tokens,
-                        r.cost_micros,
-                    );
                     tracing::info!(job = %lease.job_id, duration_ms, cards = r.flashcards.len(),
                         cost_micros = r.cost_micros, "job completed");
                 }
             }
             FinishOutcome::Retrying => {
                 self.metrics.job_finished("retried", seconds);
-                tracing::warn!(job = %lease.job_id, error = ?error_text, "attempt failed; retrying");
+                tracing::warn!(job = %lease.job_id, error = ?error_text, cost_micros = cost.micros,
+                    at_bound = cost.at_bound, "attempt failed; retrying");
             }
             FinishOutcome::Failed => {
                 self.metrics.job_finished("failed", seconds);
-                tracing::warn!(job = %lease.job_id, error = ?error_text, "job failed");
+                tracing::warn!(job = %lease.job_id, error = ?error_text, cost_micros = cost.micros,
+                    at_bound = cost.at_bound, "job failed");
             }
             FinishOutcome::Released => {
                 self.metrics.job_finished("released", seconds);
@@ -429,6 +413,66 @@ impl Worker {
         finished.claimed.jobs.into_iter().next()
     }
 
+    /// What a call that reported `usage` cost.
+    fn reported_cost(&self, usage: TokenUsage) -> Cost {
+        let micros = self
+            .options
+            .prices
+            .cost_micros(usage.input_tokens, usage.output_tokens);
+        Cost::reported(micros, usage)
+    }
+
+    /// What a failed call settles: its reported usage, the attempt's reservation when its cost
+    /// is unknown, nothing when it never reached the model.
+    fn failure_cost(&self, error: &ProviderError, reserved_micros: u64) -> Cost {
+        match error.billing() {
+            Billing::Nothing => Cost::none(),
+            Billing::Reported(usage) => self.reported_cost(usage),
+            Billing::Unknown => Cost::at_bound(reserved_micros),
+        }
+    }
+
+    /// Counts a settled cost in this process's provider metrics.
+    fn count_cost(&self, cost: Cost) {
+        if !cost.called {
+            return;
+        }
+        self.metrics.provider_usage(
+            self.provider.name(),
+            self.provider.model(),
+            cost.usage,
+            cost.micros,
+            cost.at_bound,
+        );
+    }
+
+    /// Settles a call cancelled midway (its cost unknown: the reservation) and, when the lease
+    /// is still held, gives the job back to the queue without using its attempt.
+    async fn settle_cancelled(&self, claim: &Claim, lease_lost: bool) -> Option<Finished> {
+        let cost = Cost::at_bound(claim.reserved_micros);
+        let release = Outcome::Release {
+            reason: WaitReason::Released,
+        };
+        let finished = if lease_lost {
+            self.finish_with_retries(claim, release, cost).await
+        } else {
+            // Shutdown: one try, claiming nothing; if it fails, lease expiry requeues the job
+            // and releases its reservation, and only this call's bound goes uncounted.
+            match self.store.finish(&claim.lease, release, cost, None).await {
+                Ok(finished) => Some(finished),
+                Err(e) => {
+                    tracing::warn!(job = %claim.lease.job_id, error = %e,
+                        "release failed; lease expiry will requeue it");
+                    None
+                }
+            }
+        };
+        if finished.is_some() {
+            self.count_cost(cost);
+        }
+        finished
+    }
+
     /// What a failed call does to the job.
     fn failure_outcome<'a>(
         &self,
@@ -446,16 +490,18 @@ impl Worker {
                 reason: WaitReason::ProviderUnavailable,
             };
         }
+        let code = Some(error.code());
         if error.is_retryable() {
             Outcome::Retry {
                 error: text,
+                code,
                 delay: self.backoff(attempt, error),
                 duration_ms,
             }
         } else {
             Outcome::Failed {
                 error: text,
-                code: None,
+                code,
                 duration_ms,
             }
         }
@@ -533,6 +579,7 @@ impl Worker {
         match error {
             ProviderError::RateLimited {
                 retry_after: Some(after),
+                ..
             } => exponential.max(*after),
             _ => exponential,
         }

@@ -96,6 +96,8 @@ fn reservation() -> u64 {
         model: "fake-model".into(),
         api_key: None,
         timeout: Duration::from_secs(1),
+        reasoning_effort: None,
+        reasoning_tokens: 0,
     })
     .unwrap();
     let prices = Prices {

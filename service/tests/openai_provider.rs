@@ -1,5 +1,6 @@
 //! The OpenAI-compatible provider against a small chat-completions server running in the test:
-//! request shape, usage, error mapping (429, 5xx, 4xx, timeout, refused connection) and the
+//! request shape, usage (reasoning included), error mapping (429, 5xx, 4xx, timeout, refused
+//! connection, a reply cut midway), what each failure may have cost (its billing), and the
 //! tolerated reply formats.
 
 use std::collections::VecDeque;
@@ -13,8 +14,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use flashcard_service::job::JobRequest;
+use flashcard_service::job::TokenUsage;
 use flashcard_service::provider::openai::{OpenAiConfig, OpenAiProvider};
-use flashcard_service::provider::{Provider, ProviderError};
+use flashcard_service::provider::{Billing, Provider, ProviderError};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk-test-7f3a9c1e5b";
@@ -95,14 +97,38 @@ async fn serve(replies: Vec<Reply>) -> (SocketAddr, Arc<Mock>) {
     (addr, mock)
 }
 
-fn provider(addr: SocketAddr, timeout: Duration) -> OpenAiProvider {
-    OpenAiProvider::new(OpenAiConfig {
+fn config(addr: SocketAddr, timeout: Duration) -> OpenAiConfig {
+    OpenAiConfig {
         base_url: format!("http://{addr}/v1/"),
         model: "gpt-4o-mini".into(),
         api_key: Some(KEY.into()),
         timeout,
-    })
-    .unwrap()
+        reasoning_effort: None,
+        reasoning_tokens: 0,
+    }
+}
+
+fn provider(addr: SocketAddr, timeout: Duration) -> OpenAiProvider {
+    OpenAiProvider::new(config(addr, timeout)).unwrap()
+}
+
+/// The usage every scripted completion reports.
+const USAGE: TokenUsage = TokenUsage {
+    input_tokens: 321,
+    output_tokens: 87,
+    reasoning_tokens: 0,
+};
+
+/// A chat completion with the given message, finish reason and usage.
+fn answer(message: Value, finish_reason: &str, usage: Value) -> Reply {
+    reply(
+        200,
+        json!({
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+            "usage": usage,
+        })
+        .to_string(),
+    )
 }
 
 fn request(cards: u32) -> JobRequest {
@@ -213,10 +239,16 @@ async fn rate_limit_carries_retry_after() {
     assert_eq!(
         err,
         ProviderError::RateLimited {
-            retry_after: Some(Duration::from_secs(12))
+            retry_after: Some(Duration::from_secs(12)),
+            usage: None,
         }
     );
     assert!(err.is_retryable());
+    assert_eq!(
+        err.billing(),
+        Billing::Nothing,
+        "a 429 never reached the model"
+    );
 }
 
 #[tokio::test]
@@ -234,10 +266,37 @@ async fn server_error_is_retryable_and_keeps_the_message() {
         err,
         ProviderError::Server {
             status: 500,
-            message: "The server had an error".into()
+            message: "The server had an error".into(),
+            usage: None,
         }
     );
     assert!(err.is_retryable());
+    assert_eq!(err.billing(), Billing::Nothing);
+}
+
+#[tokio::test]
+async fn an_error_status_that_reports_usage_is_billed() {
+    let body = json!({
+        "error": {"message": "upstream failed after generation"},
+        "usage": {"prompt_tokens": 500, "completion_tokens": 40},
+    });
+    let (addr, _) = serve(vec![reply(502, body.to_string())]).await;
+    let err = provider(addr, Duration::from_secs(5))
+        .generate(&request(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Server { status: 502, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.billing(),
+        Billing::Reported(TokenUsage {
+            input_tokens: 500,
+            output_tokens: 40,
+            reasoning_tokens: 0,
+        })
+    );
 }
 
 #[tokio::test]
@@ -249,7 +308,9 @@ async fn client_error_is_rejected_without_the_key() {
         .await
         .unwrap_err();
     match &err {
-        ProviderError::Rejected { status, message } => {
+        ProviderError::Rejected {
+            status, message, ..
+        } => {
             assert_eq!(*status, 401);
             assert!(message.contains("Incorrect API key provided"), "{message}");
         }
@@ -270,7 +331,18 @@ async fn slow_server_times_out() {
         .generate(&request(2))
         .await
         .unwrap_err();
-    assert_eq!(err, ProviderError::Timeout(timeout));
+    assert_eq!(
+        err,
+        ProviderError::Timeout {
+            after: timeout,
+            sent: true
+        }
+    );
+    assert_eq!(
+        err.billing(),
+        Billing::Unknown,
+        "the request was sent: it may have been billed"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -285,8 +357,46 @@ async fn refused_connection_is_a_transport_error() {
         .generate(&request(2))
         .await
         .unwrap_err();
-    assert!(matches!(err, ProviderError::Transport(_)), "{err:?}");
+    assert!(
+        matches!(err, ProviderError::Transport { sent: false, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.billing(), Billing::Nothing, "never reached the model");
     assert_no_key(&err);
+}
+
+/// A server that answers `200` with headers and half a body, then closes the connection.
+#[tokio::test]
+async fn a_reply_cut_midway_has_an_unknown_cost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 64 * 1024];
+            // Read the request head and body (one read suffices for a small request on loopback;
+            // a second read picks up a body sent apart).
+            let _ = socket.read(&mut buf).await;
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 4000\r\n\r\n";
+            let _ = socket.write_all(head.as_bytes()).await;
+            let _ = socket
+                .write_all(br#"{"choices":[{"message":{"content":"{\"flash"#)
+                .await;
+            let _ = socket.flush().await;
+            // Dropped: the connection closes 3,9xx bytes short.
+        }
+    });
+    let err = provider(addr, Duration::from_secs(5))
+        .generate(&request(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Transport { sent: true, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.billing(), Billing::Unknown);
+    assert!(err.is_retryable());
 }
 
 #[tokio::test]
@@ -297,35 +407,149 @@ async fn malformed_body_is_invalid() {
         .await
         .unwrap_err();
     assert!(matches!(err, ProviderError::InvalidResponse(_)), "{err:?}");
+    assert_eq!(
+        err.billing(),
+        Billing::Unknown,
+        "a 200 whose body is unreadable"
+    );
 }
 
 #[tokio::test]
-async fn content_outside_the_schema_is_invalid() {
+async fn content_outside_the_schema_is_bad_output_billed_at_its_usage() {
     let (addr, _) = serve(vec![
         completion(r#"{"summary":"Mitochondria make ATP"}"#),
         completion("I cannot produce JSON today."),
         completion(r#"{"flashcards":[]}"#),
         completion(r#"{"flashcards":[{"question":"Only a question"}]}"#),
+        completion(""),
     ])
     .await;
     let p = provider(addr, Duration::from_secs(5));
-    for _ in 0..4 {
+    for _ in 0..5 {
         let err = p.generate(&request(2)).await.unwrap_err();
-        assert!(matches!(err, ProviderError::InvalidResponse(_)), "{err:?}");
-        assert!(err.is_retryable());
+        assert!(matches!(err, ProviderError::BadOutput { .. }), "{err:?}");
+        assert!(err.is_retryable(), "another attempt may answer better");
+        assert_eq!(err.code(), "PROVIDER_BAD_OUTPUT");
+        assert_eq!(err.billing(), Billing::Reported(USAGE));
     }
 }
 
 #[tokio::test]
-async fn refusal_is_rejected() {
-    let body =
-        json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that."}}]});
-    let (addr, _) = serve(vec![reply(200, body.to_string())]).await;
-    let err = provider(addr, Duration::from_secs(5))
+async fn refusal_is_final_and_billed() {
+    let usage = json!({"prompt_tokens": 321, "completion_tokens": 87});
+    let (addr, _) = serve(vec![
+        answer(
+            json!({"content": null, "refusal": "I can't help with that."}),
+            "stop",
+            usage.clone(),
+        ),
+        answer(json!({"content": ""}), "content_filter", usage),
+    ])
+    .await;
+    let p = provider(addr, Duration::from_secs(5));
+    for _ in 0..2 {
+        let err = p.generate(&request(2)).await.unwrap_err();
+        assert!(matches!(err, ProviderError::Refused { .. }), "{err:?}");
+        assert!(!err.is_retryable(), "asked again, the model refuses again");
+        assert_eq!(err.code(), "PROVIDER_REFUSED");
+        assert_eq!(err.billing(), Billing::Reported(USAGE));
+    }
+}
+
+#[tokio::test]
+async fn a_reply_cut_at_the_bound_is_truncated_and_billed_reasoning_included() {
+    // A reasoning model that spent its whole bound thinking: no visible content at all.
+    let thinking = json!({
+        "prompt_tokens": 400,
+        "completion_tokens": 272,
+        "completion_tokens_details": {"reasoning_tokens": 272},
+    });
+    // A reply cut off inside the JSON.
+    let cut = json!({"prompt_tokens": 400, "completion_tokens": 272});
+    let (addr, _) = serve(vec![
+        answer(json!({"content": ""}), "length", thinking),
+        answer(
+            json!({"content": "{\"flashcards\":[{\"question\":\"What do mitochondria"}),
+            "length",
+            cut,
+        ),
+    ])
+    .await;
+    let p = provider(addr, Duration::from_secs(5));
+    let err = p.generate(&request(2)).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Truncated { .. }), "{err:?}");
+    assert_eq!(err.code(), "OUTPUT_TRUNCATED");
+    assert!(!err.is_retryable(), "the same bound cuts it again");
+    assert_eq!(
+        err.billing(),
+        Billing::Reported(TokenUsage {
+            input_tokens: 400,
+            output_tokens: 272,
+            reasoning_tokens: 272,
+        }),
+        "reasoning tokens are part of the billed output"
+    );
+    let err = p.generate(&request(2)).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Truncated { .. }), "{err:?}");
+    assert_eq!(
+        err.billing(),
+        Billing::Reported(TokenUsage {
+            input_tokens: 400,
+            output_tokens: 272,
+            reasoning_tokens: 0,
+        })
+    );
+}
+
+#[tokio::test]
+async fn reasoning_tokens_reported_apart_are_billed_as_output() {
+    let usage = json!({
+        "prompt_tokens": 300,
+        "completion_tokens": 50,
+        "completion_tokens_details": {"reasoning_tokens": 900},
+    });
+    let (addr, _) = serve(vec![answer(
+        json!({"role": "assistant", "content": TWO_CARDS}),
+        "stop",
+        usage,
+    )])
+    .await;
+    let generation = provider(addr, Duration::from_secs(5))
         .generate(&request(2))
         .await
-        .unwrap_err();
-    assert!(matches!(err, ProviderError::Rejected { .. }), "{err:?}");
+        .unwrap();
+    assert_eq!(
+        generation.usage,
+        TokenUsage {
+            input_tokens: 300,
+            output_tokens: 950,
+            reasoning_tokens: 900,
+        }
+    );
+}
+
+#[tokio::test]
+async fn reasoning_effort_and_allowance_are_sent_and_bound_the_reservation() {
+    let (addr, mock) = serve(vec![completion(TWO_CARDS)]).await;
+    let p = OpenAiProvider::new(OpenAiConfig {
+        reasoning_effort: Some("Low".into()),
+        reasoning_tokens: 1000,
+        ..config(addr, Duration::from_secs(5))
+    })
+    .unwrap();
+    p.generate(&request(2)).await.unwrap();
+    let seen = mock.seen.lock().unwrap();
+    let body = &seen[0].1;
+    assert_eq!(body["reasoning_effort"], "low");
+    // Reasoning models take only max_completion_tokens: the bound of all billed output.
+    assert_eq!(body["max_completion_tokens"], 2 * 120 + 32 + 1000);
+    assert!(body.get("max_tokens").is_none());
+    let bound = p.token_bounds().max_usage(&request(2));
+    assert_eq!(
+        bound.output_tokens,
+        2 * 120 + 32 + 1000,
+        "the reservation covers the reasoning allowance"
+    );
 }
 
 #[tokio::test]
@@ -356,7 +580,7 @@ async fn no_key_sends_no_authorization_header() {
         base_url: format!("http://{addr}/v1"),
         model: "llama3.2".into(),
         api_key: None,
-        timeout: Duration::from_secs(5),
+        ..config(addr, Duration::from_secs(5))
     })
     .unwrap();
     p.generate(&request(2)).await.unwrap();

@@ -114,6 +114,7 @@ fn result() -> JobResult {
         usage: TokenUsage {
             input_tokens: 7,
             output_tokens: 3,
+            ..Default::default()
         },
         provider: "local".into(),
         model: "m".into(),
@@ -122,14 +123,14 @@ fn result() -> JobResult {
 }
 
 fn cost(micros: u64) -> Cost {
-    Cost {
+    Cost::reported(
         micros,
-        usage: TokenUsage {
+        TokenUsage {
             input_tokens: 7,
             output_tokens: 3,
+            ..Default::default()
         },
-        called: true,
-    }
+    )
 }
 
 async fn complete(store: &DynStore, claim: &Claim, micros: u64) -> FinishOutcome {
@@ -385,6 +386,7 @@ async fn retries_through_delayed_then_fails(store: DynStore) {
     let claim = claim_one(&store).await.unwrap();
     let retry = Outcome::Retry {
         error: "provider timed out",
+        code: Some("PROVIDER_UNAVAILABLE"),
         delay: Duration::from_millis(600),
         duration_ms: 7,
     };

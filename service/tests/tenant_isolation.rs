@@ -468,6 +468,7 @@ async fn the_readme_recipe_moves_the_data_of_the_version_before_namespaces() {
         usage: flashcard_service::job::TokenUsage {
             input_tokens: 7,
             output_tokens: 3,
+            ..Default::default()
         },
         provider: "local".into(),
         model: "m".into(),
@@ -480,11 +481,7 @@ async fn the_readme_recipe_moves_the_data_of_the_version_before_namespaces() {
                 result: &result,
                 duration_ms: 5,
             },
-            flashcard_service::store::Cost {
-                micros: 5,
-                usage: result.usage,
-                called: true,
-            },
+            flashcard_service::store::Cost::reported(5, result.usage),
             None,
         )
         .await

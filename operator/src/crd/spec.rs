@@ -315,6 +315,42 @@ pub struct ProviderSpec {
     /// Secret key holding the provider's API key (passed as `OPENAI_API_KEY`). Required for `openai`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Reasoning effort sent to reasoning models as `reasoning_effort` (`minimal`, `low`,
+    /// `medium`, `high`). Unset: the model's default, and nothing is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_effort: Option<ReasoningEffort>,
+    /// Output tokens a reasoning model may spend thinking, on top of the cards' own bound. Part
+    /// of `max_completion_tokens` (the bound of all billed output, reasoning included) and of
+    /// every job's budget reservation. 0: no allowance (a model that thinks anyway is cut off
+    /// and its job fails `OUTPUT_TRUNCATED`, its usage counted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = 200000))]
+    pub reasoning_tokens: u32,
+}
+
+/// How hard a reasoning model thinks (OpenAI's `reasoning_effort`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningEffort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl ReasoningEffort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for ProviderSpec {
@@ -326,6 +362,8 @@ impl Default for ProviderSpec {
             price_input_per_1k: None,
             price_output_per_1k: None,
             api_key_secret_ref: None,
+            reasoning_effort: None,
+            reasoning_tokens: 0,
         }
     }
 }

@@ -60,9 +60,22 @@ pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v.to_string())));
+    let reasoning = [
+        (
+            "REASONING_EFFORT",
+            s.provider.reasoning_effort.map(|e| e.as_str().to_owned()),
+        ),
+        (
+            "REASONING_TOKENS",
+            (s.provider.reasoning_tokens > 0).then(|| s.provider.reasoning_tokens.to_string()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)));
     pairs
         .into_iter()
         .chain(prices)
+        .chain(reasoning)
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
 }
@@ -146,6 +159,26 @@ mod tests {
         assert_eq!(s.worker.concurrency, 8);
         assert_eq!(s.pipeline_namespace, "study");
         assert_eq!(s.alerts.queue_depth_high, 60);
+    }
+
+    #[test]
+    fn reasoning_settings_are_rendered_only_when_set() {
+        let mut p = full();
+        let d = config_values(&p);
+        assert!(!d.contains_key("REASONING_EFFORT") && !d.contains_key("REASONING_TOKENS"));
+        p.spec.provider.reasoning_effort = Some(crate::crd::ReasoningEffort::Low);
+        p.spec.provider.reasoning_tokens = 2048;
+        let d = config_values(&p);
+        assert_eq!(d["REASONING_EFFORT"], "low");
+        assert_eq!(d["REASONING_TOKENS"], "2048");
+        use clap::Parser;
+        let mut args = vec!["flashcard-service".to_owned(), "worker".to_owned()];
+        args.extend(["--reasoning-effort".into(), d["REASONING_EFFORT"].clone()]);
+        args.extend(["--reasoning-tokens".into(), d["REASONING_TOKENS"].clone()]);
+        let cli = flashcard_service::config::Cli::try_parse_from(&args).unwrap();
+        let provider = &cli.mode.settings().provider;
+        assert_eq!(provider.reasoning_effort.as_deref(), Some("low"));
+        assert_eq!(provider.reasoning_tokens, 2048);
     }
 
     #[test]

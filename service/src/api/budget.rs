@@ -85,6 +85,11 @@ pub struct BudgetView {
     pub overrun_usd: f64,
     /// Spend restored after the store lost its data.
     pub restored_usd: f64,
+    /// Part of `spentUsd` settled at the bound: provider calls whose real cost is unknown (timed
+    /// out after the request was sent, cut mid-reply, cancelled), counted at their reservation.
+    pub settled_at_bound_usd: f64,
+    /// How many calls were settled at the bound.
+    pub settled_at_bound_calls: u64,
 }
 
 /// What this process knows of the store's life.
@@ -144,6 +149,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<BudgetStatusBo
             jobs: spend.jobs,
             overrun_usd: micros_to_usd(spend.overrun_micros),
             restored_usd: micros_to_usd(spend.restored_micros),
+            settled_at_bound_usd: micros_to_usd(spend.bound_micros),
+            settled_at_bound_calls: spend.bound_calls,
         },
         kill_switch: kill_switch_json(&budget.kill_switch),
         store: StoreView {

@@ -220,6 +220,8 @@ pub async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
             "periodKey": shared.period,
             "spentUsd": micros_to_usd(shared.spend.spent_micros),
             "reservedUsd": micros_to_usd(shared.spend.reserved_micros),
+            "settledAtBoundUsd": micros_to_usd(shared.spend.bound_micros),
+            "settledAtBoundCalls": shared.spend.bound_calls,
             "limitUsd": micros_to_usd(shared.limit_micros),
             "percentUsed": (percent * 100.0).round() / 100.0,
             "warnAtPercent": shared.warn_ratio * 100.0,

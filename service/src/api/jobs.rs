@@ -96,7 +96,13 @@ pub struct JobStatusBody {
     /// Why the job failed (or why its last attempt failed, while it waits for a retry).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Stable code of the failure, when it has one (`BUDGET_LIMIT_EXCEEDED`, `JOB_STALLED`, ...).
+    /// Stable code of a failed job: `BUDGET_LIMIT_EXCEEDED` (the budget cannot cover it),
+    /// `JOB_STALLED` (its worker died too often), `PROVIDER_BAD_OUTPUT` (the model's replies
+    /// held no usable card), `PROVIDER_REFUSED` (the model or its content filter declined),
+    /// `OUTPUT_TRUNCATED` (the reply was cut off at the output token bound, e.g. a reasoning
+    /// model that spent it thinking), `PROVIDER_REJECTED` (the provider refused the request:
+    /// 4xx), `PROVIDER_RATE_LIMITED`, `PROVIDER_UNAVAILABLE` (timeouts, 5xx, unreachable, after
+    /// the last attempt), `GENERATION_UNUSABLE` (the text holds nothing to make cards from).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }

@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::budget::micros_to_usd;
+use crate::job::TokenUsage;
 use crate::store::{KillSwitch, QueueCounts, Spend, WorkerInfo};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,9 +131,11 @@ pub struct Metrics {
     job_duration: Family<OutcomeLabels, Histogram, Buckets>,
     tokens: Family<TokenLabels, Counter>,
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    calls_at_bound: Family<ModelLabels, Counter>,
     budget_spent: Family<PeriodLabels, FloatGauge>,
     budget_limit: Family<PeriodLabels, FloatGauge>,
     budget_reserved: Family<PeriodLabels, FloatGauge>,
+    budget_at_bound: Family<PeriodLabels, FloatGauge>,
     budget_overrun: Family<PipelineLabels, Counter<f64, AtomicU64>>,
     budget_warn_ratio: Family<PipelineLabels, FloatGauge>,
     kill_switch: Family<SetByLabels, Gauge>,
@@ -194,9 +197,11 @@ impl Metrics {
             job_duration: Family::new_with_constructor(job_buckets),
             tokens: Family::default(),
             cost: Family::default(),
+            calls_at_bound: Family::default(),
             budget_spent: Family::default(),
             budget_limit: Family::default(),
             budget_reserved: Family::default(),
+            budget_at_bound: Family::default(),
             budget_overrun: Family::default(),
             budget_warn_ratio: Family::default(),
             kill_switch: Family::default(),
@@ -223,6 +228,11 @@ impl Metrics {
         register(&mut registry, PROVIDER_COST_USD_TOTAL, metrics.cost.clone());
         register(
             &mut registry,
+            PROVIDER_CALLS_AT_BOUND_TOTAL,
+            metrics.calls_at_bound.clone(),
+        );
+        register(
+            &mut registry,
             BUDGET_SPENT_USD,
             metrics.budget_spent.clone(),
         );
@@ -235,6 +245,11 @@ impl Metrics {
             &mut registry,
             BUDGET_RESERVED_USD,
             metrics.budget_reserved.clone(),
+        );
+        register(
+            &mut registry,
+            BUDGET_AT_BOUND_USD,
+            metrics.budget_at_bound.clone(),
         );
         register(
             &mut registry,
@@ -358,15 +373,40 @@ impl Metrics {
         self.jobs.get_or_create(&self.outcome("stalled")).inc_by(n);
     }
 
+    /// Creates the provider series of this process at zero, so dashboards and rate() see them
+    /// before the first call (and a pipeline with no bound settlement shows a flat zero).
+    pub fn provider_known(&self, provider: &str, model: &str) {
+        let model_labels = ModelLabels {
+            pipeline: self.pipeline.clone(),
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        };
+        let _ = self.calls_at_bound.get_or_create(&model_labels);
+        let _ = self.cost.get_or_create(&model_labels);
+    }
+
+    /// A settled provider call: its tokens (when reported) and cost; `at_bound` when its cost
+    /// was unknown and its reservation was settled.
     pub fn provider_usage(
         &self,
         provider: &str,
         model: &str,
-        input: u64,
-        output: u64,
+        usage: TokenUsage,
         cost_micros: u64,
+        at_bound: bool,
     ) {
-        for (direction, n) in [("input", input), ("output", output)] {
+        let model_labels = ModelLabels {
+            pipeline: self.pipeline.clone(),
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        };
+        if at_bound {
+            self.calls_at_bound.get_or_create(&model_labels).inc();
+        }
+        for (direction, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+        ] {
             self.tokens
                 .get_or_create(&TokenLabels {
                     pipeline: self.pipeline.clone(),
@@ -377,11 +417,7 @@ impl Metrics {
                 .inc_by(n);
         }
         self.cost
-            .get_or_create(&ModelLabels {
-                pipeline: self.pipeline.clone(),
-                provider: provider.to_owned(),
-                model: model.to_owned(),
-            })
+            .get_or_create(&model_labels)
             .inc_by(micros_to_usd(cost_micros));
     }
 
@@ -472,6 +508,10 @@ impl Metrics {
         self.budget_spent.clear();
         self.budget_limit.clear();
         self.budget_reserved.clear();
+        self.budget_at_bound.clear();
+        self.budget_at_bound
+            .get_or_create(&period)
+            .set(micros_to_usd(shared.spend.bound_micros));
         self.budget_reserved
             .get_or_create(&period)
             .set(micros_to_usd(shared.spend.reserved_micros));

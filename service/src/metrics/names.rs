@@ -30,9 +30,11 @@ pub const JOBS_TOTAL: &str = "flashcards_jobs_total";
 pub const JOB_DURATION_SECONDS: &str = "flashcards_job_duration_seconds";
 pub const PROVIDER_TOKENS_TOTAL: &str = "flashcards_provider_tokens_total";
 pub const PROVIDER_COST_USD_TOTAL: &str = "flashcards_provider_cost_usd_total";
+pub const PROVIDER_CALLS_AT_BOUND_TOTAL: &str = "flashcards_provider_calls_settled_at_bound_total";
 pub const BUDGET_SPENT_USD: &str = "flashcards_budget_spent_usd";
 pub const BUDGET_LIMIT_USD: &str = "flashcards_budget_limit_usd";
 pub const BUDGET_RESERVED_USD: &str = "flashcards_budget_reserved_usd";
+pub const BUDGET_AT_BOUND_USD: &str = "flashcards_budget_settled_at_bound_usd";
 pub const BUDGET_OVERRUN_USD_TOTAL: &str = "flashcards_budget_overrun_usd_total";
 pub const BUDGET_WARN_RATIO: &str = "flashcards_budget_warn_ratio";
 pub const KILL_SWITCH_ACTIVE: &str = "flashcards_kill_switch_active";
@@ -97,7 +99,13 @@ pub const SERVICE_METRICS: &[MetricSpec] = &[
     MetricSpec {
         name: PROVIDER_COST_USD_TOTAL,
         kind: Kind::Counter,
-        help: "Cost of provider calls in US dollars.",
+        help: "Cost of provider calls in US dollars, failed calls included (a billed but unusable reply at its reported usage, a call of unknown cost at its reservation).",
+        labels: &["provider", "model"],
+    },
+    MetricSpec {
+        name: PROVIDER_CALLS_AT_BOUND_TOTAL,
+        kind: Kind::Counter,
+        help: "Provider calls of unknown cost (timed out after the request was sent, cut mid-reply, cancelled) settled at their reservation, the safe upper bound.",
         labels: &["provider", "model"],
     },
     MetricSpec {
@@ -116,6 +124,12 @@ pub const SERVICE_METRICS: &[MetricSpec] = &[
         name: BUDGET_RESERVED_USD,
         kind: Kind::Gauge,
         help: "Budget held by running jobs' reservations (US dollars), read from the store.",
+        labels: &["period"],
+    },
+    MetricSpec {
+        name: BUDGET_AT_BOUND_USD,
+        kind: Kind::Gauge,
+        help: "Part of the current period's spend settled at the bound: calls of unknown cost counted at their reservation (US dollars), read from the store.",
         labels: &["period"],
     },
     MetricSpec {

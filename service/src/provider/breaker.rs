@@ -73,14 +73,19 @@ impl Outcome {
 
     pub fn of_error(err: &ProviderError) -> Self {
         match err {
-            ProviderError::Timeout(_)
+            ProviderError::Timeout { .. }
             | ProviderError::Server { .. }
             | ProviderError::RateLimited { .. }
-            | ProviderError::Transport(_)
+            | ProviderError::Transport { .. }
             | ProviderError::InvalidResponse(_) => Outcome::Unhealthy,
             // A deliberate refusal (bad request, bad key, content policy) proves the provider is up
-            // and answering; opening the breaker would only delay other, valid requests.
-            ProviderError::Rejected { .. } => Outcome::Healthy,
+            // and answering; opening the breaker would only delay other, valid requests. So does
+            // a model's unusable, refused or truncated reply: bad output is not an outage, and
+            // holding every job back for it would only buy billed probe calls.
+            ProviderError::Rejected { .. }
+            | ProviderError::BadOutput { .. }
+            | ProviderError::Refused { .. }
+            | ProviderError::Truncated { .. } => Outcome::Healthy,
             ProviderError::CircuitOpen | ProviderError::Unusable(_) => Outcome::Neutral,
         }
     }
@@ -482,22 +487,48 @@ mod tests {
     fn classification_of_errors() {
         use ProviderError::*;
         for err in [
-            Timeout(Duration::from_secs(1)),
+            Timeout {
+                after: Duration::from_secs(1),
+                sent: true,
+            },
             Server {
                 status: 503,
                 message: String::new(),
+                usage: None,
             },
-            RateLimited { retry_after: None },
-            Transport("refused".into()),
+            RateLimited {
+                retry_after: None,
+                usage: None,
+            },
+            Transport {
+                message: "refused".into(),
+                sent: false,
+            },
             InvalidResponse("bad".into()),
         ] {
             assert_eq!(Outcome::of_error(&err), Outcome::Unhealthy, "{err}");
         }
-        let rejected = Rejected {
-            status: 400,
-            message: String::new(),
-        };
-        assert_eq!(Outcome::of_error(&rejected), Outcome::Healthy);
+        for answered in [
+            Rejected {
+                status: 400,
+                message: String::new(),
+                usage: None,
+            },
+            BadOutput {
+                detail: "not JSON".into(),
+                usage: Some(TokenUsage::default()),
+            },
+            Refused {
+                message: "no".into(),
+                usage: None,
+            },
+            Truncated {
+                detail: "cut".into(),
+                usage: None,
+            },
+        ] {
+            assert_eq!(Outcome::of_error(&answered), Outcome::Healthy, "{answered}");
+        }
         assert_eq!(Outcome::of_error(&Unusable("x".into())), Outcome::Neutral);
         assert_eq!(Outcome::of_error(&CircuitOpen), Outcome::Neutral);
     }
@@ -522,7 +553,10 @@ mod tests {
                 .lock()
                 .unwrap()
                 .pop_front()
-                .unwrap_or(Err(ProviderError::Transport("script exhausted".into())))
+                .unwrap_or(Err(ProviderError::Transport {
+                    message: "script exhausted".into(),
+                    sent: false,
+                }))
         }
         fn token_bounds(&self) -> crate::provider::TokenBounds {
             crate::provider::TokenBounds {
@@ -551,10 +585,14 @@ mod tests {
         };
         let inner = Arc::new(Scripted {
             results: Mutex::new(VecDeque::from([
-                Err(ProviderError::Timeout(Duration::from_secs(1))),
+                Err(ProviderError::Timeout {
+                    after: Duration::from_secs(1),
+                    sent: true,
+                }),
                 Err(ProviderError::Server {
                     status: 502,
                     message: "bad gateway".into(),
+                    usage: None,
                 }),
                 Ok(ok.clone()),
             ])),
@@ -567,7 +605,7 @@ mod tests {
 
         assert!(matches!(
             guarded.generate(&request()).await,
-            Err(ProviderError::Timeout(_))
+            Err(ProviderError::Timeout { .. })
         ));
         assert!(guarded.generate(&request()).await.is_err());
         assert_eq!(breaker.state(), BreakerState::Open);

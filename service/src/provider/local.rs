@@ -109,6 +109,7 @@ impl Provider for LocalProvider {
             usage: TokenUsage {
                 input_tokens: input_tokens(request),
                 output_tokens: estimate_tokens(&output),
+                reasoning_tokens: 0,
             },
             flashcards,
         })

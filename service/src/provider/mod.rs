@@ -27,34 +27,155 @@ pub struct Generation {
     pub usage: TokenUsage,
 }
 
-/// Why a provider call failed. `is_retryable` decides between a retry and a permanent failure.
+/// Why a provider call failed. [`ProviderError::billing`] says what the call may have cost,
+/// [`ProviderError::is_retryable`] decides between a retry and a permanent failure, and
+/// [`ProviderError::code`] is the stable code a job failed by it ends with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
     #[error("provider rate limit exceeded (HTTP 429)")]
-    RateLimited { retry_after: Option<Duration> },
-    #[error("provider request timed out after {0:?}")]
-    Timeout(Duration),
+    RateLimited {
+        retry_after: Option<Duration>,
+        usage: Option<TokenUsage>,
+    },
+    /// `sent`: the request may have reached the model before the time ran out.
+    #[error("provider request timed out after {after:?}")]
+    Timeout { after: Duration, sent: bool },
+    /// An error status; `usage` if the body reported one (the call was billed regardless).
     #[error("provider server error (HTTP {status}): {message}")]
-    Server { status: u16, message: String },
+    Server {
+        status: u16,
+        message: String,
+        usage: Option<TokenUsage>,
+    },
     #[error("provider rejected the request (HTTP {status}): {message}")]
-    Rejected { status: u16, message: String },
+    Rejected {
+        status: u16,
+        message: String,
+        usage: Option<TokenUsage>,
+    },
+    /// A success status whose body is not a chat completion (a misbehaving gateway): whether the
+    /// model ran is unknown.
     #[error("provider returned an invalid response: {0}")]
     InvalidResponse(String),
-    #[error("provider unreachable: {0}")]
-    Transport(String),
+    /// `sent`: the request may have reached the model (the connection broke after it was
+    /// written, or while the reply was read).
+    #[error("provider unreachable: {message}")]
+    Transport { message: String, sent: bool },
     #[error("circuit breaker open: provider calls paused after repeated failures")]
     CircuitOpen,
     #[error("cannot generate flashcards: {0}")]
     Unusable(String),
+    /// The model answered (and was billed) with content that holds no usable cards.
+    #[error("the model's reply holds no usable flashcards: {detail}")]
+    BadOutput {
+        detail: String,
+        usage: Option<TokenUsage>,
+    },
+    /// The model declined the material (a refusal or a content filter).
+    #[error("the model refused: {message}")]
+    Refused {
+        message: String,
+        usage: Option<TokenUsage>,
+    },
+    /// The reply was cut off at the output token bound (`finish_reason: length`) before it held
+    /// a usable card: a reasoning model that spent its bound thinking, or too small a bound.
+    #[error("the model's reply was cut off at the output token limit: {detail}")]
+    Truncated {
+        detail: String,
+        usage: Option<TokenUsage>,
+    },
+}
+
+/// What a failed call may have cost: the budget settles exactly this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Billing {
+    /// The call provably never reached the model (refused connection, DNS, TLS, an error status
+    /// without usage, the breaker): nothing to settle.
+    Nothing,
+    /// The provider reported what it billed.
+    Reported(TokenUsage),
+    /// The call may have reached the model and its cost is unknown: settle the attempt's
+    /// reservation, the safe upper bound.
+    Unknown,
+}
+
+/// Stable codes of jobs failed by their provider call (the job's `errorCode`).
+pub mod codes {
+    pub const BAD_OUTPUT: &str = "PROVIDER_BAD_OUTPUT";
+    pub const REFUSED: &str = "PROVIDER_REFUSED";
+    pub const TRUNCATED: &str = "OUTPUT_TRUNCATED";
+    pub const REJECTED: &str = "PROVIDER_REJECTED";
+    pub const RATE_LIMITED: &str = "PROVIDER_RATE_LIMITED";
+    pub const UNAVAILABLE: &str = "PROVIDER_UNAVAILABLE";
+    pub const UNUSABLE: &str = "GENERATION_UNUSABLE";
+    /// Every code above (for the OpenAPI document).
+    pub const ALL: [&str; 7] = [
+        BAD_OUTPUT,
+        REFUSED,
+        TRUNCATED,
+        REJECTED,
+        RATE_LIMITED,
+        UNAVAILABLE,
+        UNUSABLE,
+    ];
 }
 
 impl ProviderError {
-    /// Worth another attempt later (transient), as opposed to a request that can never succeed.
+    /// Worth another attempt later (transient, or a model that may answer better next time), as
+    /// opposed to a request that can never succeed. A refusal is final (asked again, the model
+    /// refuses again), and so is a reply cut off at the bound (the same bound cuts it again).
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            ProviderError::Rejected { .. } | ProviderError::Unusable(_)
+            ProviderError::Rejected { .. }
+                | ProviderError::Unusable(_)
+                | ProviderError::Refused { .. }
+                | ProviderError::Truncated { .. }
         )
+    }
+
+    /// What the call may have cost.
+    pub fn billing(&self) -> Billing {
+        match self {
+            // A reply with content was produced by the model: without usage its cost is unknown.
+            ProviderError::BadOutput { usage, .. }
+            | ProviderError::Refused { usage, .. }
+            | ProviderError::Truncated { usage, .. } => {
+                usage.map_or(Billing::Unknown, Billing::Reported)
+            }
+            // An error status says the model did not run, unless the body reports usage.
+            ProviderError::RateLimited { usage, .. }
+            | ProviderError::Server { usage, .. }
+            | ProviderError::Rejected { usage, .. } => {
+                usage.map_or(Billing::Nothing, Billing::Reported)
+            }
+            ProviderError::Timeout { sent, .. } | ProviderError::Transport { sent, .. } => {
+                if *sent {
+                    Billing::Unknown
+                } else {
+                    Billing::Nothing
+                }
+            }
+            ProviderError::InvalidResponse(_) => Billing::Unknown,
+            ProviderError::CircuitOpen | ProviderError::Unusable(_) => Billing::Nothing,
+        }
+    }
+
+    /// The stable code of a job this error fails.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::BadOutput { .. } => codes::BAD_OUTPUT,
+            ProviderError::Refused { .. } => codes::REFUSED,
+            ProviderError::Truncated { .. } => codes::TRUNCATED,
+            ProviderError::Rejected { .. } => codes::REJECTED,
+            ProviderError::RateLimited { .. } => codes::RATE_LIMITED,
+            ProviderError::Timeout { .. }
+            | ProviderError::Server { .. }
+            | ProviderError::InvalidResponse(_)
+            | ProviderError::Transport { .. }
+            | ProviderError::CircuitOpen => codes::UNAVAILABLE,
+            ProviderError::Unusable(_) => codes::UNUSABLE,
+        }
     }
 }
 
@@ -90,6 +211,7 @@ impl TokenBounds {
             input_tokens: crate::job::input_bytes(request) + self.prompt_overhead_tokens,
             output_tokens: u64::from(request.card_count.max(1)) * self.output_tokens_per_card
                 + self.output_overhead_tokens,
+            reasoning_tokens: 0,
         }
     }
 }
@@ -139,6 +261,8 @@ pub fn build(
                 model: settings.model.clone(),
                 api_key,
                 timeout: Duration::from_secs(settings.provider_timeout_seconds.max(1)),
+                reasoning_effort: settings.reasoning_effort.clone(),
+                reasoning_tokens: settings.reasoning_tokens,
             })?)
         }
     };

@@ -40,6 +40,12 @@ pub struct OpenAiConfig {
     pub api_key: Option<String>,
     /// Whole-request timeout (connect, send, wait, read).
     pub timeout: Duration,
+    /// Sent as `reasoning_effort` (`minimal`, `low`, `medium`, `high`) to reasoning models;
+    /// none leaves the model's default.
+    pub reasoning_effort: Option<String>,
+    /// Output tokens a reasoning model may spend thinking, on top of the cards' own bound: part
+    /// of `max_completion_tokens` (the bound of all billed output) and of the reservation.
+    pub reasoning_tokens: u64,
 }
 
 impl std::fmt::Debug for OpenAiConfig {
@@ -49,6 +55,8 @@ impl std::fmt::Debug for OpenAiConfig {
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeout", &self.timeout)
+            .field("reasoning_effort", &self.reasoning_effort)
+            .field("reasoning_tokens", &self.reasoning_tokens)
             .finish()
     }
 }
@@ -60,8 +68,10 @@ pub struct OpenAiProvider {
     model: String,
     api_key: Option<String>,
     timeout: Duration,
-    /// Name of the output cap: OpenAI's newer models accept only `max_completion_tokens`, while
-    /// many self-hosted servers still only know `max_tokens`.
+    reasoning_effort: Option<String>,
+    reasoning_tokens: u64,
+    /// Name of the output cap: OpenAI's newer models (and every reasoning model) accept only
+    /// `max_completion_tokens`, while many self-hosted servers still only know `max_tokens`.
     max_tokens_field: &'static str,
     /// Set once the server rejected `response_format: json_schema`, so later calls skip it
     /// instead of paying for a rejected request every time.
@@ -120,17 +130,24 @@ impl OpenAiProvider {
             .build()
             .map_err(|e| ProviderError::Unusable(format!("cannot build HTTP client: {e}")))?;
 
-        let max_tokens_field = if endpoint.host_str() == Some("api.openai.com") {
-            "max_completion_tokens"
-        } else {
-            "max_tokens"
-        };
+        let reasoning_effort = config
+            .reasoning_effort
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty());
+        let max_tokens_field =
+            if endpoint.host_str() == Some("api.openai.com") || reasoning_effort.is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
         Ok(OpenAiProvider {
             client,
             endpoint,
             model: config.model.trim().to_owned(),
             api_key,
             timeout: config.timeout,
+            reasoning_effort,
+            reasoning_tokens: config.reasoning_tokens,
             max_tokens_field,
             schema_unsupported: AtomicBool::new(false),
         })
@@ -145,7 +162,10 @@ impl OpenAiProvider {
                 {"role": "user", "content": user},
             ],
         });
-        body[self.max_tokens_field] = json!(output_bound(request));
+        body[self.max_tokens_field] = json!(self.output_bound(request));
+        if let Some(effort) = &self.reasoning_effort {
+            body["reasoning_effort"] = json!(effort);
+        }
         if with_schema {
             body["response_format"] = response_format();
         }
@@ -160,13 +180,20 @@ impl OpenAiProvider {
             .json(&self.body(request, with_schema))
             .send()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            // Only a failed connect (DNS, refused, TLS, connect timeout) proves the request
+            // never left: anything later may have reached the model.
+            .map_err(|e| {
+                let sent = !e.is_connect();
+                self.transport_error(e, sent)
+            })?;
         let status = response.status();
         let headers = response.headers().clone();
+        // The status line arrived: the request reached the server, and a success means the
+        // model ran, so a reply cut midway (or too slow to finish) cost what it cost.
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(e))?;
+            .map_err(|e| self.transport_error(e, true))?;
         tracing::debug!(
             provider = "openai",
             model = %self.model,
@@ -181,9 +208,12 @@ impl OpenAiProvider {
             .map_err(|e| ProviderError::InvalidResponse(format!("response body is not JSON: {e}")))
     }
 
-    fn transport_error(&self, err: reqwest::Error) -> ProviderError {
+    fn transport_error(&self, err: reqwest::Error, sent: bool) -> ProviderError {
         if err.is_timeout() {
-            return ProviderError::Timeout(self.timeout);
+            return ProviderError::Timeout {
+                after: self.timeout,
+                sent,
+            };
         }
         // The URL carries no secret, but an Azure-style query string might; the chain of causes is
         // what tells an operator why (DNS, refused, TLS).
@@ -195,23 +225,33 @@ impl OpenAiProvider {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        ProviderError::Transport(self.redact(&message))
+        ProviderError::Transport {
+            message: self.redact(&message),
+            sent,
+        }
     }
 
     fn status_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         let message = self.redact(&error_message(body));
         let code = status.as_u16();
+        // An error status means the model did not run, unless the body says it was billed.
+        let usage = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| reported_usage(&v));
         match code {
             429 => ProviderError::RateLimited {
                 retry_after: retry_after(headers),
+                usage,
             },
             // 408: the server gave up waiting for us; a later attempt may well succeed.
             408 | 500..=599 => ProviderError::Server {
                 status: code,
                 message,
+                usage,
             },
             300..=399 => ProviderError::Rejected {
                 status: code,
+                usage,
                 message: format!(
                     "unexpected redirect to {:?}; check the base URL",
                     headers
@@ -223,8 +263,14 @@ impl OpenAiProvider {
             _ => ProviderError::Rejected {
                 status: code,
                 message,
+                usage,
             },
         }
+    }
+
+    /// The whole billed output a call may use: the cards' bound plus the reasoning allowance.
+    fn output_bound(&self, request: &JobRequest) -> u64 {
+        output_bound(request) + self.reasoning_tokens
     }
 
     /// Removes the API key from text that came from elsewhere (a gateway may echo headers).
@@ -249,9 +295,11 @@ impl Provider for OpenAiProvider {
     async fn generate(&self, request: &JobRequest) -> Result<Generation, ProviderError> {
         let with_schema = !self.schema_unsupported.load(Ordering::Relaxed);
         let body = match self.call(request, with_schema).await {
-            Err(ProviderError::Rejected { status, message })
-                if with_schema && mentions_response_format(&message) =>
-            {
+            Err(ProviderError::Rejected {
+                status,
+                message,
+                usage: None,
+            }) if with_schema && mentions_response_format(&message) => {
                 tracing::warn!(
                     provider = "openai",
                     model = %self.model,
@@ -290,7 +338,7 @@ impl Provider for OpenAiProvider {
             prompt_overhead_tokens: (system.len() + user.len() + schema.len()) as u64
                 + INPUT_TOKENS_OVERHEAD,
             output_tokens_per_card: OUTPUT_TOKENS_PER_CARD,
-            output_overhead_tokens: OUTPUT_TOKENS_OVERHEAD,
+            output_overhead_tokens: OUTPUT_TOKENS_OVERHEAD + self.reasoning_tokens,
         }
     }
 }
@@ -405,21 +453,67 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
 }
 
-/// Turns a chat-completion response into cards and usage.
+/// The usage a response reports, reasoning included: `completion_tokens` already counts a
+/// reasoning model's `completion_tokens_details.reasoning_tokens` at OpenAI; a server that
+/// reports more reasoning than completion tokens counts them apart, and then both are billed.
+fn reported_usage(body: &Value) -> Option<TokenUsage> {
+    let usage = body.get("usage")?;
+    let tokens = |path: &str| usage.pointer(path).and_then(Value::as_u64);
+    let input_tokens = tokens("/prompt_tokens")?;
+    let completion = tokens("/completion_tokens")?;
+    let reasoning_tokens = tokens("/completion_tokens_details/reasoning_tokens").unwrap_or(0);
+    let output_tokens = if reasoning_tokens > completion {
+        completion + reasoning_tokens
+    } else {
+        completion
+    };
+    Some(TokenUsage {
+        input_tokens,
+        output_tokens,
+        reasoning_tokens,
+    })
+}
+
+/// Turns a chat-completion response into cards and usage. A reply the model produced but that
+/// holds no usable card (empty, not JSON, refused, cut off at the bound) is an error that
+/// carries the reply's usage: the call was billed.
 fn parse_completion(body: &Value, request: &JobRequest) -> Result<Generation, ProviderError> {
-    let choice = body
-        .pointer("/choices/0")
-        .ok_or_else(|| ProviderError::InvalidResponse("response has no choices".into()))?;
-    let message = choice
-        .get("message")
-        .ok_or_else(|| ProviderError::InvalidResponse("choice has no message".into()))?;
+    let usage = reported_usage(body);
+    let choice = body.pointer("/choices/0");
+    let message = choice.and_then(|c| c.get("message"));
+    let (Some(choice), Some(message)) = (choice, message) else {
+        let what = if choice.is_none() {
+            "response has no choices"
+        } else {
+            "choice has no message"
+        };
+        return Err(match usage {
+            // The model ran (it was billed) but the reply is not a usable message.
+            Some(_) => ProviderError::BadOutput {
+                detail: what.into(),
+                usage,
+            },
+            None => ProviderError::InvalidResponse(what.into()),
+        });
+    };
+    let finish_reason = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
     if let Some(refusal) = message.get("refusal").and_then(Value::as_str) {
         // The model declined this material; asking again would get the same answer.
-        return Err(ProviderError::Rejected {
-            status: 200,
-            message: format!("model refused: {}", clip(refusal, MAX_ERROR_CHARS)),
+        return Err(ProviderError::Refused {
+            message: clip(refusal, MAX_ERROR_CHARS),
+            usage,
         });
     }
+    if finish_reason == "content_filter" {
+        return Err(ProviderError::Refused {
+            message: "the provider's content filter stopped the reply".into(),
+            usage,
+        });
+    }
+    let truncated = finish_reason == "length";
     let content = match message.get("content") {
         Some(Value::String(s)) => s.clone(),
         // Some servers send content as a list of typed parts.
@@ -430,45 +524,29 @@ fn parse_completion(body: &Value, request: &JobRequest) -> Result<Generation, Pr
             .join(""),
         _ => String::new(),
     };
+    let unusable = |detail: String| {
+        if truncated {
+            ProviderError::Truncated { detail, usage }
+        } else {
+            ProviderError::BadOutput { detail, usage }
+        }
+    };
     if content.trim().is_empty() {
-        let reason = choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        return Err(ProviderError::InvalidResponse(format!(
-            "empty message content (finish_reason {reason})"
+        return Err(unusable(format!(
+            "empty message content (finish_reason {finish_reason})"
         )));
     }
     let wanted = usize::try_from(request.card_count).unwrap_or(usize::MAX);
-    let flashcards = parse_cards(&content, wanted).map_err(|why| {
-        let truncated = choice.get("finish_reason").and_then(Value::as_str) == Some("length");
-        ProviderError::InvalidResponse(if truncated {
-            format!("{why} (reply cut off at the token limit)")
-        } else {
-            why
-        })
-    })?;
-
-    let tokens = |name: &str| {
-        body.pointer(&format!("/usage/{name}"))
-            .and_then(Value::as_u64)
-    };
-    let usage = match (tokens("prompt_tokens"), tokens("completion_tokens")) {
-        (Some(input_tokens), Some(output_tokens)) => TokenUsage {
-            input_tokens,
-            output_tokens,
-        },
+    let flashcards = parse_cards(&content, wanted).map_err(unusable)?;
+    let usage = usage.unwrap_or_else(|| {
         // Usage is optional on some servers; spend must still be counted, so estimate it.
-        _ => {
-            let (system, user) = prompts(request);
-            TokenUsage {
-                input_tokens: estimate_tokens(&system)
-                    + estimate_tokens(&user)
-                    + INPUT_TOKENS_OVERHEAD,
-                output_tokens: estimate_tokens(&content),
-            }
+        let (system, user) = prompts(request);
+        TokenUsage {
+            input_tokens: estimate_tokens(&system) + estimate_tokens(&user) + INPUT_TOKENS_OVERHEAD,
+            output_tokens: estimate_tokens(&content),
+            reasoning_tokens: 0,
         }
-    };
+    });
     Ok(Generation { flashcards, usage })
 }
 
@@ -560,6 +638,8 @@ mod tests {
             model: "gpt-test".into(),
             api_key: key.map(Into::into),
             timeout: Duration::from_secs(5),
+            reasoning_effort: None,
+            reasoning_tokens: 0,
         })
         .unwrap()
     }
@@ -576,6 +656,8 @@ mod tests {
             model: "m".into(),
             api_key: Some("sk-secret-123".into()),
             timeout: Duration::from_secs(1),
+            reasoning_effort: None,
+            reasoning_tokens: 0,
         };
         assert!(!format!("{cfg:?}").contains("sk-secret-123"));
     }
@@ -587,6 +669,8 @@ mod tests {
             model: "m".into(),
             api_key: Some(key.into()),
             timeout: Duration::from_secs(1),
+            reasoning_effort: None,
+            reasoning_tokens: 0,
         };
         let err = OpenAiProvider::new(cfg("not a url", "k")).unwrap_err();
         assert!(matches!(err, ProviderError::Unusable(_)), "{err}");

@@ -535,6 +535,10 @@ impl Store for MemoryStore {
                     overrun = cost.micros - reserved;
                     spend.overrun_micros += overrun;
                 }
+                if cost.at_bound {
+                    spend.bound_calls += 1;
+                    spend.bound_micros += cost.micros;
+                }
             }
         }
         let budget_stopped =
@@ -569,11 +573,7 @@ impl Store for MemoryStore {
                     core.delayed.insert((now + delay.as_millis() as u64, id));
                     recorded = FinishOutcome::Retrying;
                 }
-                Outcome::Retry { error, .. } | Outcome::Failed { error, .. } => {
-                    let code = match outcome {
-                        Outcome::Failed { code, .. } => code,
-                        _ => None,
-                    };
+                Outcome::Retry { error, code, .. } | Outcome::Failed { error, code, .. } => {
                     entry.record.state = JobState::Failed;
                     entry.record.finished_at = Some(now);
                     entry.record.error = Some(error.to_owned());

@@ -80,6 +80,7 @@ impl<'a> OutcomeBodies<'a> {
             },
             Outcome::Retry {
                 error,
+                code,
                 delay,
                 duration_ms,
             } => Self {
@@ -95,14 +96,14 @@ impl<'a> OutcomeBodies<'a> {
                 exhausted: Some(events::render(
                     &JobEvent::Failed {
                         error,
-                        code: None,
+                        code,
                         duration_ms,
                     },
                     now,
                 )),
                 result_json: None,
                 error,
-                code: None,
+                code,
                 delay_ms: delay.as_millis() as u64,
             },
             Outcome::Failed {

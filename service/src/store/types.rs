@@ -123,9 +123,10 @@ pub enum Outcome<'a> {
         result: &'a JobResult,
         duration_ms: u64,
     },
-    /// Failed; retried after `delay` if attempts remain, failed otherwise.
+    /// Failed; retried after `delay` if attempts remain, failed otherwise (with `code`).
     Retry {
         error: &'a str,
+        code: Option<&'a str>,
         delay: Duration,
         duration_ms: u64,
     },
@@ -139,13 +140,44 @@ pub enum Outcome<'a> {
     Release { reason: WaitReason },
 }
 
-/// What the attempt's provider call cost (zero if no call was made).
+/// What the attempt's provider call cost (zero if no call reached the provider).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
     pub micros: u64,
     pub usage: TokenUsage,
     /// A provider call was made (counts in the period's `jobs`).
     pub called: bool,
+    /// The call's real cost is unknown (it timed out after the request was sent, the reply was
+    /// cut, or it was cancelled): `micros` is the attempt's reservation, the safe upper bound,
+    /// and the period counts it apart (`boundMicros`, `boundCalls`).
+    pub at_bound: bool,
+}
+
+impl Cost {
+    /// No provider call was made, or none reached the model: nothing to settle.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A call that reported its usage, priced at `micros`.
+    pub fn reported(micros: u64, usage: TokenUsage) -> Self {
+        Self {
+            micros,
+            usage,
+            called: true,
+            at_bound: false,
+        }
+    }
+
+    /// A call whose cost is unknown, settled at the attempt's reservation.
+    pub fn at_bound(reserved_micros: u64) -> Self {
+        Self {
+            micros: reserved_micros,
+            usage: TokenUsage::default(),
+            called: true,
+            at_bound: true,
+        }
+    }
 }
 
 /// What [`Store::finish`](super::Store::finish) recorded.
@@ -357,6 +389,13 @@ pub struct Spend {
     pub overrun_micros: u64,
     /// Spend restored after the store lost its data (0 if never).
     pub restored_micros: u64,
+    /// Part of `spent_micros` settled at the bound: calls whose real cost is unknown (timed out
+    /// after the request was sent, cut mid-reply, cancelled), counted at their reservation.
+    #[serde(default)]
+    pub bound_micros: u64,
+    /// Calls settled at the bound.
+    #[serde(default)]
+    pub bound_calls: u64,
 }
 
 /// Finished-job counts over a sliding window (for the failure rate).

@@ -311,7 +311,8 @@ impl Store for RedisStore {
             .arg("cost", cost.micros)
             .arg("input_tokens", cost.usage.input_tokens)
             .arg("output_tokens", cost.usage.output_tokens)
-            .arg("called", u8::from(cost.called));
+            .arg("called", u8::from(cost.called))
+            .arg("at_bound", u8::from(cost.at_bound));
         let call = Self::claim_args(call, next, &token, now);
         let reply: Value = Self::period_args(call, &periods)
             .invoke(&mut self.conn())

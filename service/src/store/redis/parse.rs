@@ -97,6 +97,8 @@ impl Reply {
             jobs: s.u64()?,
             overrun_micros: s.u64()?,
             restored_micros: s.u64()?,
+            bound_micros: s.u64()?,
+            bound_calls: s.u64()?,
         })
     }
 }
@@ -276,5 +278,7 @@ pub(super) fn spend(fields: Vec<(String, String)>) -> Spend {
         jobs: number(f::JOBS),
         overrun_micros: number(f::OVERRUN_MICROS),
         restored_micros: number(f::RESTORED_MICROS),
+        bound_micros: number(f::BOUND_MICROS),
+        bound_calls: number(f::BOUND_CALLS),
     }
 }

@@ -349,6 +349,7 @@ impl Scripts {
                         "input_tokens",
                         "output_tokens",
                         "called",
+                        "at_bound",
                     ],
                     CLAIM_ARGS,
                     BUDGET_ARGS,

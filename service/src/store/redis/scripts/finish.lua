@@ -36,6 +36,10 @@ if A.called == '1' or cost > 0 then
     overrun = cost - reserved
     redis.call('HINCRBY', K.spend_lease, 'overrunMicros', overrun)
   end
+  if A.at_bound == '1' then
+    redis.call('HINCRBY', K.spend_lease, 'boundCalls', 1)
+    if cost > 0 then redis.call('HINCRBY', K.spend_lease, 'boundMicros', cost) end
+  end
 end
 local stopped = 0
 if budget.enforced > 0 and budget.spend_key == K.spend_lease then

@@ -8,5 +8,6 @@ if target > current then
   redis.call('EXPIRE', K.spend, SPEND_TTL)
 end
 local sp = redis.call('HMGET', K.spend, 'spentMicros', 'reservedMicros', 'inputTokens',
-  'outputTokens', 'jobs', 'overrunMicros', 'restoredMicros')
-return {num(sp[1]), num(sp[2]), num(sp[3]), num(sp[4]), num(sp[5]), num(sp[6]), num(sp[7])}
+  'outputTokens', 'jobs', 'overrunMicros', 'restoredMicros', 'boundMicros', 'boundCalls')
+return {num(sp[1]), num(sp[2]), num(sp[3]), num(sp[4]), num(sp[5]), num(sp[6]), num(sp[7]),
+  num(sp[8]), num(sp[9])}
