@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's Chromium for the demo-page browser test (service/tests/demo_page_browser.rs),
+# Installs Debian's Chromium for the demo-page browser test (service/tests/it/demo_page_browser.rs),
 # but only when it is missing. Idempotent; safe to call from CI every time.
 # The test looks for $CHROMIUM, then /usr/bin/chromium, then `chromium` on PATH, and fails (never
 # skips) when none is there.

@@ -6,7 +6,7 @@
 //!   api and worker pod follows a change at once, without a rollout;
 //! - the automatic budget stop (`setBy=budget`) is the store's own: it switches on when spend
 //!   reaches the enforced limit and ends by itself when the limit covers the spend again or the
-//!   period rolls over (see `flashcard_service::store::budget_stop_lapsed`);
+//!   period rolls over (see `flashcard_store::budget_stop_lapsed`);
 //! - manual (`spec.budget.killSwitch.manual`): on with the given reason, `setBy=resource`;
 //!   cleared only when the manual switch is turned off again;
 //! - a switch an earlier operator version set (`setBy=operator`) is cleared: the budget stop
@@ -16,8 +16,8 @@
 //! After the store lost its data ([`restore`]), the period's spend is restored from the last
 //! value the status recorded.
 
-use flashcard_service::budget::usd_to_micros;
-use flashcard_service::store::{BudgetConfig, BudgetSource, BudgetState, KillSwitch, SetBy};
+use flashcard_core::budget::usd_to_micros;
+use flashcard_store::{BudgetConfig, BudgetSource, BudgetState, KillSwitch, SetBy};
 
 use crate::crd::{BudgetSpec, BudgetStatus};
 
@@ -211,7 +211,7 @@ pub fn restore(recorded: Option<&BudgetStatus>, state: &BudgetState) -> Restore 
 mod tests {
     use super::*;
     use crate::crd::KillSwitchSpec;
-    use flashcard_service::store::{Epoch, Spend};
+    use flashcard_store::{Epoch, Spend};
 
     fn spec(limit: f64) -> BudgetSpec {
         BudgetSpec {

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flashcard_service::keyspace::PipelineId;
-use flashcard_service::store::redis::RedisStore;
+use flashcard_core::keyspace::PipelineId;
+use flashcard_store::redis::RedisStore;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};

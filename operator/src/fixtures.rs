@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use flashcard_service::store::{
+use flashcard_store::{
     BudgetConfig, BudgetState, Epoch, KillSwitch, QueueCounts, SetBy, Spend, StoreError,
     StoreResult, WorkerInfo, budget_stop_lapsed,
 };
@@ -60,7 +60,7 @@ impl FakeState {
                 period: Some(budget.period_key(jiff::Timestamp::now())),
                 ..KillSwitch::manual(
                     SetBy::Budget,
-                    Some(flashcard_service::store::budget_stop_reason(
+                    Some(flashcard_store::budget_stop_reason(
                         spent,
                         budget.limit_micros,
                         &budget.period_key(jiff::Timestamp::now()),

@@ -28,7 +28,7 @@ pub enum Error {
     #[error(transparent)]
     Render(#[from] render::RenderError),
     #[error(transparent)]
-    InvalidName(#[from] flashcard_service::keyspace::InvalidPipelineName),
+    InvalidName(#[from] flashcard_core::keyspace::InvalidPipelineName),
     #[error("the pipeline has no namespace")]
     NoNamespace,
     /// A `deletionPolicy: Delete` pipeline's store could not be cleaned up; the finalizer stays.

@@ -1,8 +1,8 @@
-//! The operator's Prometheus metrics (names from `flashcard_service::metrics::names`).
+//! The operator's Prometheus metrics (names from `flashcard_core::metric_names`).
 
 use std::time::Instant;
 
-use flashcard_service::metrics::names;
+use flashcard_core::metric_names as names;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flashcard_service::store::{
+use flashcard_store::{
     BudgetConfig, BudgetState, Epoch, KillSwitch, QueueCounts, SetBy, Spend, Store, StoreResult,
     WorkerInfo,
 };

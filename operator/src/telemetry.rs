@@ -3,12 +3,12 @@
 //! set, and Sentry when `SENTRY_DSN` is set (the service crate's telemetry, so both use the same
 //! variables, span conventions and secret scrubbing).
 
-pub use flashcard_service::telemetry::Telemetry;
+pub use flashcard_telemetry::Telemetry;
 
 /// Installs the global subscriber; call from inside the Tokio runtime, after the rustls crypto
 /// provider is installed.
 pub fn init(json: bool) -> Telemetry {
-    flashcard_service::telemetry::init(&flashcard_service::telemetry::Options {
+    flashcard_telemetry::init(&flashcard_telemetry::Options {
         json,
         service_name: "flashcard-operator".to_owned(),
         default_filter: "info,kube=warn",

@@ -57,7 +57,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use flashcard_service::keyspace::{Keyspace, PipelineId};
+use flashcard_core::keyspace::{Keyspace, PipelineId};
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -104,9 +104,9 @@ fn job_body() -> Value {
 /// model); the peers' no-op processors return this same JSON, so every queue stores and moves
 /// the same bytes per job and only ours computes them.
 async fn job_result() -> Result<String> {
-    use flashcard_service::job::{JobRequest, JobResult};
-    use flashcard_service::provider::Provider as _;
-    use flashcard_service::provider::local::LocalProvider;
+    use flashcard_core::job::{JobRequest, JobResult};
+    use flashcard_provider::Provider as _;
+    use flashcard_provider::local::LocalProvider;
     let provider = LocalProvider::new();
     let request = JobRequest {
         content: JOB_CONTENT.into(),

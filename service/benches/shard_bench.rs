@@ -14,13 +14,15 @@
 //! Run by hand (not part of `cargo test`): `service/benches/run-shard-bench.sh`, or
 //! `cargo bench -p flashcard-service --bench shard_bench`. Needs `redis-server` and `redis-cli`.
 
-#[path = "../tests/support/mod.rs"]
+// The service tests' process helper; a bench uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flashcard_service::keyspace::{Keyspace, PipelineId};
+use flashcard_core::keyspace::{Keyspace, PipelineId};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use support::admin::command;

@@ -30,7 +30,9 @@
 //! `SSE_BENCH_SECONDS=10`, `SSE_BENCH_RETURN_SECONDS=60`, `SSE_BENCH_CLIENT_PROCS=4`,
 //! `SSE_BENCH_WORKER_LATENCY_MS=250`, `SSE_BENCH_FLOOR_RATE=200`. Loopback only; every phase is bounded in time.
 
-#[path = "../tests/support/mod.rs"]
+// The service tests' process helper; a bench uses part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support.rs"]
 mod support;
 
 use std::collections::HashMap;

@@ -9,18 +9,18 @@ use tokio_util::sync::CancellationToken;
 use crate::api::auth::AdminAccess;
 use crate::api::{self, AppState};
 use crate::config::{Mode, Settings};
-use crate::keyspace::PipelineId;
 use crate::metrics::Metrics;
-use crate::provider;
 use crate::server;
 use crate::sse::follow::Followers;
 use crate::sse::hub::Hub;
-use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
-use crate::store::{Retention, Store};
-use crate::store_watch::StoreWatch;
 use crate::telemetry;
 use crate::worker::{Worker, WorkerOptions};
+use flashcard_core::keyspace::PipelineId;
+use flashcard_provider::latency::Delayed;
+use flashcard_store::memory::MemoryStore;
+use flashcard_store::redis::RedisStore;
+use flashcard_store::watch::StoreWatch;
+use flashcard_store::{Retention, Store};
 
 /// Opens the store the mode needs: Redis when a URL is given (required outside standalone),
 /// memory otherwise.
@@ -137,8 +137,8 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
     let mut local_breaker = None;
     if runs_worker {
         let (provider, breaker) =
-            provider::build(&settings.provider).context("provider configuration")?;
-        let provider = provider::latency::Delayed::wrap(
+            crate::providers::build(&settings.provider).context("provider configuration")?;
+        let provider = Delayed::wrap(
             provider,
             Duration::from_millis(settings.provider.simulated_latency_ms),
         );

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::budget::{BudgetPeriod, Prices};
+use flashcard_core::budget::{BudgetPeriod, Prices};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -265,7 +265,7 @@ pub struct ApiSettings {
     /// `userId` (the seed's behaviour; trusted networks only), `api-key` checks keys from
     /// --api-keys-file, `proxy` trusts --identity-header from --trusted-proxies.
     #[arg(long, env = "CLIENT_IDENTITY", default_value = "body")]
-    pub client_identity: crate::api::identity::IdentityMode,
+    pub client_identity: flashcard_core::identity::IdentityMode,
     /// File of API keys: one `<sha256-hex-of-key> <principal>` per line (a mounted Secret).
     #[arg(long, env = "API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
@@ -332,23 +332,25 @@ pub struct BudgetSettings {
 
 impl BudgetSettings {
     /// The budget these flags describe, if any was given (or `always`, with defaults).
-    pub fn config(&self, always: bool) -> Option<crate::store::BudgetConfig> {
+    pub fn config(&self, always: bool) -> Option<flashcard_store::BudgetConfig> {
         let given = self.budget_limit_usd.is_some()
             || self.budget_period.is_some()
             || self.budget_warn_percent.is_some();
         if !given && !always {
             return None;
         }
-        let defaults = crate::store::BudgetConfig::unlimited();
-        Some(crate::store::BudgetConfig {
-            limit_micros: crate::budget::usd_to_micros(self.budget_limit_usd.unwrap_or(0.0)),
+        let defaults = flashcard_store::BudgetConfig::unlimited();
+        Some(flashcard_store::BudgetConfig {
+            limit_micros: flashcard_core::budget::usd_to_micros(
+                self.budget_limit_usd.unwrap_or(0.0),
+            ),
             period: self.budget_period.unwrap_or(defaults.period),
             warn_percent: self
                 .budget_warn_percent
                 .unwrap_or(defaults.warn_percent)
                 .clamp(0.0, 100.0),
             enforce: true,
-            source: crate::store::BudgetSource::Flags,
+            source: flashcard_store::BudgetSource::Flags,
         })
     }
 }

@@ -1,22 +1,17 @@
-//! The flashcard service: HTTP API, SSE job events, worker, shared store and LLM providers.
+//! The flashcard service: the HTTP API, SSE job events and the worker, in one binary with
+//! several modes (`standalone`, `api`, `worker`).
 //!
-//! One binary runs in several modes (`standalone`, `api`, `worker`); the operator uses this crate
-//! as a library for the Redis keyspace, the store, budget periods, alert rules and the metric
-//! names.
+//! It owns the HTTP surface ([`api`], [`sse`], [`server`]), the worker loop ([`worker`]), the
+//! command line ([`config`]), the Prometheus registry ([`metrics`]) and its spans
+//! ([`telemetry`]). What it shares with the operator lives below it: the contracts in
+//! `flashcard-core`, the state in `flashcard-store`; the LLM calls in `flashcard-provider`.
 
-pub mod alerts;
 pub mod api;
 pub mod app;
-pub mod budget;
 pub mod config;
-pub mod events;
-pub mod job;
-pub mod keyspace;
 pub mod metrics;
-pub mod provider;
+mod providers;
 pub mod server;
 pub mod sse;
-pub mod store;
-pub mod store_watch;
 pub mod telemetry;
 pub mod worker;

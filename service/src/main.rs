@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use flashcard_service::config::{Cli, LogFormat};
-use flashcard_service::telemetry;
+use flashcard_telemetry as telemetry;
 use tokio_util::sync::CancellationToken;
 
 /// jemalloc, measured against glibc malloc and mimalloc on the api holding idle SSE followers
@@ -51,7 +51,7 @@ fn shutdown_signal() -> CancellationToken {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Before telemetry: the trace and Sentry exporters build rustls clients.
-    flashcard_service::provider::install_crypto_provider();
+    flashcard_provider::install_crypto_provider();
     let telemetry = telemetry::init(&telemetry::Options {
         json: matches!(cli.mode.settings().log_format, LogFormat::Json),
         service_name: format!("flashcard-{}", cli.mode.name()),
@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let result = flashcard_service::app::run(cli.mode, shutdown).await;
     if let Err(e) = &result {
         // Reaches Sentry (when configured) before the process exits.
-        tracing::error!(error = %flashcard_service::telemetry::report::redact(&format!("{e:#}")), "service stopped with an error");
+        tracing::error!(error = %telemetry::report::redact(&format!("{e:#}")), "service stopped with an error");
     }
     telemetry.shutdown().await;
     result

@@ -25,15 +25,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::budget::Prices;
-use crate::events::WaitReason;
-use crate::job::{JobResult, TokenUsage};
 use crate::metrics::Metrics;
-use crate::provider::breaker::{BreakerState, CircuitBreaker, Outcome as Health};
-use crate::provider::{Billing, Generation, Provider, ProviderError};
-use crate::store::{
-    Claim, ClaimRequest, Cost, FinishOutcome, Finished, Outcome, Pricing, ProgressNote, Retention,
-    Store, WorkerInfo,
+use flashcard_core::budget::Prices;
+use flashcard_core::budget::Pricing;
+use flashcard_core::events::WaitReason;
+use flashcard_core::job::{JobResult, TokenUsage};
+use flashcard_provider::breaker::{BreakerState, CircuitBreaker, Outcome as Health};
+use flashcard_provider::{Billing, Generation, Provider, ProviderError};
+use flashcard_store::{
+    Claim, ClaimRequest, Cost, FinishOutcome, Finished, Outcome, ProgressNote, Retention, Store,
+    WorkerInfo,
 };
 
 /// How a worker behaves; built from the command line.

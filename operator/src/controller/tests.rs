@@ -560,7 +560,7 @@ async fn a_work_signal_scales_an_idle_pipeline_within_a_second() {
     assert_eq!(replicas(), 0);
 
     // A job arrives, but no signal: the queue is only read at the next poll.
-    *state.counts.lock().unwrap() = flashcard_service::store::QueueCounts {
+    *state.counts.lock().unwrap() = flashcard_store::QueueCounts {
         waiting: 1,
         ..Default::default()
     };
@@ -573,7 +573,7 @@ async fn a_work_signal_scales_an_idle_pipeline_within_a_second() {
 
     let mut latencies = Vec::new();
     for (waiting, expected) in [(1u64, 1), (9, 3)] {
-        *state.counts.lock().unwrap() = flashcard_service::store::QueueCounts {
+        *state.counts.lock().unwrap() = flashcard_store::QueueCounts {
             waiting,
             ..Default::default()
         };

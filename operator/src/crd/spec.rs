@@ -395,9 +395,9 @@ pub enum Period {
     Monthly,
 }
 
-impl From<Period> for flashcard_service::budget::BudgetPeriod {
+impl From<Period> for flashcard_core::budget::BudgetPeriod {
     fn from(p: Period) -> Self {
-        use flashcard_service::budget::BudgetPeriod as B;
+        use flashcard_core::budget::BudgetPeriod as B;
         match p {
             Period::Daily => B::Daily,
             Period::Weekly => B::Weekly,

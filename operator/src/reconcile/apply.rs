@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use flashcard_service::store::WorkerInfo;
+use flashcard_store::WorkerInfo;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;

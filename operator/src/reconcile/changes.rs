@@ -9,7 +9,7 @@
 use crate::crd::{FlashcardPipelineStatus, condition};
 use crate::events::Event;
 use crate::scaling::{QueueDepth, ScaleDecision};
-use flashcard_service::budget::format_percent;
+use flashcard_core::budget::format_percent;
 
 /// A change of the worker replicas in this reconcile.
 #[derive(Debug, Clone, Copy)]

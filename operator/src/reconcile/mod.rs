@@ -27,7 +27,7 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashcard_service::keyspace::PipelineName;
+use flashcard_core::keyspace::PipelineName;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -51,7 +51,7 @@ pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 /// of a failed pass as `error.type`); kube-runtime's `reconciling object` span is its parent.
 pub async fn reconcile(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action> {
     use tracing::Instrument as _;
-    if !flashcard_service::telemetry::tracing_enabled() {
+    if !flashcard_telemetry::tracing_enabled() {
         return reconcile_pass(p, ctx).await;
     }
     let span = tracing::info_span!(

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use flashcard_service::budget::format_usd;
-use flashcard_service::store::{KillSwitch, QueueCounts, StoreError, WorkerInfo};
+use flashcard_core::budget::format_usd;
+use flashcard_store::{KillSwitch, QueueCounts, StoreError, WorkerInfo};
 
 use crate::budget::{self, Action, Decision, Holder, Restore};
 use crate::crd::FlashcardPipeline;
@@ -164,7 +164,7 @@ pub async fn observe(
 mod tests {
     use super::*;
     use crate::render::test_support::minimal;
-    use flashcard_service::store::SetBy;
+    use flashcard_store::SetBy;
 
     fn empty() -> StoreData {
         StoreData {

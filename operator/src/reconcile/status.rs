@@ -9,7 +9,7 @@
 //! - `Scaling`, `BudgetExceeded`, `MonitoringAvailable`: the autoscaler, the kill-switch, the
 //!   prometheus-operator CRDs.
 
-use flashcard_service::budget::{micros_to_usd, usd_to_micros};
+use flashcard_core::budget::{micros_to_usd, usd_to_micros};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
@@ -25,7 +25,7 @@ use crate::crd::{
 };
 use crate::render::MANAGER;
 use crate::scaling::{ScaleDecision, ScaleReason};
-use flashcard_service::budget::{format_percent, format_usd, usd_amount};
+use flashcard_core::budget::{format_percent, format_usd, usd_amount};
 
 /// A Deployment's pods as its status reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

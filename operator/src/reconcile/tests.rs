@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashcard_service::budget::usd_to_micros;
-use flashcard_service::store::{QueueCounts, SetBy};
+use flashcard_core::budget::usd_to_micros;
+use flashcard_store::{QueueCounts, SetBy};
 use http::{Method, StatusCode};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
@@ -622,7 +622,7 @@ async fn spend_is_restored_from_the_status_after_the_store_lost_its_data() {
     let (ctx, handle, state, _) = context();
     let mut p = minimal();
     p.spec.budget.limit_usd = 100.0;
-    let period = flashcard_service::budget::BudgetPeriod::Monthly.current_key();
+    let period = flashcard_core::budget::BudgetPeriod::Monthly.current_key();
     p.status = Some(FlashcardPipelineStatus {
         budget: crate::crd::BudgetStatus {
             period: period.clone(),
@@ -679,7 +679,7 @@ async fn spend_is_restored_from_the_status_after_the_store_lost_its_data() {
 #[tokio::test]
 async fn admin_kill_switch_is_left_alone_and_reported() {
     let (ctx, handle, state, _) = context();
-    *state.kill_switch.lock().unwrap() = Some(flashcard_service::store::KillSwitch::manual(
+    *state.kill_switch.lock().unwrap() = Some(flashcard_store::KillSwitch::manual(
         SetBy::Admin,
         Some("incident".into()),
         1,
@@ -1050,7 +1050,7 @@ async fn recreated_pipeline_says_what_it_found_in_the_store() {
         ..Default::default()
     };
     *state.spent_micros.lock().unwrap() = 1_250_000;
-    *state.kill_switch.lock().unwrap() = Some(flashcard_service::store::KillSwitch::manual(
+    *state.kill_switch.lock().unwrap() = Some(flashcard_store::KillSwitch::manual(
         SetBy::Admin,
         Some("incident 7".into()),
         1,

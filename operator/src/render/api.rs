@@ -225,7 +225,7 @@ mod tests {
         let s = &cli.mode.settings().api;
         assert_eq!(
             s.client_identity,
-            flashcard_service::api::identity::IdentityMode::ApiKey
+            flashcard_core::identity::IdentityMode::ApiKey
         );
         assert_eq!(
             s.api_keys_file.as_deref(),
@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(s.identity_header, "X-Forwarded-User");
         // The identity loads as the service loads it, but for the keys file the kubelet mounts.
         flashcard_service::api::identity::Identities::load(
-            flashcard_service::api::identity::IdentityMode::Proxy,
+            flashcard_core::identity::IdentityMode::Proxy,
             None,
             &s.identity_header,
             &s.trusted_proxies,

@@ -1,12 +1,10 @@
 //! PrometheusRule and ServiceMonitor (prometheus-operator), built as `DynamicObject`s so the
-//! operator needs no prometheus-operator crate. The rules come from `flashcard_service::alerts`,
+//! operator needs no prometheus-operator crate. The rules come from `flashcard_monitoring`,
 //! the one source shared with the files in `alerts/`.
 
 use std::time::Duration;
 
-use flashcard_service::alerts::{
-    AlertThresholds, RuleOptions, prometheus_rule_spec, rule_groups_with,
-};
+use flashcard_monitoring::{AlertThresholds, RuleOptions, prometheus_rule_spec, rule_groups_with};
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;

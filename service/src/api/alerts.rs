@@ -11,13 +11,13 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::budget::{KillSwitchView, kill_switch_json};
 use super::error::ApiError;
-use crate::budget::micros_to_usd;
 use crate::config::AlertSettings;
-use crate::job::iso;
-use crate::job::now_ms;
 use crate::metrics::SharedState;
 use crate::metrics::breaker_summary;
-use crate::store::{OutcomeCounts, QueueCounts};
+use flashcard_core::budget::micros_to_usd;
+use flashcard_core::job::iso;
+use flashcard_core::job::now_ms;
+use flashcard_store::{OutcomeCounts, QueueCounts};
 
 /// Inputs of the alert decision.
 pub struct AlertInputs<'a> {

@@ -13,9 +13,9 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::AdminAccess;
 use super::error::{ApiError, ErrorBody, bytes_rejection};
-use crate::budget::micros_to_usd;
-use crate::job::{iso, now_ms};
-use crate::store::{KillSwitch, SetBy};
+use flashcard_core::budget::micros_to_usd;
+use flashcard_core::job::{iso, now_ms};
+use flashcard_store::{KillSwitch, SetBy};
 
 /// The kill-switch: while `enabled`, new jobs get 429 `BUDGET_LIMIT_EXCEEDED`.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -32,11 +32,11 @@ use super::AppState;
 use super::alerts::{AlertInputs, evaluate};
 use super::budget::kill_switch_json;
 use super::error::ApiError;
-use crate::alerts::{AlertThresholds, rule_groups};
-use crate::budget::micros_to_usd;
-use crate::job::{JobState, iso, now_ms};
 use crate::metrics::breaker_summary;
-use crate::store::{FinishedJob, MinuteOutcomes};
+use flashcard_core::budget::micros_to_usd;
+use flashcard_core::job::{JobState, iso, now_ms};
+use flashcard_monitoring::{AlertThresholds, rule_groups};
+use flashcard_store::{FinishedJob, MinuteOutcomes};
 
 const PAGE: &str = include_str!("../../static/console.html");
 const UPLOT_JS: &str = include_str!("../../static/vendor/uPlot/uPlot.iife.min.js");

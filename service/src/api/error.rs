@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+use flashcard_store::StoreError;
 
 /// One field that failed validation.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::{AppState, Peer};
-use crate::job::is_valid_job_id;
 use crate::sse::follow::{self, Start};
+use flashcard_core::job::is_valid_job_id;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

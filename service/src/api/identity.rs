@@ -25,17 +25,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 
-/// How clients are identified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum IdentityMode {
-    /// The request's `userId` / `user-id` header (trusted networks only).
-    #[default]
-    Body,
-    /// API keys from a mounted file of SHA-256 hashes.
-    ApiKey,
-    /// An identity header set by an authenticating proxy at a trusted address.
-    Proxy,
-}
+use flashcard_core::identity::IdentityMode;
 
 /// The identity configuration failed to load.
 #[derive(Debug, thiserror::Error)]

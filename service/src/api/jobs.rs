@@ -14,10 +14,12 @@ use super::{AppState, Peer};
 use crate::config::ApiSettings;
 use std::time::Duration;
 
-use crate::job::{JobRecord, JobRequest, JobResult, JobState, is_valid_job_id, iso, new_job_id};
-use crate::keyspace::{fingerprint, idempotency_digest};
-use crate::store::WorkerInfo;
-use crate::store::{Admission, Idempotency, RateLimit, Submission};
+use flashcard_core::job::{
+    JobRecord, JobRequest, JobResult, JobState, is_valid_job_id, iso, new_job_id,
+};
+use flashcard_core::keyspace::{fingerprint, idempotency_digest};
+use flashcard_store::WorkerInfo;
+use flashcard_store::{Admission, Idempotency, RateLimit, Submission};
 
 const MAX_LABEL_CHARS: usize = 200;
 const MAX_USER_ID_CHARS: usize = 128;
@@ -349,7 +351,7 @@ pub async fn generate(
         rate_limit,
         max_attempts: settings.queue.max_attempts,
         // The POST's span context: the worker's spans of this job join its trace.
-        traceparent: crate::telemetry::current_traceparent(),
+        traceparent: flashcard_telemetry::current_traceparent(),
     };
     match state.store.submit(submission).await? {
         Admission::Accepted { job_id } => Ok(accepted(&job_id, JobState::Waiting, false)),
@@ -475,6 +477,6 @@ pub async fn queue_stats(State(state): State<AppState>) -> Result<Json<QueueStat
             workers: workers.len(),
         },
         workers,
-        timestamp: iso(crate::job::now_ms()),
+        timestamp: iso(flashcard_core::job::now_ms()),
     }))
 }

@@ -25,10 +25,10 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use crate::config::Settings;
 use crate::metrics::{Metrics, SharedState};
 use crate::sse::follow::Followers;
-use crate::store::Store;
-use crate::store_watch::StoreWatch;
 use auth::AdminAccess;
 use error::ApiError;
+use flashcard_store::Store;
+use flashcard_store::watch::StoreWatch;
 
 /// What every handler shares.
 #[derive(Clone)]

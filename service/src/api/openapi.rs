@@ -7,7 +7,7 @@
 //! (store unreachable, connection limit) with `Retry-After`, and the security schemes.
 //!
 //! A copy is committed at `service/api/openapi.json`; `tests/openapi.rs` fails when it is out of
-//! date (`UPDATE_GENERATED=1 cargo test -p flashcard-service --test openapi` rewrites it).
+//! date (`cargo xtask generate` rewrites it).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -101,14 +101,14 @@ pub struct JobEventData {
     timestamp: String,
     message: Option<String>,
     /// `connected`: the job's state when the stream opened.
-    status: Option<crate::job::JobState>,
+    status: Option<flashcard_core::job::JobState>,
     attempts_made: Option<u32>,
     worker: Option<String>,
     /// `waiting` after a stall: times the job's lease expired.
     stalls: Option<u32>,
     stage: Option<String>,
     percent: Option<u8>,
-    result: Option<crate::job::JobResult>,
+    result: Option<flashcard_core::job::JobResult>,
     error: Option<String>,
     code: Option<String>,
     /// Milliseconds the attempt took.

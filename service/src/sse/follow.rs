@@ -20,9 +20,9 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::hub::{Hub, Subscription};
-use crate::events;
-use crate::job::{JobState, now_ms};
-use crate::store::{Store, StoredEvent};
+use flashcard_core::events;
+use flashcard_core::job::{JobState, now_ms};
+use flashcard_store::{Store, StoredEvent};
 
 /// What every follower of a process shares.
 pub struct Followers {

@@ -20,9 +20,9 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::job::now_ms;
 use crate::metrics::Metrics;
-use crate::store::{FeedItem, Store, StoreResult, StoredEvent};
+use flashcard_core::job::now_ms;
+use flashcard_store::{FeedItem, Store, StoreResult, StoredEvent};
 
 /// A feed with no read for this long counts as stalled (`/readyz` fails): the Redis reader
 /// returns at least every 5 s, and its connection has a deadline of the block plus a margin.
@@ -321,7 +321,7 @@ mod tests {
     async fn jobs_beat_once_per_interval_each_in_its_own_phase() {
         let interval = Duration::from_millis(1600);
         let hub = Hub::new(10, RING, interval, Arc::new(Metrics::new("test", "api")));
-        let store = crate::store::memory::MemoryStore::new();
+        let store = flashcard_store::memory::MemoryStore::new();
         let stop = CancellationToken::new();
         hub.start(&store, stop.clone()).await.unwrap();
 

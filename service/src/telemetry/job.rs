@@ -18,7 +18,7 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::store::{Claim, FinishOutcome};
+use flashcard_store::{Claim, FinishOutcome};
 
 fn at(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
@@ -62,7 +62,9 @@ fn queue_wait(parent: &opentelemetry::Context, job_id: &str, created: u64, claim
     if !parent.span().span_context().is_sampled() {
         return;
     }
-    let claimed = claimed.unwrap_or_else(crate::job::now_ms).max(created);
+    let claimed = claimed
+        .unwrap_or_else(flashcard_core::job::now_ms)
+        .max(created);
     let tracer = opentelemetry::global::tracer(super::TRACER_NAME);
     let mut span = tracer
         .span_builder("queue.wait")

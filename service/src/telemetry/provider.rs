@@ -14,9 +14,10 @@ use async_trait::async_trait;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use crate::budget::{Prices, micros_to_usd};
-use crate::job::{JobRequest, TokenUsage};
-use crate::provider::{Billing, Generation, Provider, ProviderError, TokenBounds};
+use flashcard_core::budget::TokenBounds;
+use flashcard_core::budget::{Prices, micros_to_usd};
+use flashcard_core::job::{JobRequest, TokenUsage};
+use flashcard_provider::{Billing, Generation, Provider, ProviderError};
 
 /// A provider whose calls are traced.
 pub struct Traced {
@@ -73,7 +74,7 @@ impl Provider for Traced {
             gen_ai.provider.name = %self.inner.name(),
             gen_ai.request.model = %model,
             flashcards.request.cards = i64::from(request.card_count),
-            flashcards.request.input_bytes = crate::job::input_bytes(request) as i64,
+            flashcards.request.input_bytes = flashcard_core::job::input_bytes(request) as i64,
             gen_ai.usage.input_tokens = Empty,
             gen_ai.usage.output_tokens = Empty,
             flashcards.cost_usd = Empty,

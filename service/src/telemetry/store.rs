@@ -18,8 +18,8 @@ use opentelemetry::trace::TraceContextExt as _;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use crate::job::JobRecord;
-use crate::store::*;
+use flashcard_core::job::JobRecord;
+use flashcard_store::*;
 
 /// A store whose calls are traced.
 pub struct Traced {

@@ -1,0 +1,3 @@
+//! Integration tests of the providers: the OpenAI-compatible client against a local fake.
+
+mod openai;

@@ -1,0 +1,755 @@
+//! Redis store: shared by api, worker and operator pods.
+//!
+//! Every change that touches more than one key is a Lua script ([`scripts`]), so it is atomic
+//! and replicated as one unit, as BullMQ does it. Scripts get every key in `KEYS` (all under the
+//! pipeline's hash tag, see [`flashcard_core::keyspace`]). Lease deadlines inside scripts come from the
+//! Redis server's clock, so leases do not depend on the pods' clocks agreeing.
+
+mod blocking;
+pub mod connection;
+mod feed;
+mod parse;
+mod reconnect;
+mod scripts;
+mod signals;
+pub mod topology;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use redis::{AsyncCommands, Value};
+use tokio::sync::Mutex;
+
+pub use blocking::BlockingConn;
+pub use connection::{ConnectOptions, RedisClient, RedisConn};
+pub use topology::{Topology, TopologyError, TopologyKind};
+
+use parse::Reply;
+use scripts::{Call, KeyArgs, Scripts};
+
+use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
+use super::{
+    Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetState, ClaimRequest,
+    Claimed, Cost, Epoch, FinishOutcome, Finished, FinishedJob, KillSwitch, Lease, MinuteOutcomes,
+    Outcome, OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreError,
+    StoreResult, StoredEvent, Submission, WorkerInfo, period_keys,
+};
+use flashcard_core::job::{JobRecord, JobState, input_bytes, now_ms};
+use flashcard_core::keyspace::{
+    Keyspace, PipelineId, client_digest, job_field, kill_switch_field, worker_field,
+};
+
+/// Finished jobs deleted per trim call, so one call never blocks Redis for long.
+const TRIM_BATCH: u64 = 500;
+/// Longest `BLPOP` of `wait_for_work`; longer waits are cut to it.
+const WAIT_MAX_BLOCK: Duration = Duration::from_secs(30);
+/// Keys one step of `purge` looks at (`SCAN ... COUNT`): each script call stays short even on a
+/// Redis that holds many other keys.
+const PURGE_SCAN_COUNT: u64 = 1000;
+/// Full passes `purge` makes at most: it repeats a pass that removed something, so a key
+/// written behind the cursor during a pass is caught by the next one.
+const PURGE_PASSES: usize = 3;
+
+/// The Redis backend.
+pub struct RedisStore {
+    client: RedisClient,
+    conn: RedisConn,
+    keys: Keyspace,
+    scripts: Scripts,
+    /// Dedicated connection for `BLPOP` on the wake list: blocking commands must not stall the
+    /// shared multiplexed connection.
+    waiter: Mutex<BlockingConn>,
+}
+
+fn now_timestamp() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl RedisStore {
+    /// Connects and checks that Redis answers; fails fast with the reason if it does not. The
+    /// URL chooses the topology: one node, Redis Cluster or Sentinel (see [`topology`]).
+    pub async fn connect(url: &str, pipeline: &PipelineId) -> StoreResult<Self> {
+        let client = RedisClient::open(url)?;
+        let mut conn = client.connect().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(Self {
+            waiter: Mutex::new(client.blocking(WAIT_MAX_BLOCK)),
+            client,
+            conn,
+            keys: Keyspace::new(pipeline),
+            scripts: Scripts::load(),
+        })
+    }
+
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keys
+    }
+
+    fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    fn key_args(&self) -> KeyArgs<'_> {
+        KeyArgs::new(&self.keys)
+    }
+
+    /// Pushes the claim part's arguments (`claim_lib.lua`); `None` claims nothing.
+    fn claim_args<'a>(
+        call: Call<'a>,
+        request: Option<&ClaimRequest<'_>>,
+        token: &str,
+        now: u64,
+    ) -> Call<'a> {
+        let (worker, lease_ms, max_jobs, pricing) = match request {
+            Some(r) => (
+                r.worker_id,
+                r.lease.as_millis() as u64,
+                r.max_jobs,
+                r.pricing,
+            ),
+            None => ("", 0, 0, Default::default()),
+        };
+        let bodies = ClaimBodies::new(request, now);
+        call.arg("worker", worker)
+            .arg("lease_ms", lease_ms)
+            .arg("token", token)
+            .arg("max_jobs", max_jobs)
+            .arg("price_in", pricing.input_micros_per_token.to_string())
+            .arg("price_out", pricing.output_micros_per_token.to_string())
+            .arg("prompt_overhead", pricing.prompt_overhead_tokens)
+            .arg("out_per_card", pricing.output_tokens_per_card)
+            .arg("out_overhead", pricing.output_overhead_tokens)
+            .arg("active_body", bodies.active)
+            .arg("started_body", bodies.started.unwrap_or_default())
+            .arg("budget_wait_body", bodies.budget_wait)
+            .arg("budget_failed_body", bodies.budget_failed)
+            .arg("budget_error", BUDGET_EXHAUSTED)
+            .arg("budget_code", BUDGET_EXHAUSTED_CODE)
+    }
+
+    fn period_args<'a>(call: Call<'a>, periods: &[String; 3]) -> Call<'a> {
+        call.arg("period_daily", &periods[0])
+            .arg("period_weekly", &periods[1])
+            .arg("period_monthly", &periods[2])
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    async fn submit(&self, s: Submission) -> StoreResult<Admission> {
+        let now = now_ms();
+        let periods = period_keys(now_timestamp());
+        let request_json = to_json(&s.request)?;
+        let (rate_key, rate_max, rate_window_ms) = match s.rate_limit {
+            Some(limit) if limit.max > 0 => {
+                let (index, window_ms) = super::rate_window(now, limit.window);
+                let key = self.keys.rate_limit(&client_digest(&s.owner), index);
+                (Some(key), limit.max, window_ms)
+            }
+            _ => (None, 0, 0),
+        };
+        let idem = s.idempotency.as_ref();
+        let keys = KeyArgs {
+            job: Some(&s.job_id),
+            idem: idem.map(|i| i.digest.as_str()),
+            rate: rate_key,
+            periods: Some(&periods),
+            ..self.key_args()
+        };
+        let call = self
+            .scripts
+            .submit
+            .call(&keys)?
+            .arg("job_id", &s.job_id)
+            .arg("request", request_json)
+            .arg("owner", &s.owner)
+            .arg("max_attempts", s.max_attempts.max(1))
+            .arg("input_bytes", input_bytes(&s.request))
+            .arg("card_count", s.request.card_count)
+            .arg("traceparent", s.traceparent.as_deref().unwrap_or(""))
+            .arg("idem_digest", idem.map(|i| i.digest.as_str()).unwrap_or(""))
+            .arg(
+                "fingerprint",
+                idem.map(|i| i.fingerprint.as_str()).unwrap_or(""),
+            )
+            .arg(
+                "idem_ttl",
+                idem.map(|i| i.ttl.as_secs().max(1)).unwrap_or(1),
+            )
+            .arg("rate_max", rate_max)
+            .arg("rate_window_ms", rate_window_ms);
+        let reply: Value = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
+            .await?;
+        let mut reply = Reply::new(reply, "submit")?;
+        let verdict = reply.string()?;
+        Ok(match verdict.as_str() {
+            "accepted" => Admission::Accepted {
+                job_id: reply.string()?,
+            },
+            "replayed" => {
+                let job_id = reply.string()?;
+                let state = JobState::parse(&reply.string()?).unwrap_or(JobState::Waiting);
+                Admission::Replayed { job_id, state }
+            }
+            "reused" => Admission::KeyReused {
+                job_id: reply.string()?,
+            },
+            "refused" => {
+                let set_by = SetBy::parse(&reply.string()?);
+                Admission::Refused(KillSwitch {
+                    set_by,
+                    ..KillSwitch::manual(SetBy::Admin, None, now)
+                })
+            }
+            "limited" => Admission::RateLimited {
+                retry_after: Duration::from_millis(reply.u64()?.max(1)),
+            },
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "submit: unexpected verdict {other:?}"
+                )));
+            }
+        })
+    }
+
+    async fn job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
+        let fields: Vec<(String, String)> = self.conn().hgetall(self.keys.job(id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse::job_record(fields).map(Some)
+    }
+
+    async fn job_head(&self, id: &str) -> StoreResult<Option<super::JobHead>> {
+        let (state, seq): (Option<String>, Option<u64>) = self
+            .conn()
+            .hmget(self.keys.job(id), &[job_field::STATE, job_field::EVENT_SEQ])
+            .await?;
+        Ok(state
+            .and_then(|s| JobState::parse(&s))
+            .map(|state| super::JobHead {
+                state,
+                event_seq: seq.unwrap_or(0),
+            }))
+    }
+
+    async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let periods = period_keys(now_timestamp());
+        let keys = KeyArgs {
+            periods: Some(&periods),
+            minute: Some(now / 60_000),
+            ..self.key_args()
+        };
+        let call = Self::claim_args(self.scripts.claim.call(&keys)?, Some(request), &token, now);
+        let reply: Value = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
+            .await?;
+        parse::claimed(Reply::new(reply, "claim")?, &token, request.worker_id)
+    }
+
+    async fn renew(&self, leases: &[Lease], duration: Duration) -> StoreResult<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self
+            .scripts
+            .renew
+            .call(&self.key_args())?
+            .arg("lease_ms", duration.as_millis() as u64);
+        for lease in leases {
+            call = call.extra(&lease.job_id).extra(&lease.token);
+        }
+        let renewed: Vec<i64> = call.invoke(&mut self.conn()).await?;
+        Ok(renewed.into_iter().map(|r| r == 1).collect())
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: Outcome<'_>,
+        cost: Cost,
+        next: Option<&ClaimRequest<'_>>,
+    ) -> StoreResult<Finished> {
+        let now = now_ms();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let periods = period_keys(now_timestamp());
+        let rendered =
+            OutcomeBodies::new(outcome, now).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let keys = KeyArgs {
+            job: Some(&lease.job_id),
+            periods: Some(&periods),
+            lease_period: Some(&lease.period),
+            minute: Some(now / 60_000),
+            ..self.key_args()
+        };
+        let call = self
+            .scripts
+            .finish
+            .call(&keys)?
+            .arg("id", &lease.job_id)
+            .arg("lease_token", &lease.token)
+            .arg("outcome", rendered.kind)
+            .arg("result", rendered.result_json.unwrap_or_default())
+            .arg("body", rendered.body)
+            .arg("exhausted_body", rendered.exhausted.unwrap_or_default())
+            .arg("delay_ms", rendered.delay_ms)
+            .arg("error", rendered.error)
+            .arg("error_code", rendered.code.unwrap_or(""))
+            .arg("cost", cost.micros)
+            .arg("input_tokens", cost.usage.input_tokens)
+            .arg("output_tokens", cost.usage.output_tokens)
+            .arg("called", u8::from(cost.called))
+            .arg("at_bound", u8::from(cost.at_bound));
+        let call = Self::claim_args(call, next, &token, now);
+        let reply: Value = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
+            .await?;
+        let mut reply = Reply::new(reply, "finish")?;
+        let recorded = reply.string()?;
+        // A repeat of a finish whose reply was lost reports what the first one recorded.
+        let outcome = match recorded.as_str() {
+            "completed" | "duplicate:completed" => FinishOutcome::Completed,
+            "retrying" | "duplicate:delayed" => FinishOutcome::Retrying,
+            "failed" | "duplicate:failed" => FinishOutcome::Failed,
+            "released" | "duplicate:waiting" => FinishOutcome::Released,
+            _ => FinishOutcome::LeaseLost,
+        };
+        let spent_micros = reply.u64()?;
+        let overrun_micros = reply.u64()?;
+        let budget_stopped = reply.u64()? == 1;
+        let worker = next.map(|n| n.worker_id).unwrap_or("");
+        let claimed = parse::claimed(reply.array()?, &token, worker)?;
+        Ok(Finished {
+            outcome,
+            spent_micros,
+            overrun_micros,
+            budget_stopped,
+            claimed,
+        })
+    }
+
+    async fn progress(
+        &self,
+        lease: &Lease,
+        stage: &str,
+        percent: u8,
+        message: &str,
+    ) -> StoreResult<bool> {
+        let body = rendered::progress(stage, percent, message, now_ms());
+        let keys = KeyArgs {
+            job: Some(&lease.job_id),
+            ..self.key_args()
+        };
+        let appended: i64 = self
+            .scripts
+            .progress
+            .call(&keys)?
+            .arg("id", &lease.job_id)
+            .arg("token", &lease.token)
+            .arg("body", body)
+            .invoke(&mut self.conn())
+            .await?;
+        Ok(appended == 1)
+    }
+
+    async fn recover_stalled(&self, max_stalls: u32) -> StoreResult<StallReport> {
+        let now = now_ms();
+        let bodies = StallBodies::new(max_stalls, now);
+        let keys = KeyArgs {
+            minute: Some(now / 60_000),
+            ..self.key_args()
+        };
+        let (requeued, failed): (u32, u32) = self
+            .scripts
+            .recover
+            .call(&keys)?
+            .arg("max_stalls", max_stalls)
+            .arg("stalled_error", &bodies.error)
+            .arg("stalled_code", bodies.code)
+            .arg("waiting_body", bodies.waiting)
+            .arg("failed_body", bodies.failed)
+            .invoke(&mut self.conn())
+            .await?;
+        Ok(StallReport { requeued, failed })
+    }
+
+    async fn counts(&self) -> StoreResult<QueueCounts> {
+        let (waiting, active, delayed, completed, failed): (u64, u64, u64, u64, u64) =
+            redis::pipe()
+                .llen(self.keys.waiting())
+                .zcard(self.keys.active())
+                .zcard(self.keys.delayed())
+                .zcard(self.keys.completed())
+                .zcard(self.keys.failed())
+                .query_async(&mut self.conn())
+                .await?;
+        Ok(QueueCounts {
+            waiting,
+            active,
+            delayed,
+            completed,
+            failed,
+        })
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) -> StoreResult<()> {
+        // The blocking connection has a deadline of timeout + margin and reconnects on the next
+        // call after an error.
+        self.waiter
+            .lock()
+            .await
+            .blpop(&self.keys.wake(), timeout)
+            .await?;
+        Ok(())
+    }
+
+    async fn work_signals(&self) -> StoreResult<BoxStream<'static, u64>> {
+        signals::work_signals(
+            self.client.blocking(signals::SIGNAL_BLOCK),
+            self.keys.signals(),
+        )
+        .await
+    }
+
+    async fn trim_finished(&self, retention: Retention) -> StoreResult<u64> {
+        let removed: u64 = self
+            .scripts
+            .trim
+            .call(&self.key_args())?
+            .arg("max_age_ms", retention.max_age.as_millis() as u64)
+            .arg("max_count", retention.max_count)
+            .arg("batch", TRIM_BATCH)
+            .invoke(&mut self.conn())
+            .await?;
+        Ok(removed)
+    }
+
+    async fn events_after(&self, job_id: &str, after: u64) -> StoreResult<Vec<StoredEvent>> {
+        // Event `seq` n sits at list index n - 1, so the events after `after` start at `after`.
+        let raw: Vec<Vec<u8>> = self
+            .conn()
+            .lrange(self.keys.job_events(job_id), after as isize, -1)
+            .await?;
+        raw.into_iter()
+            .map(|text| StoredEvent::parse(job_id, text).map_err(StoreError::Corrupt))
+            .collect()
+    }
+
+    async fn event_feed(&self) -> StoreResult<BoxStream<'static, super::FeedItem>> {
+        feed::event_feed(self.client.blocking(feed::FEED_BLOCK), self.keys.events()).await
+    }
+
+    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()> {
+        let now = now_ms();
+        let key = self.keys.worker(&info.id);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    (worker_field::POD, info.pod.clone()),
+                    (worker_field::ACTIVE, info.active.to_string()),
+                    (worker_field::CONCURRENCY, info.concurrency.to_string()),
+                    (worker_field::BREAKER, info.breaker.clone()),
+                    (worker_field::DRAINING, info.draining.to_string()),
+                    (worker_field::LAST_SEEN, now.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, ttl.as_millis() as i64)
+            .ignore()
+            .zadd(self.keys.workers(), &info.id, now + ttl.as_millis() as u64)
+            .ignore()
+            .zrembyscore(self.keys.workers(), "-inf", now)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> StoreResult<()> {
+        let _: () = redis::pipe()
+            .atomic()
+            .del(self.keys.worker(worker_id))
+            .ignore()
+            .zrem(self.keys.workers(), worker_id)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
+        let now = now_ms();
+        let ids: Vec<String> = self
+            .conn()
+            .zrangebyscore(self.keys.workers(), format!("({now}"), "+inf")
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.keys.worker(id));
+        }
+        let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut self.conn()).await?;
+        let mut workers: Vec<WorkerInfo> = ids
+            .into_iter()
+            .zip(hashes)
+            .filter(|(_, fields)| !fields.is_empty())
+            .map(|(id, fields)| parse::worker_info(id, fields))
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
+    }
+
+    async fn budget_state(&self) -> StoreResult<BudgetState> {
+        let periods = period_keys(now_timestamp());
+        let keys = KeyArgs {
+            periods: Some(&periods),
+            ..self.key_args()
+        };
+        let reply: Value = Self::period_args(self.scripts.budget_state.call(&keys)?, &periods)
+            .invoke(&mut self.conn())
+            .await?;
+        let mut reply = Reply::new(reply, "budget_state")?;
+        let stored = parse::budget_config(reply.pairs()?);
+        let kill_switch = parse::kill_switch(reply.pairs()?);
+        let period = reply.string()?;
+        let spend = reply.spend()?;
+        let epoch = Epoch::decode(&reply.string()?);
+        Ok(BudgetState {
+            stored: stored.is_some(),
+            config: stored.unwrap_or_else(BudgetConfig::unlimited),
+            kill_switch,
+            period,
+            spend,
+            epoch,
+        })
+    }
+
+    async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()> {
+        let periods = period_keys(now_timestamp());
+        let keys = KeyArgs {
+            periods: Some(&periods),
+            ..self.key_args()
+        };
+        let call = self
+            .scripts
+            .set_budget
+            .call(&keys)?
+            .arg("limit_micros", budget.limit_micros)
+            .arg("period", budget.period.as_str())
+            .arg("warn_percent", budget.warn_percent.to_string())
+            .arg("enforce", u8::from(budget.enforce))
+            .arg("source", budget.source.as_str());
+        let _: i64 = Self::period_args(call, &periods)
+            .invoke(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn set_kill_switch(&self, state: &KillSwitch) -> StoreResult<()> {
+        let key = self.keys.kill_switch();
+        let mut fields = vec![
+            (kill_switch_field::ENABLED, state.enabled.to_string()),
+            (
+                kill_switch_field::SINCE,
+                state.since.unwrap_or_else(now_ms).to_string(),
+            ),
+        ];
+        if let Some(set_by) = state.set_by {
+            fields.push((kill_switch_field::SET_BY, set_by.as_str().to_owned()));
+        }
+        if let Some(reason) = &state.reason {
+            fields.push((kill_switch_field::REASON, reason.clone()));
+        }
+        if let Some(limit) = state.limit_micros {
+            fields.push((kill_switch_field::LIMIT_MICROS, limit.to_string()));
+        }
+        if let Some(period) = &state.period {
+            fields.push((kill_switch_field::PERIOD, period.clone()));
+        }
+        let _: () = redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn clear_kill_switch_if(&self, set_by: SetBy) -> StoreResult<bool> {
+        let cleared: i64 = self
+            .scripts
+            .clear_kill_switch
+            .call(&self.key_args())?
+            .arg("set_by", set_by.as_str())
+            .invoke(&mut self.conn())
+            .await?;
+        Ok(cleared == 1)
+    }
+
+    async fn spend(&self, period: &str) -> StoreResult<Spend> {
+        let fields: Vec<(String, String)> = self.conn().hgetall(self.keys.spend(period)).await?;
+        Ok(parse::spend(fields))
+    }
+
+    async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)> {
+        let fresh = Epoch::new(now_ms());
+        let (text, created): (String, i64) = self
+            .scripts
+            .ensure_epoch
+            .call(&self.key_args())?
+            .arg("epoch", fresh.encode())
+            .invoke(&mut self.conn())
+            .await?;
+        let epoch = Epoch::decode(&text)
+            .ok_or_else(|| StoreError::Corrupt(format!("store epoch {text:?}")))?;
+        Ok((epoch, created == 1))
+    }
+
+    async fn restore_spend(&self, period: &str, spent_micros: u64) -> StoreResult<Spend> {
+        let keys = KeyArgs {
+            spend_period: Some(period),
+            ..self.key_args()
+        };
+        let reply: Value = self
+            .scripts
+            .restore_spend
+            .call(&keys)?
+            .arg("spent_micros", spent_micros)
+            .invoke(&mut self.conn())
+            .await?;
+        let wrapped = Value::Array(vec![reply]);
+        Reply::new(wrapped, "restore_spend")?.spend()
+    }
+
+    async fn purge(&self) -> StoreResult<u64> {
+        let pattern = self.keys.pattern();
+        let mut removed = 0;
+        for _ in 0..PURGE_PASSES {
+            let mut cursor = "0".to_owned();
+            let mut pass = 0;
+            loop {
+                let (next, unlinked): (String, u64) = self
+                    .scripts
+                    .purge
+                    .call(&self.key_args())?
+                    .arg("pattern", &pattern)
+                    .arg("cursor", &cursor)
+                    .arg("count", PURGE_SCAN_COUNT)
+                    .invoke(&mut self.conn())
+                    .await?;
+                pass += unlinked;
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
+            removed += pass;
+            if pass == 0 {
+                break;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {
+        let mut pipe = redis::pipe();
+        for m in super::outcome_minutes(now_ms(), window) {
+            pipe.hmget(self.keys.outcomes(m), &["completed", "failed"]);
+        }
+        let buckets: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut self.conn()).await?;
+        let mut total = OutcomeCounts::default();
+        for (completed, failed) in buckets {
+            total.completed += completed.unwrap_or(0);
+            total.failed += failed.unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    async fn outcomes_by_minute(&self, window: Duration) -> StoreResult<Vec<MinuteOutcomes>> {
+        let minutes: Vec<u64> = super::outcome_minutes(now_ms(), window).collect();
+        let mut pipe = redis::pipe();
+        for m in &minutes {
+            pipe.hmget(self.keys.outcomes(*m), &["completed", "failed"]);
+        }
+        let buckets: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut self.conn()).await?;
+        Ok(minutes
+            .into_iter()
+            .zip(buckets)
+            .map(|(minute, (completed, failed))| MinuteOutcomes {
+                minute,
+                completed: completed.unwrap_or(0),
+                failed: failed.unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn recent_finished(&self, limit: usize) -> StoreResult<Vec<FinishedJob>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let last = limit as isize - 1;
+        let (completed, failed): (Vec<(String, f64)>, Vec<(String, f64)>) = redis::pipe()
+            .zrevrange_withscores(self.keys.completed(), 0, last)
+            .zrevrange_withscores(self.keys.failed(), 0, last)
+            .query_async(&mut self.conn())
+            .await?;
+        let mut newest: Vec<(u64, String)> = completed
+            .into_iter()
+            .chain(failed)
+            .map(|(id, score)| (score as u64, id))
+            .collect();
+        newest.sort_by(|a, b| b.cmp(a));
+        newest.truncate(limit);
+        if newest.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (_, id) in &newest {
+            pipe.hmget(
+                self.keys.job(id),
+                &[
+                    job_field::STATE,
+                    job_field::CREATED_AT,
+                    job_field::STARTED_AT,
+                    job_field::FINISHED_AT,
+                ],
+            );
+        }
+        type Times = (Option<String>, Option<u64>, Option<u64>, Option<u64>);
+        let times: Vec<Times> = pipe.query_async(&mut self.conn()).await?;
+        Ok(newest
+            .into_iter()
+            .zip(times)
+            .filter_map(|((finished, id), (state, created, started, finished_at))| {
+                // A job trimmed between the two reads has no hash any more: skip it.
+                let state = JobState::parse(state.as_deref()?)?;
+                Some(FinishedJob {
+                    id,
+                    state,
+                    created_at: created.unwrap_or(0),
+                    started_at: started,
+                    finished_at: finished_at.unwrap_or(finished),
+                })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,523 @@
+//! The Lua scripts and how they are called: one script per transition, every key passed in
+//! `KEYS` (named by [`Keyspace`], so a Redis Cluster client can route the call), every argument
+//! by name.
+//!
+//! Each script is declared once here with the roles of its keys and the names of its
+//! arguments. Loading prepends generated tables `K` (role -> `KEYS[i]`) and `A` (name ->
+//! `ARGV[i]`) to the Lua source, and a call pushes keys and arguments in the declared order
+//! (checked by name), so the Rust caller and the Lua body cannot disagree on positions.
+
+use std::fmt::Write as _;
+
+use redis::aio::ConnectionLike;
+use redis::{FromRedisValue, Script, ScriptInvocation, ToRedisArgs};
+
+use crate::{StoreError, StoreResult};
+use flashcard_core::keyspace::Keyspace;
+
+const PRELUDE: &str = include_str!("scripts/prelude.lua");
+const BUDGET_LIB: &str = include_str!("scripts/budget_lib.lua");
+const CLAIM_LIB: &str = include_str!("scripts/claim_lib.lua");
+
+/// Budget keys and arguments every script using `budget_lib.lua` declares.
+const BUDGET_KEYS: &[&str] = &[
+    "killswitch",
+    "budget",
+    "spend_daily",
+    "spend_weekly",
+    "spend_monthly",
+];
+const BUDGET_ARGS: &[&str] = &["period_daily", "period_weekly", "period_monthly"];
+
+/// Keys and arguments of the claim part (`claim_lib.lua`).
+const CLAIM_KEYS: &[&str] = &[
+    "waiting",
+    "wake",
+    "delayed",
+    "active",
+    "failed",
+    "job_prefix",
+    "events",
+    "outcomes",
+];
+pub(super) const CLAIM_ARGS: &[&str] = &[
+    "worker",
+    "lease_ms",
+    "token",
+    "max_jobs",
+    "price_in",
+    "price_out",
+    "prompt_overhead",
+    "out_per_card",
+    "out_overhead",
+    "active_body",
+    "started_body",
+    "budget_wait_body",
+    "budget_failed_body",
+    "budget_error",
+    "budget_code",
+];
+
+/// One script as declared: key roles, argument names, libraries, body.
+struct Spec {
+    name: &'static str,
+    keys: Vec<&'static str>,
+    args: Vec<&'static str>,
+    /// Arguments after the named ones are free-form (e.g. id/token pairs).
+    variadic: bool,
+    libs: &'static [&'static str],
+    body: &'static str,
+}
+
+/// A loaded script.
+pub(super) struct Loaded {
+    spec: Spec,
+    script: Script,
+}
+
+fn join(parts: &[&[&'static str]]) -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = Vec::new();
+    for part in parts {
+        for name in *part {
+            if !all.contains(name) {
+                all.push(name);
+            }
+        }
+    }
+    all
+}
+
+impl Loaded {
+    fn new(spec: Spec) -> Self {
+        let mut source = String::new();
+        source.push_str("local K = {");
+        for (i, role) in spec.keys.iter().enumerate() {
+            let _ = write!(source, "{role} = KEYS[{}], ", i + 1);
+        }
+        source.push_str("}\nlocal A = {");
+        for (i, name) in spec.args.iter().enumerate() {
+            let _ = write!(source, "{name} = ARGV[{}], ", i + 1);
+        }
+        source.push_str("}\n");
+        source.push_str(PRELUDE);
+        for lib in spec.libs {
+            source.push_str(lib);
+        }
+        source.push_str(spec.body);
+        Self {
+            script: Script::new(&source),
+            spec,
+        }
+    }
+
+    /// Starts a call, with every declared key resolved from `keys`.
+    pub(super) fn call(&self, keys: &KeyArgs<'_>) -> StoreResult<Call<'_>> {
+        let mut invocation = self.script.prepare_invoke();
+        for role in &self.spec.keys {
+            let key = keys.resolve(role).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "script {} needs key {role}, which the caller did not give",
+                    self.spec.name
+                ))
+            })?;
+            invocation.key(key);
+        }
+        Ok(Call {
+            loaded: self,
+            invocation,
+            next: 0,
+            error: None,
+        })
+    }
+
+    #[cfg(test)]
+    fn source_len(&self) -> usize {
+        self.spec.keys.len() + self.spec.args.len()
+    }
+}
+
+/// A call being built: arguments are given by name, in the declared order.
+pub(super) struct Call<'a> {
+    loaded: &'a Loaded,
+    invocation: ScriptInvocation<'a>,
+    next: usize,
+    error: Option<String>,
+}
+
+impl<'a> Call<'a> {
+    pub(super) fn arg<T: ToRedisArgs>(mut self, name: &str, value: T) -> Self {
+        let spec = &self.loaded.spec;
+        match spec.args.get(self.next) {
+            Some(expected) if *expected == name => {}
+            expected => {
+                self.error.get_or_insert_with(|| {
+                    format!(
+                        "script {}: argument {} is {name}, declared {expected:?}",
+                        spec.name, self.next
+                    )
+                });
+            }
+        }
+        self.invocation.arg(value);
+        self.next += 1;
+        self
+    }
+
+    /// A free-form argument after the named ones (variadic scripts only).
+    pub(super) fn extra<T: ToRedisArgs>(mut self, value: T) -> Self {
+        if !self.loaded.spec.variadic || self.next < self.loaded.spec.args.len() {
+            self.error.get_or_insert_with(|| {
+                format!("script {}: extra argument too early", self.loaded.spec.name)
+            });
+        }
+        self.invocation.arg(value);
+        self.next += 1;
+        self
+    }
+
+    pub(super) async fn invoke<T: FromRedisValue, C: ConnectionLike + Send>(
+        self,
+        conn: &mut C,
+    ) -> StoreResult<T> {
+        let spec = &self.loaded.spec;
+        if let Some(error) = self.error {
+            return Err(StoreError::Corrupt(error));
+        }
+        if self.next < spec.args.len() {
+            return Err(StoreError::Corrupt(format!(
+                "script {}: {} of {} arguments given",
+                spec.name,
+                self.next,
+                spec.args.len()
+            )));
+        }
+        Ok(self.invocation.invoke_async(conn).await?)
+    }
+}
+
+/// What a call's keys are resolved from.
+#[derive(Default)]
+pub(super) struct KeyArgs<'a> {
+    pub ks: Option<&'a Keyspace>,
+    /// The one job a script works on.
+    pub job: Option<&'a str>,
+    /// The idempotency digest of a submission.
+    pub idem: Option<&'a str>,
+    /// The rate-limit key of a submission.
+    pub rate: Option<String>,
+    /// Current daily, weekly and monthly period keys.
+    pub periods: Option<&'a [String; 3]>,
+    /// The period of an attempt's reservation.
+    pub lease_period: Option<&'a str>,
+    /// The period a script works on.
+    pub spend_period: Option<&'a str>,
+    /// The current minute (outcome counters).
+    pub minute: Option<u64>,
+}
+
+impl<'a> KeyArgs<'a> {
+    pub(super) fn new(ks: &'a Keyspace) -> Self {
+        Self {
+            ks: Some(ks),
+            ..Self::default()
+        }
+    }
+
+    fn resolve(&self, role: &str) -> Option<String> {
+        let ks = self.ks?;
+        Some(match role {
+            "waiting" => ks.waiting(),
+            "delayed" => ks.delayed(),
+            "active" => ks.active(),
+            "completed" => ks.completed(),
+            "failed" => ks.failed(),
+            "wake" => ks.wake(),
+            "signals" => ks.signals(),
+            "events" => ks.events(),
+            "killswitch" => ks.kill_switch(),
+            "budget" => ks.budget(),
+            "epoch" => ks.epoch(),
+            "job_prefix" => ks.job_prefix(),
+            "spend_prefix" => ks.spend_prefix(),
+            "idem_prefix" => ks.idempotency_prefix(),
+            "job" => ks.job(self.job?),
+            "idem" => match self.idem {
+                Some(digest) => ks.idempotency(digest),
+                None => ks.unused(),
+            },
+            "rate" => self.rate.clone().unwrap_or_else(|| ks.unused()),
+            "unused" => ks.unused(),
+            "spend_daily" => ks.spend(&self.periods?[0]),
+            "spend_weekly" => ks.spend(&self.periods?[1]),
+            "spend_monthly" => ks.spend(&self.periods?[2]),
+            "spend_lease" => ks.spend(self.lease_period?),
+            "spend" => ks.spend(self.spend_period?),
+            "outcomes" => ks.outcomes(self.minute?),
+            _ => return None,
+        })
+    }
+}
+
+/// Every script of the store.
+pub(super) struct Scripts {
+    pub submit: Loaded,
+    pub claim: Loaded,
+    pub finish: Loaded,
+    pub renew: Loaded,
+    pub progress: Loaded,
+    pub recover: Loaded,
+    pub trim: Loaded,
+    pub budget_state: Loaded,
+    pub set_budget: Loaded,
+    pub clear_kill_switch: Loaded,
+    pub ensure_epoch: Loaded,
+    pub restore_spend: Loaded,
+    pub purge: Loaded,
+}
+
+impl Scripts {
+    pub(super) fn load() -> Self {
+        let spec = |name, keys: Vec<&'static str>, args: Vec<&'static str>, libs, body| Spec {
+            name,
+            keys,
+            args,
+            variadic: false,
+            libs,
+            body,
+        };
+        Self {
+            submit: Loaded::new(spec(
+                "submit",
+                join(&[
+                    &[
+                        "job",
+                        "waiting",
+                        "wake",
+                        "signals",
+                        "idem",
+                        "rate",
+                        "job_prefix",
+                    ],
+                    BUDGET_KEYS,
+                ]),
+                join(&[
+                    &[
+                        "job_id",
+                        "request",
+                        "owner",
+                        "max_attempts",
+                        "input_bytes",
+                        "card_count",
+                        "traceparent",
+                        "idem_digest",
+                        "fingerprint",
+                        "idem_ttl",
+                        "rate_max",
+                        "rate_window_ms",
+                    ],
+                    BUDGET_ARGS,
+                ]),
+                &[BUDGET_LIB],
+                include_str!("scripts/submit.lua"),
+            )),
+            claim: Loaded::new(spec(
+                "claim",
+                join(&[CLAIM_KEYS, BUDGET_KEYS]),
+                join(&[CLAIM_ARGS, BUDGET_ARGS]),
+                &[BUDGET_LIB, CLAIM_LIB],
+                include_str!("scripts/claim.lua"),
+            )),
+            finish: Loaded::new(spec(
+                "finish",
+                join(&[
+                    &["job", "completed", "wake", "spend_lease"],
+                    CLAIM_KEYS,
+                    BUDGET_KEYS,
+                ]),
+                join(&[
+                    &[
+                        "id",
+                        "lease_token",
+                        "outcome",
+                        "result",
+                        "body",
+                        "exhausted_body",
+                        "delay_ms",
+                        "error",
+                        "error_code",
+                        "cost",
+                        "input_tokens",
+                        "output_tokens",
+                        "called",
+                        "at_bound",
+                    ],
+                    CLAIM_ARGS,
+                    BUDGET_ARGS,
+                ]),
+                &[BUDGET_LIB, CLAIM_LIB],
+                include_str!("scripts/finish.lua"),
+            )),
+            renew: Loaded::new(Spec {
+                variadic: true,
+                ..spec(
+                    "renew",
+                    vec!["active", "job_prefix"],
+                    vec!["lease_ms"],
+                    &[],
+                    include_str!("scripts/renew.lua"),
+                )
+            }),
+            progress: Loaded::new(spec(
+                "progress",
+                vec!["job", "events"],
+                vec!["id", "token", "body"],
+                &[],
+                include_str!("scripts/progress.lua"),
+            )),
+            recover: Loaded::new(spec(
+                "recover",
+                vec![
+                    "active",
+                    "waiting",
+                    "failed",
+                    "wake",
+                    "events",
+                    "job_prefix",
+                    "spend_prefix",
+                    "outcomes",
+                ],
+                vec![
+                    "max_stalls",
+                    "stalled_error",
+                    "stalled_code",
+                    "waiting_body",
+                    "failed_body",
+                ],
+                &[],
+                include_str!("scripts/recover.lua"),
+            )),
+            trim: Loaded::new(spec(
+                "trim",
+                vec!["completed", "failed", "job_prefix", "idem_prefix"],
+                vec!["max_age_ms", "max_count", "batch"],
+                &[],
+                include_str!("scripts/trim.lua"),
+            )),
+            budget_state: Loaded::new(spec(
+                "budget_state",
+                join(&[BUDGET_KEYS, &["epoch"]]),
+                BUDGET_ARGS.to_vec(),
+                &[BUDGET_LIB],
+                include_str!("scripts/budget_state.lua"),
+            )),
+            set_budget: Loaded::new(spec(
+                "set_budget",
+                BUDGET_KEYS.to_vec(),
+                join(&[
+                    &[
+                        "limit_micros",
+                        "period",
+                        "warn_percent",
+                        "enforce",
+                        "source",
+                    ],
+                    BUDGET_ARGS,
+                ]),
+                &[BUDGET_LIB],
+                include_str!("scripts/set_budget.lua"),
+            )),
+            clear_kill_switch: Loaded::new(spec(
+                "clear_kill_switch",
+                vec!["killswitch"],
+                vec!["set_by"],
+                &[],
+                include_str!("scripts/clear_kill_switch.lua"),
+            )),
+            ensure_epoch: Loaded::new(spec(
+                "ensure_epoch",
+                vec!["epoch"],
+                vec!["epoch"],
+                &[],
+                include_str!("scripts/ensure_epoch.lua"),
+            )),
+            restore_spend: Loaded::new(spec(
+                "restore_spend",
+                vec!["spend"],
+                vec!["spent_micros"],
+                &[],
+                include_str!("scripts/restore_spend.lua"),
+            )),
+            // `unused` is there only to route the call: on a cluster, to the node that owns the
+            // pipeline's slot, whose SCAN is the one that sees the pipeline's keys.
+            purge: Loaded::new(spec(
+                "purge",
+                vec!["unused"],
+                vec!["pattern", "cursor", "count"],
+                &[],
+                include_str!("scripts/purge.lua"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_key_resolves_under_the_pipeline_tag() {
+        let ks =
+            Keyspace::new(&flashcard_core::keyspace::PipelineId::new(Some("ns"), "p").unwrap());
+        let periods = [
+            "2026-12-01".to_owned(),
+            "2026-W49".to_owned(),
+            "2026-12".to_owned(),
+        ];
+        let args = KeyArgs {
+            job: Some("j"),
+            idem: Some("d"),
+            rate: Some(ks.rate_limit("c", 1)),
+            periods: Some(&periods),
+            lease_period: Some("2026-12"),
+            spend_period: Some("2026-12"),
+            minute: Some(1),
+            ..KeyArgs::new(&ks)
+        };
+        let scripts = Scripts::load();
+        for loaded in [
+            &scripts.submit,
+            &scripts.claim,
+            &scripts.finish,
+            &scripts.renew,
+            &scripts.progress,
+            &scripts.recover,
+            &scripts.trim,
+            &scripts.budget_state,
+            &scripts.set_budget,
+            &scripts.clear_kill_switch,
+            &scripts.ensure_epoch,
+            &scripts.restore_spend,
+            &scripts.purge,
+        ] {
+            assert!(loaded.source_len() > 0);
+            for role in &loaded.spec.keys {
+                let key = args
+                    .resolve(role)
+                    .unwrap_or_else(|| panic!("{}: unknown key {role}", loaded.spec.name));
+                assert!(key.starts_with("fc:{ns.p}:"), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn arguments_out_of_order_are_refused() {
+        let ks = Keyspace::new(&flashcard_core::keyspace::PipelineId::new(None, "p").unwrap());
+        let scripts = Scripts::load();
+        let call = scripts
+            .clear_kill_switch
+            .call(&KeyArgs::new(&ks))
+            .unwrap()
+            .arg("wrong", "x");
+        assert!(call.error.is_some());
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the store: the conformance suite (memory, Redis, Cluster, Sentinel) and
+//! the Redis topologies under faults.
+
+mod support {
+    pub use flashcard_test_support::*;
+}
+
+mod conformance;
+mod topologies;
