@@ -13,7 +13,7 @@
 # ENTRYPOINT, CMD, the COPY destination) so both paths produce the same image config.
 #
 # Usage: .ci/build-images.sh [--bin-dir DIR] [--tag TAG] [--archive-dir DIR]
-#   --bin-dir      where flashcard-operator and flashcard-service are (default target/release);
+#   --bin-dir      where flashcard-operator and flashcard-service are (default target/dist, from `cargo build --profile dist`);
 #                  the images get stripped copies
 #   --tag          image tag (default: the workspace version)
 #   --archive-dir  also write <name>-<tag>.oci.tar (OCI archives: `skopeo copy
@@ -23,7 +23,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin_dir="$repo/target/release"
+bin_dir="$repo/target/dist"
 tag=""
 archive_dir=""
 while [ $# -gt 0 ]; do
@@ -44,7 +44,7 @@ buildah_cmd=(buildah --storage-driver vfs)
 b() { "${buildah_cmd[@]}" "$@"; }
 
 for bin in flashcard-operator flashcard-service; do
-  [ -x "$bin_dir/$bin" ] || { echo "build-images: $bin_dir/$bin is missing (cargo build --release first)" >&2; exit 1; }
+  [ -x "$bin_dir/$bin" ] || { echo "build-images: $bin_dir/$bin is missing (cargo build --profile dist first)" >&2; exit 1; }
 done
 
 work="$(mktemp -d)"

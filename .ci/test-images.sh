@@ -30,11 +30,11 @@ chroot_bin="$(command -v chroot)" || fail "chroot is missing (coreutils)"
 
 if [ -z "$bin_dir" ]; then
   # Release binaries, as the Dockerfiles build them (the debug ones of `cargo test` are bigger
-  # than the image budget). Cargo skips the build when target/release is current.
+  # than the image budget). Cargo skips the build when target/dist is current.
   start=$(date +%s)
-  cargo build --release --locked -p flashcard-operator -p flashcard-service --bins
-  echo "test-images: release build took $(( $(date +%s) - start )) s"
-  bin_dir="$repo/target/release"
+  cargo build --profile dist --locked -p flashcard-operator -p flashcard-service --bins
+  echo "test-images: dist build took $(( $(date +%s) - start )) s"
+  bin_dir="$repo/target/dist"
 fi
 
 store="$(mktemp -d "${TMPDIR:-/tmp}/fc-images.XXXXXX")"

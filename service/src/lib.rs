@@ -9,9 +9,9 @@
 pub mod api;
 pub mod app;
 pub mod config;
-pub mod metrics;
+mod metrics;
 mod providers;
-pub mod server;
+mod server;
 pub mod sse;
-pub mod telemetry;
-pub mod worker;
+mod telemetry;
+mod worker;

@@ -2,8 +2,8 @@
 //!
 //! The operator builds each pipeline's `PrometheusRule` from [`rule_groups`] (scoped to the
 //! pipeline, with the thresholds of its custom resource); the files in `alerts/` at the top of the
-//! repository are generated from the same functions with the default thresholds, and a test keeps
-//! them current. Every expression names its metrics through the constants of
+//! repository are generated from the same functions with the default thresholds (`cargo xtask
+//! generate`; `cargo xtask check` and its test keep them current). Every expression names its metrics through the constants of
 //! [`flashcard_core::metric_names`], so renaming a metric breaks the build rather than the alerts.
 //!
 //! Every alert carries a `severity` label (`critical`, `warning` or `info`), a static `summary`, a

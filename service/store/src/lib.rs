@@ -2,7 +2,8 @@
 //!
 //! Two backends implement [`Store`]: [`memory::MemoryStore`] (one process, `standalone` mode and
 //! fast tests) and [`redis::RedisStore`] (shared by api, worker and operator pods). The
-//! conformance suite in `tests/store_conformance.rs` runs unchanged against both.
+//! conformance suite in `tests/it/conformance.rs` runs unchanged against both (and Redis Cluster
+//! and Sentinel). It depends on `flashcard-core` only: the service and the operator both use it.
 //!
 //! The job lifecycle is built for few round trips: a submission is one call ([`Store::submit`]:
 //! idempotency, kill-switch and budget, rate limit, enqueue); a worker claims several jobs at
