@@ -69,11 +69,25 @@ impl Entry {
     }
 }
 
-/// Connects pipelines to their Redis.
+/// Connects pipelines to their Redis. Each pipeline has its own slot, locked across its Secret
+/// read and its connect (so one pipeline never reads its Secret or dials twice at once); the map
+/// of slots is locked only to find or insert one, never across a network call, so a pipeline
+/// whose Redis or Secret read hangs holds up nobody else.
 pub struct RedisConnector {
     client: Client,
     timing: SecretTiming,
-    stores: Mutex<HashMap<String, Entry>>,
+    slots: std::sync::Mutex<HashMap<String, Slot>>,
+}
+
+/// One pipeline's connection state.
+type Slot = Arc<Mutex<SlotState>>;
+
+#[derive(Default)]
+struct SlotState {
+    /// `None`: nothing read yet.
+    entry: Option<Entry>,
+    /// The last consent check ([`crate::consent`]): when, and the refusals it found.
+    consent: Option<(Instant, Vec<String>)>,
 }
 
 impl RedisConnector {
@@ -85,22 +99,41 @@ impl RedisConnector {
         Self {
             client,
             timing,
-            stores: Mutex::new(HashMap::new()),
+            slots: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    async fn read_url(&self, p: &FlashcardPipeline, ns: &str) -> Result<String, String> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slot of `key`, made if there is none.
+    fn slot(&self, key: &str) -> Slot {
+        self.slots().entry(key.to_owned()).or_default().clone()
+    }
+
+    /// The Redis URL from the pipeline's Secret; `Ok(Err(why))` when the Secret does not consent
+    /// to the pipeline (then no connection is kept, however well it works).
+    async fn read_url(
+        &self,
+        p: &FlashcardPipeline,
+        ns: &str,
+    ) -> Result<Result<String, String>, String> {
         let r = &p.spec.redis.url_secret_ref;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let secret = api
             .get(&r.name)
             .await
             .map_err(|e| format!("secret {}: {e}", r.name))?;
+        if !crate::consent::consents(secret.labels()) {
+            return Ok(Err(crate::consent::refusal(&r.name)));
+        }
         let bytes = secret
             .data
             .and_then(|d| d.get(&r.key).cloned())
             .ok_or_else(|| format!("secret {} has no key {}", r.name, r.key))?;
         String::from_utf8(bytes.0)
+            .map(Ok)
             .map_err(|_| format!("secret {} key {} is not UTF-8", r.name, r.key))
     }
 
@@ -118,27 +151,29 @@ impl RedisConnector {
     /// store is kept when the URL is the same.
     async fn refresh(
         &self,
-        stores: &mut HashMap<String, Entry>,
-        key: &str,
+        entry: &mut Option<Entry>,
         p: &FlashcardPipeline,
         ns: &str,
     ) -> Result<(), String> {
-        let url = self.read_url(p, ns).await?;
-        match stores.get_mut(key) {
+        let url = match self.read_url(p, ns).await? {
+            Ok(url) => url,
+            Err(refused) => {
+                *entry = None;
+                return Err(refused);
+            }
+        };
+        match entry {
             Some(e) if e.url == url => {
                 e.read_at = Instant::now();
                 e.failed = false;
             }
             _ => {
-                stores.insert(
-                    key.to_owned(),
-                    Entry {
-                        url,
-                        read_at: Instant::now(),
-                        failed: false,
-                        store: None,
-                    },
-                );
+                *entry = Some(Entry {
+                    url,
+                    read_at: Instant::now(),
+                    failed: false,
+                    store: None,
+                });
             }
         }
         Ok(())
@@ -152,11 +187,13 @@ impl Connector for RedisConnector {
         let key = format!("{ns}/{}", p.name_any());
         // The namespace is part of the keys: same-named pipelines of two namespaces never meet.
         let pipeline = PipelineId::new(Some(&ns), &p.name_any()).map_err(|e| e.to_string())?;
-        let mut stores = self.stores.lock().await;
-        if stores.get(&key).is_none_or(|e| e.read_due(&self.timing))
-            && let Err(e) = self.refresh(&mut stores, &key, p, &ns).await
+        let slot = self.slot(&key);
+        let mut state = slot.lock().await;
+        let entry = &mut state.entry;
+        if entry.as_ref().is_none_or(|e| e.read_due(&self.timing))
+            && let Err(e) = self.refresh(entry, p, &ns).await
         {
-            match stores.get_mut(&key) {
+            match entry.as_mut() {
                 // The API server did not answer, but the store works: keep it, read later.
                 Some(entry) if entry.store.is_some() && !entry.failed => {
                     tracing::warn!(pipeline = %key, error = %e, "cannot read the Redis Secret; keeping the connection");
@@ -165,7 +202,7 @@ impl Connector for RedisConnector {
                 _ => return Err(e),
             }
         }
-        let Some(entry) = stores.get_mut(&key) else {
+        let Some(entry) = entry.as_mut() else {
             return Err("no Redis URL".into());
         };
         if let Some(store) = &entry.store {
@@ -178,13 +215,41 @@ impl Connector for RedisConnector {
     }
 
     async fn forget(&self, key: &str) {
-        self.stores.lock().await.remove(key);
+        // A connect in flight keeps its slot alive until it ends; the map no longer knows it, so
+        // its result is dropped with it.
+        self.slots().remove(key);
     }
 
     async fn report_failure(&self, p: &FlashcardPipeline) {
         let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
-        if let Some(e) = self.stores.lock().await.get_mut(&key) {
+        let slot = self.slots().get(&key).cloned();
+        if let Some(slot) = slot
+            && let Some(e) = slot.lock().await.entry.as_mut()
+        {
             e.failed = true;
         }
+    }
+
+    async fn refused_secrets(&self, p: &FlashcardPipeline) -> Result<Vec<String>, String> {
+        let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        let slot = self.slot(&key);
+        let mut state = slot.lock().await;
+        if let Some((at, refused)) = &state.consent {
+            // Consent is trusted as long as a Secret read; a refusal is looked at again soon,
+            // so labelling the Secret takes effect within the retry interval.
+            let trusted = if refused.is_empty() {
+                self.timing.ttl
+            } else {
+                self.timing.retry
+            };
+            if at.elapsed() < trusted {
+                return Ok(refused.clone());
+            }
+        }
+        let refused = crate::consent::refused(&self.client, p)
+            .await
+            .map_err(|e| format!("cannot read the Secrets' labels: {e}"))?;
+        state.consent = Some((Instant::now(), refused.clone()));
+        Ok(refused)
     }
 }

@@ -15,6 +15,7 @@ use kube::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::backoff::Failures;
 use crate::children::{Applied, ChildStores};
 use crate::crd::FlashcardPipelineStatus;
 use crate::events::Recorder;
@@ -92,6 +93,13 @@ pub struct Context {
     pub connector: Arc<dyn Connector>,
     /// One follower of "work arrived" signals per connected pipeline.
     pub followers: Followers,
+    /// Longest wait for a pipeline's store in one pass (connect and every read); see
+    /// [`crate::reconcile::OBSERVE_TIMEOUT`].
+    pub observe_timeout: Duration,
+    /// Failed reconciles in a row, per pipeline (their backoff).
+    pub reconcile_failures: Failures,
+    /// Passes in a row whose store did not answer, per pipeline (their poll backoff).
+    pub store_failures: Failures,
     children: RwLock<ChildStores>,
     term: AtomicU64,
     monitoring: Mutex<Option<(Instant, bool)>>,
@@ -106,6 +114,9 @@ impl Context {
             metrics,
             connector,
             followers: Followers::default(),
+            observe_timeout: crate::reconcile::OBSERVE_TIMEOUT,
+            reconcile_failures: Failures::default(),
+            store_failures: Failures::default(),
             // Not listed yet: every child counts as unknown until the controller's watches run.
             children: RwLock::new(ChildStores::new().0),
             term: AtomicU64::new(0),
@@ -190,6 +201,8 @@ impl Context {
             pipelines.retain(|k, _| alive.contains(k));
             gone
         };
+        self.reconcile_failures.retain(alive);
+        self.store_failures.retain(alive);
         for key in gone {
             self.followers.stop(&key);
             self.connector.forget(&key).await;

@@ -199,6 +199,10 @@ impl PipelineState for FakeState {
 pub struct FakeConnector {
     pub state: Arc<FakeState>,
     pub down: Mutex<bool>,
+    /// Connecting never ends (a Redis that accepts and never answers).
+    pub hangs: Mutex<bool>,
+    /// What `refused_secrets` answers.
+    pub refused: Mutex<Vec<String>>,
     pub rotated: Mutex<Option<Arc<FakeState>>>,
     /// Failures the reconciler reported.
     pub reports: Mutex<u32>,
@@ -219,6 +223,9 @@ impl Connector for FakeConnector {
         if *self.down.lock().unwrap() {
             return Err(StoreError::Corrupt("connection refused".into()).to_string());
         }
+        if *self.hangs.lock().unwrap() {
+            std::future::pending::<()>().await;
+        }
         if *self.reports.lock().unwrap() > 0
             && let Some(fresh) = self.rotated.lock().unwrap().clone()
         {
@@ -229,6 +236,10 @@ impl Connector for FakeConnector {
 
     async fn report_failure(&self, _p: &FlashcardPipeline) {
         *self.reports.lock().unwrap() += 1;
+    }
+
+    async fn refused_secrets(&self, _p: &FlashcardPipeline) -> Result<Vec<String>, String> {
+        Ok(self.refused.lock().unwrap().clone())
     }
 }
 
@@ -372,13 +383,18 @@ pub fn serve(
 
 pub type MockHandle = Handle<Request<Body>, Response<Body>>;
 
+/// The observe timeout of [`context`] (the fake store answers at once; this only bounds a test
+/// whose connector hangs).
+pub const OBSERVE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A context on a mock API server, with a fake store.
 pub fn context() -> (Arc<Context>, MockHandle, Arc<FakeState>, Arc<FakeConnector>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let state = Arc::new(FakeState::default());
     let connector = Arc::new(FakeConnector::new(state.clone()));
-    let ctx = Context::new(client, Arc::new(Metrics::default()), connector.clone());
+    let mut ctx = Context::new(client, Arc::new(Metrics::default()), connector.clone());
+    ctx.observe_timeout = OBSERVE_TIMEOUT;
     (Arc::new(ctx), handle, state, connector)
 }
 

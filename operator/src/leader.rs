@@ -265,10 +265,14 @@ impl Elector {
         loop {
             // A leader's attempt ends at its renew deadline; a follower's gets the same bound so
             // a hung request never stalls the campaign.
+            // Each attempt also ends at a third of the deadline, so one request lost on the way
+            // (a renew the server may well have applied) leaves time to look again before
+            // the deadline: the next attempt reads the Lease and finds it still ours.
+            let per_attempt = (self.timing.renew_deadline / 3).max(self.timing.retry_period);
             let limit = match renewed {
-                Some(t) => {
-                    (t + self.timing.renew_deadline).saturating_duration_since(Instant::now())
-                }
+                Some(t) => (t + self.timing.renew_deadline)
+                    .saturating_duration_since(Instant::now())
+                    .min(per_attempt),
                 None => self.timing.renew_deadline,
             };
             let attempt = tokio::select! {
@@ -286,8 +290,11 @@ impl Elector {
                     renewed.is_some_and(|t| t.elapsed() < self.timing.renew_deadline)
                 }
                 Err(_) => {
+                    // Unknown outcome: still leading until the deadline; the next attempt
+                    // re-reads the Lease (the cached copy is dropped below) instead of demoting.
                     tracing::warn!(after = ?limit, "leader election: the Lease request timed out");
-                    false
+                    *self.held.lock().await = None;
+                    renewed.is_some_and(|t| t.elapsed() < self.timing.renew_deadline)
                 }
             };
             if !leader {

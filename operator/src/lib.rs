@@ -1,6 +1,7 @@
 //! The FlashcardPipeline operator: CRD types, rendering of the children, the autoscaling and
 //! budget decisions, the reconciler, leader election and the operator's own metrics.
 
+pub mod backoff;
 pub mod budget;
 pub mod children;
 pub mod context;
@@ -37,6 +38,13 @@ pub enum Error {
     /// A deletion waits for the pipeline's pods to stop before cleaning up (not a failure).
     #[error("deletion in progress: {0}")]
     CleanupPending(String),
+    /// Some children could not be applied (the others were; condition `Applied` names them).
+    #[error("children not applied: {message}")]
+    ChildrenFailed {
+        /// The metric label of the first failure.
+        label: &'static str,
+        message: String,
+    },
     /// The finalizer helper could not work with the object (no name, bad index).
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -54,23 +62,32 @@ impl From<kube::runtime::finalizer::Error<Error>> for Error {
 }
 
 impl Error {
+    /// The metric label of an API error.
+    pub fn kube_label(e: &kube::Error) -> &'static str {
+        match e {
+            kube::Error::Api(s) if s.code == 409 => "conflict",
+            _ => "kube",
+        }
+    }
+
     /// The `error` label of `flashcards_operator_reconcile_errors_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Error::Kube(_) => "kube",
+            Error::Kube(e) => Self::kube_label(e),
             Error::Render(_) => "render",
             Error::InvalidName(_) => "invalid_name",
             Error::NoNamespace => "no_namespace",
             Error::DeletionBlocked(_) => "deletion_blocked",
             Error::CleanupPending(_) => "cleanup_pending",
             Error::Finalizer(_) => "finalizer",
+            Error::ChildrenFailed { label, .. } => label,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub mod connector;
+pub mod consent;
 pub mod http;
 pub mod leader;
 pub mod telemetry;

@@ -75,4 +75,9 @@ pub trait Connector: Send + Sync {
     /// The store [`Connector::connect`] returned for `pipeline` failed: the next connect reads
     /// the pipeline's Secret again (a rotated password) instead of trusting its cached URL.
     async fn report_failure(&self, _pipeline: &FlashcardPipeline) {}
+    /// The Secrets `pipeline` references that do not consent to it ([`crate::consent`]), one
+    /// message each; empty when all do. `Err`: cannot tell now (the API server did not answer).
+    async fn refused_secrets(&self, _pipeline: &FlashcardPipeline) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
 }

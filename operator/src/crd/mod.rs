@@ -134,6 +134,7 @@ mod tests {
             "size(self.reason) > 0",
             "self.metadata.name.matches(",
             "self.mode != 'apiKey' || has(self.apiKeysSecretRef)",
+            "self.baseUrl.startsWith('https://')",
         ] {
             assert!(rules.contains(rule), "missing rule {rule}");
         }
@@ -185,7 +186,7 @@ mod tests {
         }
         let mut found = 0;
         walk(&schema(), "", &mut found);
-        assert_eq!(found, 6, "the six rules of the resource");
+        assert_eq!(found, 7, "the seven rules of the resource");
     }
 
     /// `kubectl explain` shows descriptions as written: no hard wraps, and the defaults and
@@ -263,5 +264,34 @@ mod tests {
             rules.contains("identity mode apiKey needs apiKeysSecretRef"),
             "{rules}"
         );
+    }
+
+    /// The `http://` half of the baseUrl rule is the pattern the tests check, and it lets only
+    /// in-cluster and loopback hosts through (a host that merely contains `.svc` does not pass).
+    #[test]
+    fn base_url_rule_allows_tls_anywhere_and_clear_text_only_in_cluster() {
+        use super::spec::{BASE_URL_PATTERN, BASE_URL_RULE};
+        assert!(BASE_URL_RULE.contains(&format!("matches('{BASE_URL_PATTERN}')")));
+        let re = regex::Regex::new(BASE_URL_PATTERN).unwrap();
+        let allowed = |url: &str| url.starts_with("https://") || re.is_match(url);
+        for ok in [
+            "https://api.openai.com/v1",
+            "https://evil.example/v1",
+            "http://vllm.models.svc:8000/v1",
+            "http://vllm.models.svc.cluster.local/v1",
+            "http://localhost:8080/v1",
+            "http://127.0.0.1:9000",
+        ] {
+            assert!(allowed(ok), "{ok}");
+        }
+        for bad in [
+            "http://evil.example/v1",
+            "http://evil.svc.example.com/v1",
+            "http://user@evil.example/x.svc",
+            "ftp://vllm.models.svc/v1",
+            "http://evil.example?.svc",
+        ] {
+            assert!(!allowed(bad), "{bad}");
+        }
     }
 }

@@ -288,10 +288,18 @@ impl ProviderKind {
     }
 }
 
+/// Where the workers may send the provider's API key: anywhere over TLS, in clear only inside
+/// the cluster or the pod (a CEL rule of the CRD; [`BASE_URL_PATTERN`] is its `http://` half).
+pub const BASE_URL_RULE: &str = "!has(self.baseUrl) || self.baseUrl.startsWith('https://') || self.baseUrl.matches('^http://(localhost|127[.]0[.]0[.]1|[^/:@?#]+[.]svc([.]cluster[.]local)?)(:[0-9]+)?(/.*)?$')";
+/// The in-cluster `http://` URLs [`BASE_URL_RULE`] allows (RE2, as CEL's `matches`).
+pub const BASE_URL_PATTERN: &str =
+    "^http://(localhost|127[.]0[.]0[.]1|[^/:@?#]+[.]svc([.]cluster[.]local)?)(:[0-9]+)?(/.*)?$";
+
 /// The provider and its prices.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.kind != 'openai' || has(self.apiKeySecretRef)").message("provider kind openai needs apiKeySecretRef").field_path(".apiKeySecretRef").reason(kube::core::Reason::FieldValueRequired))]
+#[x_kube(validation = Rule::new(BASE_URL_RULE).message("baseUrl must be https://, or http:// to an in-cluster name (*.svc, *.svc.cluster.local) or localhost: the workers send the API key there").field_path(".baseUrl").reason(kube::core::Reason::FieldValueInvalid))]
 pub struct ProviderSpec {
     /// `local` (offline) or `openai` (OpenAI-compatible endpoint).
     #[serde(default)]

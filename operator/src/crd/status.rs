@@ -20,6 +20,13 @@ pub mod condition {
     pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
     /// Whether the PrometheusRule and ServiceMonitor could be created.
     pub const MONITORING_AVAILABLE: &str = "MonitoringAvailable";
+    /// Whether every child is applied; False (reason `ApplyFailed`) names each child the API
+    /// server refused, while the others are applied.
+    pub const APPLIED: &str = "Applied";
+    /// Whether every Secret the pipeline references carries the consent label
+    /// `flashcards.dev/pipeline-secret=true`; False (reason `SecretNotLabelled`): no Deployment
+    /// is applied.
+    pub const SECRETS_ALLOWED: &str = "SecretsAllowed";
     /// True after the store lost its data and the operator restored the period's spend.
     pub const SPEND_RESTORED: &str = "SpendRestored";
     /// True while the deletion of a `deletionPolicy: Delete` pipeline waits because its store

@@ -312,3 +312,57 @@ async fn a_conflicting_renew_reads_the_lease_and_follows() {
         [Method::GET, Method::POST, Method::PUT, Method::GET]
     );
 }
+
+/// One renew is lost on the way back (the server may have applied it): the leader keeps leading,
+/// looks at the Lease again on its next attempt, finds it still its own and renews; it is never
+/// demoted, so no new term re-applies every pipeline's children.
+#[tokio::test(start_paused = true)]
+async fn a_renew_of_unknown_outcome_is_checked_again_before_demotion() {
+    let mut h = None;
+    let e = Arc::new(elector(&mut h));
+    let puts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let p = puts.clone();
+    let seen = serve(h.unwrap(), move |_, m| match *m {
+        Method::PUT if p.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 => Answer::Hang,
+        Method::GET | Method::POST | Method::PUT => {
+            Answer::Reply(StatusCode::OK, lease("pod-a", Timestamp::now(), "9"))
+        }
+        _ => Answer::Reply(StatusCode::NOT_FOUND, not_found()),
+    });
+    let (tx, mut rx) = watch::channel(false);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let runner = {
+        let e = e.clone();
+        tokio::spawn(async move { e.run(tx, stop_rx).await })
+    };
+    rx.wait_for(|l| *l).await.unwrap();
+    let demoted = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|l| !*l)).await;
+    assert!(demoted.is_err(), "demoted after one lost renew");
+    let methods: Vec<Method> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.method.clone())
+        .collect();
+    let hung = methods
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| **m == Method::PUT)
+        .nth(2)
+        .map(|(i, _)| i)
+        .unwrap();
+    assert_eq!(
+        methods[hung + 1],
+        Method::GET,
+        "re-read after the lost renew: {methods:?}"
+    );
+    assert!(
+        methods[hung + 2..]
+            .iter()
+            .filter(|m| **m == Method::PUT)
+            .count()
+            >= 5,
+        "renewing again: {methods:?}"
+    );
+    runner.abort();
+}

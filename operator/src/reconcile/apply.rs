@@ -1,6 +1,10 @@
 //! Server-side apply of the children that changed or drifted, removal of a dropped Ingress, and
 //! pod-deletion-cost before a scale-down.
 //!
+//! One child's failure (a webhook that refuses the PrometheusRule, a quota on Services) does not
+//! stop the others: every child is tried, and the failures are returned for the status to name
+//! (condition `Applied`) and for the pass to be retried with backoff.
+//!
 //! A child is applied when its rendering changed since the last apply, when its watch shows it
 //! deleted or edited ([`crate::children::in_sync`]), or, for children without a usable watch,
 //! every [`RESYNC_UNWATCHED`]. Nothing else: an idle pipeline sends no request.
@@ -35,11 +39,25 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
+/// A child whose apply (or removal) the API server refused or did not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedChild {
+    /// `Kind/name`.
+    pub key: String,
+    pub error: String,
+    /// The pipeline works without it (PrometheusRule, ServiceMonitor).
+    pub optional: bool,
+    /// The `error` label of the reconcile errors metric.
+    pub label: &'static str,
+}
+
 /// What one pass applied.
 #[derive(Debug, Default)]
 pub struct Outcome {
     /// Keys (`Kind/name`) of the children applied, in order.
     pub applied: Vec<String>,
+    /// The children that failed, in order.
+    pub failed: Vec<FailedChild>,
     /// The API and worker Deployments as the apply returned them (with status), when applied.
     pub api: Option<Deployment>,
     pub worker: Option<Deployment>,
@@ -97,7 +115,19 @@ impl Applier<'_> {
         self.out.applied.push(key);
     }
 
-    async fn typed<K>(&mut self, obj: &K) -> Result<Option<K>, kube::Error>
+    fn failed(&mut self, key: String, error: &kube::Error, optional: bool) {
+        tracing::warn!(namespace = %self.ns, child = %key, %error, "cannot apply child");
+        self.out.failed.push(FailedChild {
+            key,
+            error: error.to_string(),
+            optional,
+            label: crate::Error::kube_label(error),
+        });
+    }
+
+    /// Applies `obj` if needed; the applied object, or None when not needed or failed (the
+    /// failure is recorded).
+    async fn typed<K>(&mut self, obj: &K) -> Option<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Serialize
@@ -108,71 +138,44 @@ impl Applier<'_> {
         let name = obj.name_any();
         let kind = K::kind(&());
         let key = format!("{kind}/{name}");
-        let Some((hash, seen)) = self.needed(&key, &kind, &name, obj) else {
-            return Ok(None);
-        };
+        let (hash, seen) = self.needed(&key, &kind, &name, obj)?;
         let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
-        let applied = api
-            .patch(&name, &apply_params(), &Patch::Apply(obj))
-            .await?;
-        self.record(key, hash, seen, Version::of(&applied));
-        Ok(Some(applied))
+        match api.patch(&name, &apply_params(), &Patch::Apply(obj)).await {
+            Ok(applied) => {
+                self.record(key, hash, seen, Version::of(&applied));
+                Some(applied)
+            }
+            Err(e) => {
+                self.failed(key, &e, false);
+                None
+            }
+        }
     }
 
-    async fn dynamic(
-        &mut self,
-        obj: &DynamicObject,
-        ar: &kube::api::ApiResource,
-    ) -> Result<(), kube::Error> {
+    /// Applies an optional child of a kind this crate has no type for (the monitoring CRDs).
+    async fn dynamic(&mut self, obj: &DynamicObject, ar: &kube::api::ApiResource) {
         let name = obj.name_any();
         let key = format!("{}/{name}", ar.kind);
         let Some((hash, seen)) = self.needed(&key, &ar.kind, &name, obj) else {
-            return Ok(());
+            return;
         };
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), self.ns, ar);
-        let applied = api
-            .patch(&name, &apply_params(), &Patch::Apply(obj))
-            .await?;
-        self.record(key, hash, seen, Version::of(&applied));
-        Ok(())
+        match api.patch(&name, &apply_params(), &Patch::Apply(obj)).await {
+            Ok(applied) => self.record(key, hash, seen, Version::of(&applied)),
+            Err(e) => self.failed(key, &e, true),
+        }
     }
-}
 
-/// Applies every child that changed or drifted (see the module docs).
-pub async fn apply_children(
-    client: &Client,
-    ns: &str,
-    pipeline: &str,
-    children: &Children,
-    seen: &ChildStores,
-    mem: &mut PipelineMemory,
-) -> Result<Outcome, kube::Error> {
-    let resync_due = mem
-        .last_resync
-        .is_none_or(|t| t.elapsed() >= RESYNC_UNWATCHED);
-    if resync_due {
-        mem.last_resync = Some(Instant::now());
-    }
-    let mut a = Applier {
-        client,
-        ns,
-        mem,
-        seen,
-        resync_due,
-        out: Outcome::default(),
-    };
-    a.typed::<ConfigMap>(&children.config_map).await?;
-    a.out.api = a.typed::<Deployment>(&children.api_deployment).await?;
-    a.typed::<Service>(&children.api_service).await?;
-    if let Some(ing) = &children.ingress {
-        a.typed::<Ingress>(ing).await?;
-        a.mem.ingress_absent = false;
-    } else if !a.mem.ingress_absent {
-        // The spec has no Ingress (any more): remove one an earlier spec left, but only if it is
-        // ours (a user's own Ingress of the same name stays).
-        let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
+    /// Removes the pipeline's Ingress an earlier spec made, but only if it is ours (a user's
+    /// own Ingress of the same name stays).
+    async fn remove_ingress(&mut self, pipeline: &str) {
         let name = names::pipeline(pipeline);
-        if let Some(existing) = api.get_opt(&name).await? {
+        let key = format!("{}/{name}", Ingress::kind(&()));
+        let api: Api<Ingress> = Api::namespaced(self.client.clone(), self.ns);
+        let removed = async {
+            let Some(existing) = api.get_opt(&name).await? else {
+                return Ok(());
+            };
             let ours = existing
                 .metadata
                 .owner_references
@@ -190,21 +193,68 @@ pub async fn apply_children(
                     Err(e) => return Err(e),
                 }
             }
+            Ok(())
         }
-        a.mem
-            .applied
-            .remove(&format!("{}/{name}", Ingress::kind(&())));
-        a.mem.ingress_absent = true;
+        .await;
+        match removed {
+            Ok(()) => {
+                self.mem.applied.remove(&key);
+                self.mem.ingress_absent = true;
+            }
+            Err(e) => self.failed(key, &e, false),
+        }
     }
-    a.out.worker = a.typed::<Deployment>(&children.worker_deployment).await?;
-    a.typed::<Service>(&children.worker_service).await?;
+}
+
+/// Applies every child that changed or drifted (see the module docs); one child's failure does
+/// not stop the others ([`Outcome::failed`]). Without `deployments` (a referenced Secret does not
+/// consent) the Deployments, the only children that name Secrets, are left out.
+pub async fn apply_children(
+    client: &Client,
+    ns: &str,
+    pipeline: &str,
+    children: &Children,
+    seen: &ChildStores,
+    mem: &mut PipelineMemory,
+    deployments: bool,
+) -> Outcome {
+    let resync_due = mem
+        .last_resync
+        .is_none_or(|t| t.elapsed() >= RESYNC_UNWATCHED);
+    if resync_due {
+        mem.last_resync = Some(Instant::now());
+    }
+    let mut a = Applier {
+        client,
+        ns,
+        mem,
+        seen,
+        resync_due,
+        out: Outcome::default(),
+    };
+    a.typed::<ConfigMap>(&children.config_map).await;
+    if deployments {
+        a.out.api = a.typed::<Deployment>(&children.api_deployment).await;
+    }
+    a.typed::<Service>(&children.api_service).await;
+    if let Some(ing) = &children.ingress {
+        a.typed::<Ingress>(ing).await;
+        a.mem.ingress_absent = false;
+    } else if !a.mem.ingress_absent {
+        // The spec has no Ingress (any more): remove one an earlier spec left.
+        a.remove_ingress(pipeline).await;
+    }
+    if deployments {
+        a.out.worker = a.typed::<Deployment>(&children.worker_deployment).await;
+    }
+    a.typed::<Service>(&children.worker_service).await;
     if let Some(rule) = &children.prometheus_rule {
-        a.dynamic(rule, &prometheus_rule_resource()).await?;
+        a.dynamic(rule, &prometheus_rule_resource()).await;
     }
     if let Some(sm) = &children.service_monitor {
-        a.dynamic(sm, &service_monitor_resource()).await?;
+        a.dynamic(sm, &service_monitor_resource()).await;
     }
-    Ok(a.out)
+    a.out
 }
 
 /// Deletion cost of each worker pod: its active jobs, so the ReplicaSet removes idle pods first.
@@ -247,4 +297,13 @@ pub async fn set_deletion_costs(
     }
     mem.pod_costs.retain(|pod, _| costs.contains_key(pod));
     Ok(())
+}
+
+/// One line naming each failed child and why (condition messages, the pass's error).
+pub fn describe(failed: &[FailedChild]) -> String {
+    failed
+        .iter()
+        .map(|f| format!("{}: {}", f.key, f.error))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

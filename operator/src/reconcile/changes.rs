@@ -33,6 +33,11 @@ fn message_of<'a>(s: &'a FlashcardPipelineStatus, type_: &str) -> &'a str {
         .map_or("", |c| c.message.as_str())
 }
 
+/// The message of condition `type_` when its reason is `reason`.
+fn failing<'a>(s: &'a FlashcardPipelineStatus, type_: &str, reason: &str) -> Option<&'a str> {
+    (reason_of(s, type_) == Some(reason)).then(|| message_of(s, type_))
+}
+
 /// The Events for the step from `old` (None: the pipeline had no status) to `new`.
 pub fn events(
     old: Option<&FlashcardPipelineStatus>,
@@ -119,6 +124,17 @@ pub fn events(
             "Budget",
             message_of(new, condition::BUDGET_EXCEEDED).to_owned(),
         ));
+    }
+
+    for (type_, reason) in [
+        (condition::APPLIED, "ApplyFailed"),
+        (condition::SECRETS_ALLOWED, "SecretNotLabelled"),
+    ] {
+        if let Some(why) = failing(new, type_, reason)
+            && failing(old, type_, reason) != Some(why)
+        {
+            out.push(Event::warning(reason, "Apply", why.to_owned()));
+        }
     }
 
     let store_down =

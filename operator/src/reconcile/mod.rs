@@ -43,8 +43,8 @@ use crate::{Error, Result, render};
 
 /// Longest wait for the store in one poll (a hung Redis must not stall the autoscaler).
 pub const OBSERVE_TIMEOUT: Duration = Duration::from_secs(4);
-/// Requeue delay after a failed reconcile.
-pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+/// Longest poll interval of a pipeline whose store does not answer (see [`next_poll`]).
+pub const STORE_BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// Reconciles one pipeline: its lifecycle (see [`lifecycle`]), then [`sync`]. With traces on,
 /// each pass is a `reconcile` span (`k8s.namespace.name`, `flashcards.pipeline`, the error kind
@@ -103,9 +103,32 @@ async fn reconcile_pass(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<
     }
 }
 
+/// Reads the store, bounded by the context's observe timeout (connect, Secret read and every
+/// store call of the pass together): a Redis that accepts connections and never answers costs
+/// this pipeline one timeout and nobody else anything.
+async fn observe_store(
+    ctx: &Context,
+    p: &Arc<FlashcardPipeline>,
+    key: &str,
+    now: jiff::Timestamp,
+) -> Result<observe::Observed, String> {
+    let limit = ctx.observe_timeout;
+    match tokio::time::timeout(limit, observe_or_reconnect(ctx, p, key, now)).await {
+        Ok(observed) => observed,
+        Err(_) => {
+            // The next pass reads the Secret again (a rotated URL may be what broke it).
+            ctx.connector.report_failure(p).await;
+            Err(format!(
+                "the store did not answer within {} ms",
+                limit.as_millis()
+            ))
+        }
+    }
+}
+
 /// Reads the store; on a failure reports it to the connector and, if that yields another store
 /// (the Secret holds a new URL: a rotated password), reads that one at once.
-async fn observe_store(
+async fn observe_or_reconnect(
     ctx: &Context,
     p: &Arc<FlashcardPipeline>,
     key: &str,
@@ -130,6 +153,37 @@ async fn observe_store(
     }
 }
 
+/// `Err(why)` when a Secret the pipeline references does not consent to it, or that cannot be
+/// told now ([`crate::consent`]; bounded like the store).
+async fn secrets_allowed(ctx: &Context, p: &FlashcardPipeline) -> Result<(), Vec<String>> {
+    let limit = ctx.observe_timeout;
+    match tokio::time::timeout(limit, ctx.connector.refused_secrets(p)).await {
+        Ok(Ok(refused)) if refused.is_empty() => Ok(()),
+        Ok(Ok(refused)) => Err(refused),
+        Ok(Err(e)) => Err(vec![e]),
+        Err(_) => Err(vec![format!(
+            "cannot read the Secrets' labels within {} ms",
+            limit.as_millis()
+        )]),
+    }
+}
+
+/// When the next poll of a pipeline runs: its poll interval while its store answers; while it
+/// does not, an exponential backoff from the poll interval up to [`STORE_BACKOFF_CAP`] (with
+/// jitter), so a dead Redis is not dialled every few seconds. Child and spec changes still
+/// reconcile at once, and a pass that reaches the store resets the backoff.
+pub fn next_poll(poll: Duration, store_failures: u32) -> Duration {
+    if store_failures == 0 {
+        return poll;
+    }
+    crate::backoff::Schedule {
+        base: poll,
+        cap: STORE_BACKOFF_CAP.max(poll),
+    }
+    // One failure waits one to two intervals, never less than a working store's poll.
+    .delay(store_failures.saturating_add(1))
+}
+
 /// Brings a live pipeline's children, store and status in line with its spec.
 pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action> {
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
@@ -143,9 +197,16 @@ pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action
 
     // 1. The store.
     let observed = observe_store(&ctx, &p, &key, now).await;
-    if let Err(e) = &observed {
-        tracing::warn!(pipeline = %name, namespace = %ns, error = %e, "store unreachable");
-    }
+    let store_failures = match &observed {
+        Ok(_) => {
+            ctx.store_failures.reset(&key);
+            0
+        }
+        Err(e) => {
+            tracing::warn!(pipeline = %name, namespace = %ns, error = %e, "store unreachable");
+            ctx.store_failures.record(&key)
+        }
+    };
 
     // 2. Scaling.
     let current = mem
@@ -162,20 +223,34 @@ pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action
     if let (Ok(o), Some(c)) = (&observed, current)
         && decision.replicas < c
     {
-        apply::set_deletion_costs(
+        // Best effort: without the costs the ReplicaSet picks the pods itself, which is no
+        // reason to keep more workers than the queue needs.
+        if let Err(e) = apply::set_deletion_costs(
             &ctx.client,
             &ns,
             &apply::deletion_costs(&o.workers),
             &mut mem,
         )
-        .await?;
+        .await
+        {
+            tracing::warn!(pipeline = %name, namespace = %ns, error = %e, "cannot mark idle worker pods; scaling down without it");
+        }
     }
 
-    // 4. Children.
+    // 4. Children; the Deployments only when every Secret they would get consents.
+    let secrets = secrets_allowed(&ctx, &p).await;
     let stores = ctx.children();
     let children = render::render(&p, decision.replicas, monitoring)?;
-    let outcome =
-        apply::apply_children(&ctx.client, &ns, &name, &children, &stores, &mut mem).await?;
+    let outcome = apply::apply_children(
+        &ctx.client,
+        &ns,
+        &name,
+        &children,
+        &stores,
+        &mut mem,
+        secrets.is_ok(),
+    )
+    .await;
     mem.replicas = Some(decision.replicas);
 
     // 5. Status, from the Deployments as the apply just returned them or as watched.
@@ -190,6 +265,8 @@ pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action
         scale: decision,
         scaled_at: scaled.then_some(now),
         monitoring,
+        failed: &outcome.failed,
+        secrets: secrets.as_ref().map(|_| ()).map_err(Vec::as_slice),
         api: status::Rollout::of(api_dep.as_ref(), p.spec.api.replicas),
         worker: status::Rollout::of(worker_dep.as_ref(), decision.replicas),
     };
@@ -226,9 +303,17 @@ pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action
         ready_workers,
         p.spec.worker.max_replicas,
     );
-    Ok(Action::requeue(Duration::from_secs(
-        p.spec.worker.poll_interval_seconds.max(1).into(),
-    )))
+    if let Some(first) = outcome.failed.first() {
+        // Whatever could be applied is, and the status names what failed; the pass counts as
+        // failed so it is retried with this pipeline's backoff.
+        return Err(Error::ChildrenFailed {
+            label: first.label,
+            message: apply::describe(&outcome.failed),
+        });
+    }
+    ctx.reconcile_failures.reset(&key);
+    let poll = Duration::from_secs(p.spec.worker.poll_interval_seconds.max(1).into());
+    Ok(Action::requeue(next_poll(poll, store_failures)))
 }
 
 /// Publishes an Event about the pipeline; a failure is logged, never fatal.
@@ -239,16 +324,21 @@ pub(crate) async fn publish(ctx: &Context, p: &FlashcardPipeline, ev: &Event) {
     }
 }
 
-/// Counts the failure and retries soon; a failed reconcile never stops the controller. A
+/// Counts the failure and retries after this pipeline's own backoff
+/// ([`crate::backoff::RECONCILE_ERRORS`]: 2 s doubling to 5 minutes, jittered); a failed
+/// reconcile never stops the controller, and one pipeline's failures never delay another's. A
 /// deletion that waits for its pods is no failure: it looks again shortly.
 pub fn error_policy(p: Arc<FlashcardPipeline>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::CleanupPending(why) = error {
         tracing::info!(pipeline = %p.name_any(), %why, "deletion in progress");
         return Action::requeue(lifecycle::CLEANUP_REQUEUE);
     }
-    tracing::warn!(pipeline = %p.name_any(), error = %error, "reconcile failed");
+    let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+    let failures = ctx.reconcile_failures.record(&key);
+    let delay = crate::backoff::RECONCILE_ERRORS.delay(failures);
+    tracing::warn!(pipeline = %p.name_any(), error = %error, failures, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
     ctx.metrics.reconcile_failed(error.metric_label());
-    Action::requeue(ERROR_REQUEUE)
+    Action::requeue(delay)
 }
 
 #[cfg(test)]

@@ -105,6 +105,10 @@ pub struct Facts<'a> {
     /// Set when the replica count changed in this reconcile.
     pub scaled_at: Option<jiff::Timestamp>,
     pub monitoring: bool,
+    /// Children this pass could not apply.
+    pub failed: &'a [super::apply::FailedChild],
+    /// `Err`: the Secrets that do not consent (or why that is unknown).
+    pub secrets: Result<(), &'a [String]>,
     pub api: Rollout,
     pub worker: Rollout,
 }
@@ -230,6 +234,8 @@ pub fn build(
         scaling(p, f, generation),
         budget_exceeded(f, limit_micros, generation),
         monitoring(f, generation),
+        applied(f, generation),
+        secrets_allowed(f, generation),
     ];
     if let Some(restored) = spend_restored(f, &old.conditions, generation) {
         conditions.push(restored);
@@ -245,9 +251,77 @@ pub fn build(
     }
 }
 
+/// Whether every child is applied; False names each one the API server refused (the others
+/// are applied all the same).
+fn applied(f: &Facts<'_>, generation: Option<i64>) -> Condition {
+    if f.failed.is_empty() {
+        cond(
+            condition::APPLIED,
+            Some(true),
+            "Applied",
+            "every child is applied".into(),
+            generation,
+        )
+    } else {
+        cond(
+            condition::APPLIED,
+            Some(false),
+            "ApplyFailed",
+            super::apply::describe(f.failed),
+            generation,
+        )
+    }
+}
+
+/// Whether every Secret the pipeline names consents to it ([`crate::consent`]).
+fn secrets_allowed(f: &Facts<'_>, generation: Option<i64>) -> Condition {
+    match f.secrets {
+        Ok(()) => cond(
+            condition::SECRETS_ALLOWED,
+            Some(true),
+            "SecretsLabelled",
+            format!(
+                "every referenced Secret is labelled {}={}",
+                crate::consent::CONSENT_LABEL,
+                crate::consent::CONSENT_VALUE
+            ),
+            generation,
+        ),
+        Err(why) => cond(
+            condition::SECRETS_ALLOWED,
+            Some(false),
+            "SecretNotLabelled",
+            format!("{}; no Deployment is applied", why.join("; ")),
+            generation,
+        ),
+    }
+}
+
 fn ready(f: &Facts<'_>, generation: Option<i64>) -> Condition {
     let pods = format!("API pods {}/{} ready", f.api.ready, f.api.desired);
+    let required: Vec<&str> = f
+        .failed
+        .iter()
+        .filter(|c| !c.optional)
+        .map(|c| c.key.as_str())
+        .collect();
+    if let Err(why) = f.secrets {
+        return cond(
+            condition::READY,
+            Some(false),
+            "SecretNotLabelled",
+            format!("{}; {pods}", why.join("; ")),
+            generation,
+        );
+    }
     match f.observed {
+        Ok(_) if !required.is_empty() => cond(
+            condition::READY,
+            Some(false),
+            "ApplyFailed",
+            format!("cannot apply {}; {pods}", required.join(", ")),
+            generation,
+        ),
         Err(e) => cond(
             condition::READY,
             Some(false),
@@ -394,7 +468,24 @@ fn spend_restored(f: &Facts<'_>, old: &[Condition], generation: Option<i64>) -> 
 }
 
 fn monitoring(f: &Facts<'_>, generation: Option<i64>) -> Condition {
-    if f.monitoring {
+    let refused: Vec<&str> = f
+        .failed
+        .iter()
+        .filter(|c| c.optional)
+        .map(|c| c.key.as_str())
+        .collect();
+    if f.monitoring && !refused.is_empty() {
+        cond(
+            condition::MONITORING_AVAILABLE,
+            Some(false),
+            "ApplyFailed",
+            format!(
+                "cannot apply {} (see condition Applied); the pipeline runs without it",
+                refused.join(", ")
+            ),
+            generation,
+        )
+    } else if f.monitoring {
         cond(
             condition::MONITORING_AVAILABLE,
             Some(true),

@@ -614,6 +614,91 @@ async fn store_down_keeps_the_workers_and_says_so() {
     assert_eq!(condition(&status, "BudgetExceeded").status, "Unknown");
 }
 
+/// A Redis that accepts connections and never answers: the pass waits for it no longer than
+/// the observe timeout, reports `StoreUnavailable`, and polls again after a backoff that grows
+/// from the poll interval, while child and spec changes still reconcile at once.
+#[tokio::test]
+async fn a_store_that_never_answers_costs_one_observe_timeout_and_backs_off() {
+    let (ctx, handle, _, connector) = context();
+    *connector.hangs.lock().unwrap() = true;
+    let p = minimal();
+    let mut script = vec![no_monitoring()];
+    script.extend(minimal_children());
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    let (server, _) = serve(handle, &p, script);
+    let started = std::time::Instant::now();
+    let action = run(&ctx, &p).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= OBSERVE_TIMEOUT && took < OBSERVE_TIMEOUT * 4,
+        "bounded by the observe timeout: {took:?}"
+    );
+    let seen = server.await.unwrap();
+    let status = status_of(&seen);
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready.reason, "StoreUnavailable");
+    assert!(
+        ready.message.contains("did not answer within 500 ms"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(
+        *connector.reports.lock().unwrap(),
+        1,
+        "the Secret is read again next time"
+    );
+    let poll = Duration::from_secs(p.spec.worker.poll_interval_seconds.into());
+    let first = requeue_of(&action);
+    assert!(first >= poll && first <= poll * 2, "{first:?}");
+    assert_eq!(ctx.store_failures.get("study/biology"), 1);
+    for n in 2..=10 {
+        let d = super::next_poll(poll, n);
+        let ceiling = (poll * (1 << n)).min(super::STORE_BACKOFF_CAP);
+        assert!(d >= ceiling / 2 && d <= ceiling, "{n} failures: {d:?}");
+    }
+    assert_eq!(
+        super::next_poll(poll, 0),
+        poll,
+        "a working store polls at the interval"
+    );
+}
+
+/// A pipeline names a Secret its owner did not label: no Deployment is applied (they are the
+/// only children that name Secrets), the rest is, and the status and an Event say which Secret
+/// and which label.
+#[tokio::test]
+async fn an_unlabelled_secret_gets_no_deployment_and_a_condition() {
+    let (ctx, handle, _, connector) = context();
+    *connector.refused.lock().unwrap() = vec![crate::consent::refusal("openai")];
+    let p = minimal();
+    let script = vec![
+        no_monitoring(),
+        expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-api")),
+        no_ingress(),
+        expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
+        expect(Method::POST, EVENTS),
+        expect(Method::PATCH, STATUS),
+    ];
+    let (server, _) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    assert!(seen.iter().all(|s| !s.uri.contains("/deployments/")));
+    assert_eq!(seen[5].body["reason"], "SecretNotLabelled");
+    let status = status_of(&seen);
+    let allowed = condition(&status, "SecretsAllowed");
+    assert_eq!(allowed.status, "False");
+    assert!(
+        allowed
+            .message
+            .contains("Secret openai is not labelled flashcards.dev/pipeline-secret=true"),
+        "{}",
+        allowed.message
+    );
+    assert_eq!(condition(&status, "Ready").reason, "SecretNotLabelled");
+}
+
 /// Redis restarted without persistence: the store's epoch is new and its spend zero. The
 /// operator restores the period's spend from the status it recorded, says so in an Event and a
 /// condition, and records the new epoch.
@@ -710,34 +795,86 @@ async fn admin_kill_switch_is_left_alone_and_reported() {
     );
 }
 
+/// The ConfigMap's apply fails: every other child is applied all the same, the status names the
+/// failure (conditions `Applied` and `Ready`, an Event), and the pass fails with the API error's
+/// label, retried after this pipeline's own backoff.
 async fn failing_apply(code: u16, reason: &str, label: &str) {
     let (ctx, handle, _, _) = context();
     let p = minimal();
-    let (server, _) = serve(
-        handle,
-        &p,
-        vec![
-            no_monitoring(),
-            expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")).reply(
-                StatusCode::from_u16(code).unwrap(),
-                status_error(code, reason),
-            ),
-        ],
+    let mut script = vec![no_monitoring()];
+    let mut children = minimal_children();
+    children[0] = expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")).reply(
+        StatusCode::from_u16(code).unwrap(),
+        status_error(code, reason),
     );
+    script.extend(children);
+    script.push(expect(Method::POST, EVENTS));
+    script.push(expect(Method::PATCH, STATUS));
+    let (server, _) = serve(handle, &p, script);
     let err = run(&ctx, &p).await.unwrap_err();
-    server.await.unwrap();
+    let seen = server.await.unwrap();
     assert_eq!(err.metric_label(), label);
-    let action = error_policy(Arc::new(p), &err, ctx.clone());
-    assert_eq!(action, Action::requeue(super::ERROR_REQUEUE));
+    assert_eq!(seen[7].body["reason"], "ApplyFailed");
+    let status = status_of(&seen);
+    let applied = condition(&status, "Applied");
+    assert_eq!(applied.status, "False");
+    assert!(
+        applied.message.starts_with("ConfigMap/biology-config: "),
+        "{}",
+        applied.message
+    );
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    // 2 s, then 4 s, 8 s, ... each jittered into its upper half.
+    let delays: Vec<Duration> = (0..4)
+        .map(|_| requeue_of(&error_policy(Arc::new(p.clone()), &err, ctx.clone())))
+        .collect();
+    for (n, d) in delays.iter().enumerate() {
+        let ceiling = Duration::from_secs(2 << n);
+        assert!(
+            *d >= ceiling / 2 && *d <= ceiling,
+            "failure {}: {d:?}",
+            n + 1
+        );
+    }
     let mut registry = prometheus_client::registry::Registry::default();
     (*ctx.metrics).clone().register(&mut registry);
     let text = crate::metrics::encode(&registry).unwrap();
     assert!(
         text.contains(&format!(
-            "flashcards_operator_reconcile_errors_total{{error=\"{label}\"}} 1"
+            "flashcards_operator_reconcile_errors_total{{error=\"{label}\"}} 4"
         )),
         "{text}"
     );
+}
+
+/// The delay of a requeue action (its Debug form is the only public view).
+fn requeue_of(a: &Action) -> Duration {
+    let text = format!("{a:?}");
+    let inner = text
+        .split("requeue_after: Some(")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap_or_else(|| panic!("not a requeue: {text}"));
+    parse_debug_duration(inner)
+}
+
+fn parse_debug_duration(s: &str) -> Duration {
+    let num = |suffix: &str| s.strip_suffix(suffix).map(|n| n.parse::<f64>().unwrap());
+    if let Some(ms) = num("ms") {
+        Duration::from_secs_f64(ms / 1e3)
+    } else if let Some(us) = num("µs") {
+        Duration::from_secs_f64(us / 1e6)
+    } else if let Some(ns) = num("ns") {
+        Duration::from_secs_f64(ns / 1e9)
+    } else if let Some(secs) = num("s") {
+        Duration::from_secs_f64(secs)
+    } else {
+        panic!("duration {s}")
+    }
 }
 
 #[tokio::test]

@@ -297,7 +297,7 @@ async fn connector_reads_the_url_from_the_secret_once() {
         let (req, send) = handle.next_request().await.expect("secret read");
         assert_eq!(req.method(), http::Method::GET);
         assert_eq!(req.uri().path(), "/api/v1/namespaces/study/secrets/redis");
-        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"},
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis", "labels": {"flashcards.dev/pipeline-secret": "true"}},
                             "data": {"url": encode(url.as_bytes())}});
         send.send_response(http::Response::new(Body::from(
             serde_json::to_vec(&secret).unwrap(),
@@ -328,7 +328,7 @@ fn secret_server(
             assert_eq!(req.uri().path(), "/api/v1/namespaces/study/secrets/redis");
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let current = url.lock().unwrap().clone();
-            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"},
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis", "labels": {"flashcards.dev/pipeline-secret": "true"}},
                                 "data": {"url": encode(current.as_bytes())}});
             send.send_response(http::Response::new(Body::from(
                 serde_json::to_vec(&secret).unwrap(),
@@ -564,4 +564,119 @@ mod base64_free {
         assert_eq!(encode(b"fooba"), "Zm9vYmE=");
         assert_eq!(encode(b"foob"), "Zm9vYg==");
     }
+}
+
+/// A mock API server serving the Secret `redis` of any namespace, with the URL `url_of` gives
+/// for that namespace.
+fn secrets_by_namespace(url_of: impl Fn(&str) -> String + Send + 'static) -> kube::Client {
+    use base64_free::encode;
+    let (service, handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    tokio::spawn(async move {
+        let mut handle = std::pin::pin!(handle);
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_owned();
+            let ns = path
+                .strip_prefix("/api/v1/namespaces/")
+                .and_then(|p| p.strip_suffix("/secrets/redis"))
+                .unwrap_or_else(|| panic!("unexpected request {path}"));
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis", "labels": {"flashcards.dev/pipeline-secret": "true"}},
+                                "data": {"url": encode(url_of(ns).as_bytes())}});
+            send.send_response(http::Response::new(Body::from(
+                serde_json::to_vec(&secret).unwrap(),
+            )));
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+/// A TCP server that accepts every connection and never answers (a hung Redis, a half-open
+/// proxy); the sockets stay open until the test ends.
+async fn black_hole() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+fn pipeline_in(ns: &str) -> FlashcardPipeline {
+    let mut p = pipeline(0.0);
+    p.metadata.namespace = Some(ns.to_owned());
+    p
+}
+
+/// Six tenants whose Redis accepts TCP and never answers are connecting (each for up to the
+/// connect timeout); a healthy tenant's connect and read meanwhile take what its own Redis
+/// takes. Before per-pipeline slots, one lock held across every connect made it wait for all six.
+#[tokio::test]
+async fn black_hole_tenants_never_delay_a_healthy_one() {
+    let redis = RedisServer::start();
+    let hole = black_hole().await;
+    let healthy_url = redis.url();
+    let client = secrets_by_namespace(move |ns| {
+        if ns == "study" {
+            healthy_url.clone()
+        } else {
+            format!("redis://127.0.0.1:{hole}/")
+        }
+    });
+    let connector = Arc::new(RedisConnector::new(client));
+    let stuck: Vec<_> = (0..6)
+        .map(|i| {
+            let connector = connector.clone();
+            tokio::spawn(async move {
+                let p = pipeline_in(&format!("tenant{i}"));
+                match connector.connect(&p).await {
+                    Ok(store) => store.counts().await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let healthy = connector.connect(&pipeline_in("study")).await.unwrap();
+    assert_eq!(healthy.counts().await.unwrap().waiting, 0);
+    let took = started.elapsed();
+    assert!(
+        stuck.iter().all(|t| !t.is_finished()),
+        "the black-hole tenants are still connecting"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "healthy tenant waited {took:?}"
+    );
+    for t in stuck {
+        t.abort();
+    }
+}
+
+/// A Secret without the consent label: the connector refuses it, whatever URL it holds, and
+/// keeps no connection.
+#[tokio::test]
+async fn an_unlabelled_redis_secret_is_refused() {
+    use base64_free::encode;
+    let redis = RedisServer::start();
+    let (service, handle) = tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let url = redis.url();
+    tokio::spawn(async move {
+        let mut handle = std::pin::pin!(handle);
+        while let Some((_, send)) = handle.next_request().await {
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis"},
+                                "data": {"url": encode(url.as_bytes())}});
+            send.send_response(http::Response::new(Body::from(
+                serde_json::to_vec(&secret).unwrap(),
+            )));
+        }
+    });
+    let connector = RedisConnector::new(kube::Client::new(service, "default"));
+    let err = connector.connect(&pipeline(0.0)).await.err().unwrap();
+    assert_eq!(
+        err,
+        "Secret redis is not labelled flashcards.dev/pipeline-secret=true"
+    );
 }

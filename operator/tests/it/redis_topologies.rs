@@ -45,7 +45,7 @@ async fn connector_opens_cluster_and_sentinel_stores_from_the_secret_url() {
                 .iter()
                 .find(|(n, _)| *n == name)
                 .expect("a known secret");
-            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": {"flashcards.dev/pipeline-secret": "true"}},
                                 "data": {"url": base64(url.as_bytes())}});
             send.send_response(http::Response::new(Body::from(
                 serde_json::to_vec(&secret).unwrap(),
