@@ -102,7 +102,8 @@ pub struct Context {
     pub store_failures: Failures,
     children: RwLock<ChildStores>,
     term: AtomicU64,
-    monitoring: Mutex<Option<(Instant, bool)>>,
+    /// Locked only to read or store the answer, never across the discovery request.
+    monitoring: std::sync::Mutex<Option<(Instant, bool)>>,
     pipelines: Mutex<HashMap<String, Arc<Mutex<PipelineMemory>>>>,
 }
 
@@ -120,7 +121,7 @@ impl Context {
             // Not listed yet: every child counts as unknown until the controller's watches run.
             children: RwLock::new(ChildStores::new().0),
             term: AtomicU64::new(0),
-            monitoring: Mutex::new(None),
+            monitoring: std::sync::Mutex::new(None),
             pipelines: Mutex::new(HashMap::new()),
         }
     }
@@ -154,12 +155,14 @@ impl Context {
     /// Whether the prometheus-operator CRDs are served (API discovery, cached for
     /// [`DISCOVERY_TTL`]). Any error counts as "not available".
     pub async fn monitoring_available(&self) -> bool {
-        let mut cached = self.monitoring.lock().await;
-        if let Some((at, available)) = *cached
+        let lock = || self.monitoring.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, available)) = *lock()
             && at.elapsed() < DISCOVERY_TTL
         {
             return available;
         }
+        // Passes that find the answer stale at the same moment may each ask; none waits for
+        // another's request.
         let available = match self
             .client
             .list_api_group_resources(&format!("{MONITORING_GROUP}/v1"))
@@ -174,7 +177,7 @@ impl Context {
                 false
             }
         };
-        *cached = Some((Instant::now(), available));
+        *lock() = Some((Instant::now(), available));
         available
     }
 
