@@ -111,6 +111,7 @@ impl Worker {
 
     fn claim_request(&self, max_jobs: u32) -> ClaimRequest<'_> {
         ClaimRequest {
+            call_id: flashcard_store::CallId::new(),
             worker_id: &self.options.id,
             lease: self.options.lease,
             max_jobs,
@@ -174,37 +175,29 @@ impl Worker {
             }
             // Not raced with shutdown: a claim dropped mid-flight may still have taken jobs,
             // which would then wait for their leases to expire.
-            match self
-                .store
-                .claim(&self.claim_request(held.len() as u32))
-                .await
-            {
-                Ok(claimed) => {
-                    if claimed.budget_failed > 0 {
-                        self.metrics
-                            .jobs_budget_refused(u64::from(claimed.budget_failed));
-                    }
-                    let idle = claimed.jobs.is_empty();
-                    for (claim, permit) in claimed.jobs.into_iter().zip(held.drain(..)) {
-                        jobs.spawn(self.clone().job_task(claim, permit, abandon.clone()));
-                    }
-                    drop(held);
-                    if idle {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            waited = self.store.wait_for_work(self.options.poll_interval) => {
-                                if let Err(e) = waited {
-                                    tracing::warn!(error = %e, "waiting for work failed");
-                                    tokio::time::sleep(self.options.poll_interval).await;
-                                }
-                            }
+            let Some(claimed) = self.claim_with_retries(held.len() as u32, &shutdown).await else {
+                break;
+            };
+            if claimed.budget_failed > 0 {
+                self.metrics
+                    .jobs_budget_refused(u64::from(claimed.budget_failed));
+            }
+            let idle = claimed.jobs.is_empty();
+            // A retried claim answers with what its first try took, never more than the
+            // permits held for it.
+            for (claim, permit) in claimed.jobs.into_iter().zip(held.drain(..)) {
+                jobs.spawn(self.clone().job_task(claim, permit, abandon.clone()));
+            }
+            drop(held);
+            if idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    waited = self.store.wait_for_work(self.options.poll_interval) => {
+                        if let Err(e) = waited {
+                            tracing::warn!(error = %e, "waiting for work failed");
+                            tokio::time::sleep(self.options.poll_interval).await;
                         }
                     }
-                }
-                Err(e) => {
-                    drop(held);
-                    tracing::warn!(error = %e, "claim failed; retrying");
-                    tokio::time::sleep(self.options.poll_interval).await;
                 }
             }
         }
@@ -530,6 +523,30 @@ impl Worker {
         }
     }
 
+    /// Claims up to `slots` jobs, retrying a failed call with the same call id until it
+    /// answers: a try that ran but lost its reply is answered by the store with the jobs it
+    /// took, so a lost reply costs no job an attempt or a stall. `None` if shutdown came first
+    /// (jobs a lost try took are then recovered after their lease).
+    async fn claim_with_retries(
+        &self,
+        slots: u32,
+        shutdown: &CancellationToken,
+    ) -> Option<flashcard_store::Claimed> {
+        let request = self.claim_request(slots);
+        loop {
+            match self.store.claim(&request).await {
+                Ok(claimed) => return Some(claimed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim failed; retrying the same call");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(self.options.poll_interval) => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// Records the outcome, retrying store errors for up to a lease (the store makes a repeated
     /// finish harmless); after that the lease expires and stall recovery takes over.
     async fn finish_with_retries(
@@ -545,10 +562,11 @@ impl Worker {
             .with_jitter()
             .without_max_times()
             .build();
+        // One call id for every try: a repeat of a try that ran answers with the jobs it took.
+        let wanted = self.next_wanted();
+        let next = self.claim_request(wanted);
+        let next = (wanted > 0).then_some(&next);
         loop {
-            let wanted = self.next_wanted();
-            let next = self.claim_request(wanted);
-            let next = (wanted > 0).then_some(&next);
             match self.store.finish(&claim.lease, outcome, cost, next).await {
                 Ok(finished) => return Some(finished),
                 Err(e) if Instant::now() < deadline => {

@@ -136,6 +136,7 @@ async fn submit(s: &RedisStore, i: u32) {
 
 fn claim_request() -> ClaimRequest<'static> {
     ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         worker_id: "w1",
         lease: Duration::from_secs(30),
         max_jobs: 1,

@@ -222,6 +222,12 @@ impl Keyspace {
     pub fn epoch(&self) -> String {
         self.key("epoch")
     }
+    /// What one claim call took, keyed by the call id its caller made once and reuses on a
+    /// retry: a repeated call (its first reply was lost) answers from it instead of claiming
+    /// again. Lives one lease.
+    pub fn claim_record(&self, call_id: &str) -> String {
+        self.key(&format!("claim:{call_id}"))
+    }
     pub fn outcomes(&self, minute: u64) -> String {
         self.key(&format!("outcomes:{minute}"))
     }

@@ -99,7 +99,8 @@ pub struct JobStatusBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Stable code of a failed job: `BUDGET_LIMIT_EXCEEDED` (the budget cannot cover it),
-    /// `JOB_STALLED` (its worker died too often), `PROVIDER_BAD_OUTPUT` (the model's replies
+    /// `JOB_STALLED` (its worker died too often), `JOB_UNREADABLE` (its stored record was
+    /// written in a shape this version cannot read, e.g. by a newer one), `PROVIDER_BAD_OUTPUT` (the model's replies
     /// held no usable card), `PROVIDER_REFUSED` (the model or its content filter declined),
     /// `OUTPUT_TRUNCATED` (the reply was cut off at the output token bound, e.g. a reasoning
     /// model that spent it thinking), `PROVIDER_REJECTED` (the provider refused the request:

@@ -68,6 +68,9 @@ struct Core {
     spend: HashMap<String, Spend>,
     epoch: Option<Epoch>,
     outcomes: HashMap<u64, OutcomeCounts>,
+    /// What each claim call took (job ids, blocked, budget-failed), until its expiry (ms), as
+    /// the `claim:<id>` records of the Redis store.
+    claims: HashMap<String, (Vec<String>, bool, u32, u64)>,
 }
 
 /// The budget in force, as the scripts' `budget_in_force` computes it.
@@ -222,6 +225,12 @@ impl MemoryStore {
         now_ts: jiff::Timestamp,
         now: u64,
     ) -> Claimed {
+        if request.max_jobs > 0 {
+            core.claims.retain(|_, record| record.3 > now);
+            if let Some((ids, blocked, failed, _)) = core.claims.get(request.call_id.as_str()) {
+                return self.replay_claim(ids, *blocked, *failed, request.call_id.as_str());
+            }
+        }
         // Promote due retries.
         while let Some((due, id)) = core.delayed.first().cloned() {
             if due > now {
@@ -244,7 +253,7 @@ impl MemoryStore {
         };
         let mut added = 0;
         let mut stopped = false;
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = request.call_id.as_str().to_owned();
         while (claimed.jobs.len() as u32) < request.max_jobs && claimed.budget_failed < 100 {
             let Some(id) = core.waiting.front().cloned() else {
                 break;
@@ -325,6 +334,45 @@ impl MemoryStore {
         }
         if added > 0 {
             core.spend_of(&budget.period).reserved_micros += added;
+        }
+        if !claimed.jobs.is_empty() || claimed.budget_failed > 0 {
+            let ids = claimed
+                .jobs
+                .iter()
+                .map(|c| c.lease.job_id.clone())
+                .collect();
+            let expiry = now + (request.lease.as_millis() as u64).max(1);
+            core.claims.insert(
+                token,
+                (ids, claimed.budget_blocked, claimed.budget_failed, expiry),
+            );
+        }
+        claimed
+    }
+
+    /// The answer of a claim call already made (its caller retried it): the jobs it took that
+    /// its token still holds.
+    fn replay_claim(&self, ids: &[String], blocked: bool, failed: u32, token: &str) -> Claimed {
+        let mut claimed = Claimed {
+            budget_blocked: blocked,
+            budget_failed: failed,
+            ..Claimed::default()
+        };
+        for id in ids {
+            let shard = self.shard(id);
+            let Some(entry) = shard.get(id) else { continue };
+            if entry.record.state == JobState::Active && entry.lease_token.as_deref() == Some(token)
+            {
+                claimed.jobs.push(Claim {
+                    job: entry.record.clone(),
+                    lease: Lease {
+                        job_id: id.clone(),
+                        token: token.to_owned(),
+                        period: entry.reserved_period.clone().unwrap_or_default(),
+                    },
+                    reserved_micros: entry.reserved,
+                });
+            }
         }
         claimed
     }
@@ -911,7 +959,8 @@ impl Store for MemoryStore {
         .into_iter()
         .filter(|present| *present)
         .count() as u64;
-        removed += (c.idem.len() + c.rate.len() + c.spend.len() + c.outcomes.len()) as u64;
+        removed += (c.idem.len() + c.rate.len() + c.spend.len() + c.outcomes.len() + c.claims.len())
+            as u64;
         *core = Core::default();
         drop(core);
         let mut workers = lock(&self.workers);

@@ -82,9 +82,35 @@ pub struct Claim {
     pub reserved_micros: u64,
 }
 
+/// Names one logical claim (or finish-and-claim) call. The caller makes it once and sends the
+/// same id with every retry of that call: a retry whose first try ran but lost its reply gets
+/// the first try's jobs back instead of claiming more (which would leave the first try's jobs
+/// active under a lease nobody holds). The id is also the lease token of the jobs it claims.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallId(String);
+
+impl CallId {
+    /// A fresh id, unique across workers and time.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for CallId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What a worker asks of a claim.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
+    /// Made once per logical call, reused by its retries (see [`CallId`]).
+    pub call_id: CallId,
     pub worker_id: &'a str,
     pub lease: Duration,
     /// Most jobs to take (the worker's free slots); 0 only promotes due retries.
@@ -114,6 +140,9 @@ pub struct Claimed {
     /// Jobs failed because their reservation cannot fit even with nothing else reserved
     /// (`BUDGET_LIMIT_EXCEEDED`); the automatic budget stop is then switched on.
     pub budget_failed: u32,
+    /// Jobs claimed whose record could not be read (e.g. a request written by a newer
+    /// version): each was failed in the store with [`UNREADABLE_CODE`] and is not in `jobs`.
+    pub unreadable: u32,
 }
 
 /// How an attempt ended.
@@ -430,6 +459,8 @@ pub const BUDGET_EXHAUSTED: &str =
 pub const BUDGET_EXHAUSTED_CODE: &str = "BUDGET_LIMIT_EXCEEDED";
 /// Code of a job failed for stalling too often.
 pub const STALLED_CODE: &str = "JOB_STALLED";
+/// Error code of a job whose stored record this version cannot read.
+pub const UNREADABLE_CODE: &str = "JOB_UNREADABLE";
 
 /// A finished job's timestamps (ms since the epoch), for the operations console.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -12,6 +12,7 @@ mod console_browser;
 mod dashboard_queries;
 mod demo_page_browser;
 mod http_limits;
+mod lost_replies;
 mod openapi;
 mod redis_failover;
 mod redis_multi_process;

@@ -202,6 +202,7 @@ async fn a_gap_in_the_live_feed_is_filled_from_the_job_s_history() {
         .await
         .unwrap();
     let claim = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         worker_id: "w",
         lease: Duration::from_secs(30),
         max_jobs: 1,

@@ -221,6 +221,7 @@ fn keyed(n: u32, key: &str) -> Submission {
 
 fn claim_request() -> ClaimRequest<'static> {
     ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         worker_id: "w1",
         lease: Duration::from_secs(30),
         max_jobs: 1,

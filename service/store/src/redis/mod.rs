@@ -33,7 +33,7 @@ use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetState, ClaimRequest,
     Claimed, Cost, Epoch, FinishOutcome, Finished, FinishedJob, KillSwitch, Lease, MinuteOutcomes,
     Outcome, OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreError,
-    StoreResult, StoredEvent, Submission, WorkerInfo, period_keys,
+    StoreResult, StoredEvent, Submission, UNREADABLE_CODE, WorkerInfo, period_keys,
 };
 use flashcard_core::job::{JobRecord, JobState, input_bytes, now_ms};
 use flashcard_core::keyspace::{
@@ -130,6 +130,30 @@ impl RedisStore {
             .arg("budget_failed_body", bodies.budget_failed)
             .arg("budget_error", BUDGET_EXHAUSTED)
             .arg("budget_code", BUDGET_EXHAUSTED_CODE)
+    }
+
+    /// Fails in the store every claimed job whose record could not be read (with
+    /// `JOB_UNREADABLE`, releasing its reservation), so it neither blocks the rest of the batch
+    /// nor comes back every lease. A job whose failure cannot be recorded now is left to stall
+    /// recovery.
+    async fn settle_unreadable(&self, parsed: parse::ParsedClaim) -> Claimed {
+        let mut claimed = parsed.claimed;
+        for (lease, why) in parsed.unreadable {
+            tracing::error!(job = %lease.job_id, error = %why,
+                "claimed job cannot be read by this version; failing it with {UNREADABLE_CODE}");
+            let error = format!("The job's stored record could not be read: {why}");
+            let outcome = Outcome::Failed {
+                error: &error,
+                code: Some(UNREADABLE_CODE),
+                duration_ms: 0,
+            };
+            match self.finish(&lease, outcome, Cost::none(), None).await {
+                Ok(_) => claimed.unreadable += 1,
+                Err(e) => tracing::warn!(job = %lease.job_id, error = %e,
+                    "could not fail the unreadable job; stall recovery will retry"),
+            }
+        }
+        claimed
     }
 
     fn period_args<'a>(call: Call<'a>, periods: &[String; 3]) -> Call<'a> {
@@ -246,18 +270,20 @@ impl Store for RedisStore {
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
         let now = now_ms();
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = request.call_id.as_str();
         let periods = period_keys(now_timestamp());
         let keys = KeyArgs {
             periods: Some(&periods),
             minute: Some(now / 60_000),
+            call_id: Some(token),
             ..self.key_args()
         };
-        let call = Self::claim_args(self.scripts.claim.call(&keys)?, Some(request), &token, now);
+        let call = Self::claim_args(self.scripts.claim.call(&keys)?, Some(request), token, now);
         let reply: Value = Self::period_args(call, &periods)
             .invoke(&mut self.conn())
             .await?;
-        parse::claimed(Reply::new(reply, "claim")?, &token, request.worker_id)
+        let parsed = parse::claimed(Reply::new(reply, "claim")?, token)?;
+        Ok(self.settle_unreadable(parsed).await)
     }
 
     async fn renew(&self, leases: &[Lease], duration: Duration) -> StoreResult<Vec<bool>> {
@@ -284,7 +310,7 @@ impl Store for RedisStore {
         next: Option<&ClaimRequest<'_>>,
     ) -> StoreResult<Finished> {
         let now = now_ms();
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = next.map(|n| n.call_id.as_str()).unwrap_or("");
         let periods = period_keys(now_timestamp());
         let rendered =
             OutcomeBodies::new(outcome, now).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -293,6 +319,7 @@ impl Store for RedisStore {
             periods: Some(&periods),
             lease_period: Some(&lease.period),
             minute: Some(now / 60_000),
+            call_id: next.map(|n| n.call_id.as_str()),
             ..self.key_args()
         };
         let call = self
@@ -313,7 +340,7 @@ impl Store for RedisStore {
             .arg("output_tokens", cost.usage.output_tokens)
             .arg("called", u8::from(cost.called))
             .arg("at_bound", u8::from(cost.at_bound));
-        let call = Self::claim_args(call, next, &token, now);
+        let call = Self::claim_args(call, next, token, now);
         let reply: Value = Self::period_args(call, &periods)
             .invoke(&mut self.conn())
             .await?;
@@ -330,8 +357,8 @@ impl Store for RedisStore {
         let spent_micros = reply.u64()?;
         let overrun_micros = reply.u64()?;
         let budget_stopped = reply.u64()? == 1;
-        let worker = next.map(|n| n.worker_id).unwrap_or("");
-        let claimed = parse::claimed(reply.array()?, &token, worker)?;
+        let claimed = parse::claimed(reply.array()?, token)?;
+        let claimed = self.settle_unreadable(claimed).await;
         Ok(Finished {
             outcome,
             spent_micros,

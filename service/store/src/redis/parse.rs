@@ -141,17 +141,25 @@ pub(super) fn job_record(fields: Vec<(String, String)>) -> StoreResult<JobRecord
     })
 }
 
-/// The jobs of a claim reply (`{blocked, budgetFailed, n, fields...}`, see `claim_lib.lua`).
-pub(super) fn claimed(mut reply: Reply, token: &str, worker: &str) -> StoreResult<Claimed> {
+/// A claim reply, decoded job by job.
+pub(super) struct ParsedClaim {
+    pub claimed: Claimed,
+    /// Jobs taken under the lease whose record did not decode, with the reason.
+    pub unreadable: Vec<(Lease, String)>,
+}
+
+/// The jobs of a claim reply (`{blocked, budgetFailed, n, fields...}`, 12 fields per job, see
+/// `claim_lib.lua`). The reply's shape must be right; a job whose request does not decode is
+/// reported in `unreadable` and the rest of the batch is kept.
+pub(super) fn claimed(mut reply: Reply, token: &str) -> StoreResult<ParsedClaim> {
     let blocked = reply.u64()? == 1;
     let budget_failed = reply.u64()? as u32;
     let n = reply.u64()? as usize;
     let mut jobs = Vec::with_capacity(n);
+    let mut unreadable = Vec::new();
     for _ in 0..n {
         let id = reply.string()?;
-        let request_json = reply.string()?;
-        let request =
-            serde_json::from_str(&request_json).map_err(|e| corrupt(format!("job {id}: {e}")))?;
+        let request_bytes = reply.bytes()?;
         let attempts_made = reply.u64()? as u32;
         let max_attempts = reply.u64()? as u32;
         let stalls = reply.u64()? as u32;
@@ -162,20 +170,27 @@ pub(super) fn claimed(mut reply: Reply, token: &str, worker: &str) -> StoreResul
         let traceparent = Some(reply.string()?).filter(|t| !t.is_empty());
         let reserved_micros = reply.u64()?;
         let period = reply.string()?;
-        let _ = worker;
+        let lease = Lease {
+            job_id: id.clone(),
+            token: token.to_owned(),
+            period,
+        };
+        let request = match serde_json::from_slice(&request_bytes) {
+            Ok(request) => request,
+            Err(e) => {
+                unreadable.push((lease, format!("request: {e}")));
+                continue;
+            }
+        };
         jobs.push(Claim {
-            lease: Lease {
-                job_id: id.clone(),
-                token: token.to_owned(),
-                period,
-            },
+            lease,
             reserved_micros,
             job: JobRecord {
                 id,
                 state: JobState::Active,
                 request,
                 attempts_made,
-                max_attempts,
+                max_attempts: max_attempts.max(1),
                 stalls,
                 created_at,
                 started_at: Some(started_at),
@@ -189,10 +204,14 @@ pub(super) fn claimed(mut reply: Reply, token: &str, worker: &str) -> StoreResul
             },
         });
     }
-    Ok(Claimed {
-        jobs,
-        budget_blocked: blocked,
-        budget_failed,
+    Ok(ParsedClaim {
+        claimed: Claimed {
+            jobs,
+            budget_blocked: blocked,
+            budget_failed,
+            unreadable: 0,
+        },
+        unreadable,
     })
 }
 

@@ -39,6 +39,7 @@ const CLAIM_KEYS: &[&str] = &[
     "job_prefix",
     "events",
     "outcomes",
+    "claim_record",
 ];
 pub(super) const CLAIM_ARGS: &[&str] = &[
     "worker",
@@ -90,6 +91,16 @@ fn join(parts: &[&[&'static str]]) -> Vec<&'static str> {
 impl Loaded {
     fn new(spec: Spec) -> Self {
         let mut source = String::new();
+        // Checked before anything runs: a call with keys or arguments missing fails before its
+        // first write, and a name the script does not declare raises instead of reading nil.
+        let _ = writeln!(
+            source,
+            "if #KEYS ~= {keys} or #ARGV < {args} then return redis.error_reply('ERR script {name}: \
+             {keys} keys and {args} arguments needed, got ' .. #KEYS .. ' and ' .. #ARGV) end",
+            keys = spec.keys.len(),
+            args = spec.args.len(),
+            name = spec.name,
+        );
         source.push_str("local K = {");
         for (i, role) in spec.keys.iter().enumerate() {
             let _ = write!(source, "{role} = KEYS[{}], ", i + 1);
@@ -99,6 +110,13 @@ impl Loaded {
             let _ = write!(source, "{name} = ARGV[{}], ", i + 1);
         }
         source.push_str("}\n");
+        let _ = writeln!(
+            source,
+            "local function undeclared(kind) return {{__index = function(_, name) \
+             error('script {name}: undeclared ' .. kind .. ' ' .. tostring(name)) end}} end\n\
+             setmetatable(K, undeclared('key')) setmetatable(A, undeclared('argument'))",
+            name = spec.name,
+        );
         source.push_str(PRELUDE);
         for lib in spec.libs {
             source.push_str(lib);
@@ -213,6 +231,8 @@ pub(super) struct KeyArgs<'a> {
     pub spend_period: Option<&'a str>,
     /// The current minute (outcome counters).
     pub minute: Option<u64>,
+    /// The id of a claim call (its record, see [`Keyspace::claim_record`]).
+    pub call_id: Option<&'a str>,
 }
 
 impl<'a> KeyArgs<'a> {
@@ -246,6 +266,10 @@ impl<'a> KeyArgs<'a> {
                 None => ks.unused(),
             },
             "rate" => self.rate.clone().unwrap_or_else(|| ks.unused()),
+            "claim_record" => match self.call_id {
+                Some(id) => ks.claim_record(id),
+                None => ks.unused(),
+            },
             "unused" => ks.unused(),
             "spend_daily" => ks.spend(&self.periods?[0]),
             "spend_weekly" => ks.spend(&self.periods?[1]),
@@ -481,6 +505,7 @@ mod tests {
             lease_period: Some("2026-12"),
             spend_period: Some("2026-12"),
             minute: Some(1),
+            call_id: Some("c"),
             ..KeyArgs::new(&ks)
         };
         let scripts = Scripts::load();
@@ -507,6 +532,54 @@ mod tests {
                 assert!(key.starts_with("fc:{ns.p}:"), "{key}");
             }
         }
+    }
+
+    /// The generated guards, on a real redis-server: a call short of keys or arguments is
+    /// refused before the body runs (so before any write), and a name the script does not
+    /// declare raises instead of reading nil.
+    #[tokio::test]
+    async fn calls_short_of_keys_or_arguments_and_undeclared_names_are_refused() {
+        let server = flashcard_test_support::RedisServer::start();
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let writes = Loaded::new(Spec {
+            name: "probe",
+            keys: vec!["waiting", "active"],
+            args: vec!["id", "token"],
+            variadic: false,
+            libs: &[],
+            body: "redis.call('RPUSH', K.waiting, A.id) return A.missing_name",
+        });
+        let short: redis::RedisResult<redis::Value> = writes
+            .script
+            .key("fc:{t}:waiting")
+            .arg("j1")
+            .invoke_async(&mut conn)
+            .await;
+        let err = short.unwrap_err().to_string();
+        assert!(
+            err.contains("probe: 2 keys and 2 arguments needed"),
+            "{err}"
+        );
+        let len: i64 = redis::cmd("LLEN")
+            .arg("fc:{t}:waiting")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 0, "nothing written");
+        let undeclared: redis::RedisResult<redis::Value> = writes
+            .script
+            .key("fc:{t}:waiting")
+            .key("fc:{t}:active")
+            .arg("j1")
+            .arg("t")
+            .invoke_async(&mut conn)
+            .await;
+        let err = undeclared.unwrap_err().to_string();
+        assert!(err.contains("undeclared argument missing_name"), "{err}");
     }
 
     #[test]

@@ -88,6 +88,7 @@ fn pricing() -> Pricing {
 
 fn claim_request(max_jobs: u32) -> ClaimRequest<'static> {
     ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         worker_id: "w1",
         lease: LEASE,
         max_jobs,
@@ -249,6 +250,7 @@ async fn claims_take_a_batch_in_order_and_finish_claims_the_next(store: DynStore
 async fn started_progress_is_folded_into_the_claim(store: DynStore) {
     let id = submit(&store, 1, 3).await;
     let request = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         started: Some(ProgressNote {
             stage: "generating",
             percent: 10,
@@ -466,9 +468,102 @@ async fn a_repeated_finish_changes_nothing(store: DynStore) {
     assert_eq!(store.events_after(&id, 0).await.unwrap().len(), 2);
 }
 
+async fn a_repeated_claim_answers_with_its_first_jobs_and_takes_no_more(store: DynStore) {
+    let ids = [
+        submit(&store, 1, 3).await,
+        submit(&store, 2, 3).await,
+        submit(&store, 3, 3).await,
+        submit(&store, 4, 3).await,
+    ];
+    let request = claim_request(2);
+    let first = store.claim(&request).await.unwrap();
+    let first_ids: Vec<_> = first.jobs.iter().map(|c| c.job.id.clone()).collect();
+    assert_eq!(first_ids, ids[..2]);
+    // The first reply was lost: the worker sends the same call again.
+    let repeat = store.claim(&request).await.unwrap();
+    let repeat_ids: Vec<_> = repeat.jobs.iter().map(|c| c.job.id.clone()).collect();
+    assert_eq!(repeat_ids, first_ids, "the first call's jobs, nothing more");
+    for (a, b) in first.jobs.iter().zip(&repeat.jobs) {
+        assert_eq!(a.lease, b.lease);
+        assert_eq!(a.reserved_micros, b.reserved_micros);
+        assert_eq!(a.job.request, b.job.request);
+        assert_eq!(
+            (a.job.attempts_made, a.job.event_seq, a.job.created_at),
+            (b.job.attempts_made, b.job.event_seq, b.job.created_at)
+        );
+    }
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.waiting, counts.active), (2, 2));
+    let reserved_after = reserved(&store).await;
+    let expected: u64 = first.jobs.iter().map(|c| c.reserved_micros).sum();
+    assert_eq!(reserved_after, expected, "reserved once");
+    for id in &ids[..2] {
+        let events = store.events_after(id, 0).await.unwrap();
+        assert_eq!(kinds(&events), ["active"], "one attempt started");
+    }
+    // A job the call took and already finished is not handed out again by a late repeat.
+    assert_eq!(
+        complete(&store, &first.jobs[0], 1).await,
+        FinishOutcome::Completed
+    );
+    let late = store.claim(&request).await.unwrap();
+    let late_ids: Vec<_> = late.jobs.iter().map(|c| c.job.id.clone()).collect();
+    assert_eq!(late_ids, ids[1..2]);
+    // A new call takes the next jobs.
+    let next = store.claim(&claim_request(2)).await.unwrap();
+    let next_ids: Vec<_> = next.jobs.iter().map(|c| c.job.id.clone()).collect();
+    assert_eq!(next_ids, ids[2..]);
+}
+
+async fn a_repeated_finish_answers_with_the_jobs_its_first_try_claimed(store: DynStore) {
+    let ids = [
+        submit(&store, 1, 3).await,
+        submit(&store, 2, 3).await,
+        submit(&store, 3, 3).await,
+    ];
+    let claim = claim_one(&store).await.unwrap();
+    let r = result();
+    let done = Outcome::Completed {
+        result: &r,
+        duration_ms: 1,
+    };
+    let next = claim_request(1);
+    let first = store
+        .finish(&claim.lease, done, cost(4), Some(&next))
+        .await
+        .unwrap();
+    let repeat = store
+        .finish(&claim.lease, done, cost(4), Some(&next))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.outcome, repeat.outcome),
+        (FinishOutcome::Completed, FinishOutcome::Completed)
+    );
+    let first_ids: Vec<_> = first
+        .claimed
+        .jobs
+        .iter()
+        .map(|c| c.job.id.clone())
+        .collect();
+    let repeat_ids: Vec<_> = repeat
+        .claimed
+        .jobs
+        .iter()
+        .map(|c| c.job.id.clone())
+        .collect();
+    assert_eq!(first_ids, ids[1..2]);
+    assert_eq!(repeat_ids, first_ids);
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.waiting, counts.active, counts.completed), (1, 1, 1));
+    let spend = store.budget_state().await.unwrap().spend;
+    assert_eq!((spend.spent_micros, spend.jobs), (4, 1));
+}
+
 async fn expired_lease_requeues_releases_the_reservation_and_counts_late_cost(store: DynStore) {
     let id = submit(&store, 1, 3).await;
     let short = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         lease: Duration::from_millis(200),
         ..claim_request(1)
     };
@@ -512,6 +607,7 @@ async fn expired_lease_requeues_releases_the_reservation_and_counts_late_cost(st
 async fn too_many_stalls_fail_the_job(store: DynStore) {
     let id = submit(&store, 1, 5).await;
     let short = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         lease: Duration::from_millis(100),
         ..claim_request(1)
     };
@@ -535,6 +631,7 @@ async fn renewed_leases_are_not_recovered(store: DynStore) {
     submit(&store, 1, 3).await;
     submit(&store, 2, 3).await;
     let short = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         lease: Duration::from_millis(300),
         ..claim_request(2)
     };
@@ -623,6 +720,7 @@ async fn event_feed_and_history_carry_the_same_text(store: DynStore) {
 async fn event_texts_are_exactly_the_rendered_bodies_numbered(store: DynStore) {
     let id = submit(&store, 1, 3).await;
     let request = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         started: Some(ProgressNote {
             stage: "generating",
             percent: 10,
@@ -878,6 +976,7 @@ async fn spend_at_the_limit_refuses_and_an_advisory_limit_only_reports(store: Dy
     set_limit(&store, 10).await;
     let id = submit(&store, 1, 3).await;
     let free = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         pricing: Pricing::default(),
         ..claim_request(1)
     };
@@ -1301,6 +1400,8 @@ conformance!(
     retries_through_delayed_then_fails,
     permanent_failure_skips_retries,
     a_repeated_finish_changes_nothing,
+    a_repeated_claim_answers_with_its_first_jobs_and_takes_no_more,
+    a_repeated_finish_answers_with_the_jobs_its_first_try_claimed,
     expired_lease_requeues_releases_the_reservation_and_counts_late_cost,
     too_many_stalls_fail_the_job,
     renewed_leases_are_not_recovered,

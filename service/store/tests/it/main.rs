@@ -6,4 +6,5 @@ mod support {
 }
 
 mod conformance;
+mod script_replies;
 mod topologies;

@@ -479,6 +479,7 @@ async fn submit_and_claim(store: &RedisStore) -> String {
         panic!("not accepted")
     };
     let claim = ClaimRequest {
+        call_id: flashcard_store::CallId::new(),
         worker_id: "w",
         lease: Duration::from_secs(30),
         max_jobs: 1,

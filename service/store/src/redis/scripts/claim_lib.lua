@@ -1,7 +1,7 @@
 -- Claiming jobs with their budget reservation: shared by `claim` and `finish` (which claims
 -- the next jobs in the same call, like BullMQ's moveToFinished).
--- Needs K.waiting, K.delayed, K.active, K.failed, K.job_prefix, K.events, K.outcomes and the
--- budget keys; A.worker, A.lease_ms, A.token, A.max_jobs, A.price_in, A.price_out,
+-- Needs K.waiting, K.delayed, K.active, K.failed, K.job_prefix, K.events, K.outcomes,
+-- K.claim_record and the budget keys; A.worker, A.lease_ms, A.token, A.max_jobs, A.price_in, A.price_out,
 -- A.prompt_overhead, A.out_per_card, A.out_overhead, A.active_body, A.started_body,
 -- A.budget_wait_body, A.budget_failed_body, A.budget_error, A.budget_code.
 
@@ -37,16 +37,61 @@ local function fail_for_budget(job_key, id, now)
   append_event(job_key, id, 'failed', A.budget_failed_body, {'attemptsMade', attempts})
 end
 
+-- The reply entry of one claimed job: 12 fields, always all present (a nil would end the
+-- reply array there), in the order `parse::claimed` reads them.
+local function claimed_entry(out, id, request, attempts, max_attempts, stalls, created_at,
+    started_at, seq, owner, traceparent, amount, period)
+  local n = #out
+  out[n + 1] = id
+  out[n + 2] = request or ''
+  out[n + 3] = num(attempts)
+  out[n + 4] = num(max_attempts)
+  out[n + 5] = num(stalls)
+  out[n + 6] = num(created_at)
+  out[n + 7] = started_at or '0'
+  out[n + 8] = num(seq)
+  out[n + 9] = owner or ''
+  out[n + 10] = traceparent or ''
+  out[n + 11] = amount or '0'
+  out[n + 12] = period or ''
+end
+
+-- A repeat of a claim whose reply was lost (same A.token): the first call's answer, rebuilt
+-- from its record and the jobs it took that this token still holds; nil if there is no record.
+local function replay_claim()
+  local rec = redis.call('HMGET', K.claim_record, 'jobs', 'blocked', 'failed')
+  if not rec[1] then return nil end
+  local out = {num(rec[2]), num(rec[3]), 0}
+  local taken = 0
+  for id in string.gmatch(rec[1], '%S+') do
+    local f = redis.call('HMGET', K.job_prefix .. id, 'state', 'lease', 'request', 'attempts',
+      'maxAttempts', 'stalls', 'createdAt', 'startedAt', 'eventSeq', 'owner', 'traceparent',
+      'reserved', 'reservedPeriod')
+    if f[1] == 'active' and f[2] == A.token then
+      claimed_entry(out, id, f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13])
+      taken = taken + 1
+    end
+  end
+  out[3] = taken
+  return out
+end
+
 -- Takes up to A.max_jobs jobs under `budget` (from `budget_in_force`, which the caller may
 -- share with its own work). Returns {blocked, budget_failed, n, fields of each job...}.
 -- Each job costs one HMGET and one HSET: attempts and eventSeq are read and written with the
--- rest rather than incremented one by one.
+-- rest rather than incremented one by one. A call that took or failed jobs leaves a record
+-- under its token for one lease, so a repeat of it answers the same and takes nothing more.
 local function claim_jobs(budget)
   local now = now_ms()
-  promote_delayed(now)
   local want = num(A.max_jobs)
+  if want <= 0 then
+    promote_delayed(now)
+    return {0, 0, 0}
+  end
+  local replayed = replay_claim()
+  if replayed then return replayed end
+  promote_delayed(now)
   local out = {0, 0, 0}
-  if want <= 0 then return out end
   local spent, reserved = 0, 0
   if budget.enforced > 0 then
     local sp = redis.call('HMGET', budget.spend_key, 'spentMicros', 'reservedMicros')
@@ -55,6 +100,7 @@ local function claim_jobs(budget)
   local added, taken, failed, stopped = 0, 0, 0, false
   local deadline = now + num(A.lease_ms)
   local started = A.started_body ~= ''
+  local ids = {}
   while taken < want and failed < 100 do
     local id
     if budget.enforced > 0 then
@@ -108,19 +154,9 @@ local function claim_jobs(budget)
         push_events(job_key, id, events)
         reserved = reserved + amount
         added = added + amount
-        local n = #out
-        out[n + 1] = id
-        out[n + 2] = f[7]
-        out[n + 3] = attempts
-        out[n + 4] = f[8]
-        out[n + 5] = f[9]
-        out[n + 6] = f[10]
-        out[n + 7] = fmt(now)
-        out[n + 8] = seq + #events
-        out[n + 9] = f[11] or ''
-        out[n + 10] = f[12] or ''
-        out[n + 11] = fmt(amount)
-        out[n + 12] = budget.period
+        claimed_entry(out, id, f[7], attempts, f[8], f[9], f[10], fmt(now), seq + #events,
+          f[11], f[12], fmt(amount), budget.period)
+        ids[#ids + 1] = id
         taken = taken + 1
       end
     end
@@ -133,5 +169,10 @@ local function claim_jobs(budget)
   end
   out[2] = failed
   out[3] = taken
+  if taken > 0 or failed > 0 then
+    redis.call('HSET', K.claim_record, 'jobs', table.concat(ids, ' '), 'blocked', out[1],
+      'failed', failed)
+    redis.call('PEXPIRE', K.claim_record, math.max(1, num(A.lease_ms)))
+  end
   return out
 end
