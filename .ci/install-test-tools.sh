@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every tool the tests use, only when missing: redis-server, redis-sentinel, redis-cli,
-# Prometheus tools (promtool, prometheus, amtool, prometheus-alertmanager), Chromium, kubectl and
-# buildah.
+# Prometheus tools (promtool, prometheus, amtool, prometheus-alertmanager), Chromium, kubectl,
+# buildah and faketime.
 # Idempotent.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,9 +47,17 @@ if ! command -v buildah >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1 \
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends buildah ca-certificates curl >/dev/null
 fi
+if ! command -v faketime >/dev/null 2>&1; then
+  # The clock-skew test runs a worker whose clock is a minute off (libfaketime).
+  echo "install-test-tools: installing faketime"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends faketime >/dev/null
+fi
 "$here/install-alert-tools.sh"
 "$here/install-browser.sh"
-for tool in redis-server redis-sentinel redis-cli promtool amtool prometheus prometheus-alertmanager chromium kubectl openssl buildah chroot curl; do
+for tool in redis-server redis-sentinel redis-cli promtool amtool prometheus prometheus-alertmanager chromium kubectl openssl buildah chroot curl faketime; do
   command -v "$tool" >/dev/null 2>&1 || { echo "install-test-tools: $tool is still missing" >&2; exit 1; }
 done
 echo "install-test-tools: all test tools present"

@@ -16,7 +16,6 @@ use crate::metrics::SharedState;
 use crate::metrics::breaker_summary;
 use flashcard_core::budget::micros_to_usd;
 use flashcard_core::job::iso;
-use flashcard_core::job::now_ms;
 use flashcard_store::{OutcomeCounts, QueueCounts};
 
 /// Inputs of the alert decision.
@@ -218,7 +217,7 @@ pub async fn alerts(State(state): State<AppState>) -> Result<Json<AlertsBody>, A
         &AlertInputs {
             shared: &shared,
             outcomes,
-            now_ms: now_ms(),
+            now_ms: state.store.now_ms(),
         },
     )))
 }

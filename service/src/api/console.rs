@@ -34,7 +34,7 @@ use super::budget::kill_switch_json;
 use super::error::ApiError;
 use crate::metrics::breaker_summary;
 use flashcard_core::budget::micros_to_usd;
-use flashcard_core::job::{JobState, iso, now_ms};
+use flashcard_core::job::{JobState, iso};
 use flashcard_monitoring::{AlertThresholds, rule_groups};
 use flashcard_store::{FinishedJob, MinuteOutcomes};
 
@@ -161,7 +161,7 @@ pub async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
         },
         async { Ok::<_, ApiError>(store.recent_finished(RECENT_JOBS).await?) },
     )?;
-    let now = now_ms();
+    let now = store.now_ms();
     let report = evaluate(
         settings,
         &AlertInputs {

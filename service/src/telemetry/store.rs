@@ -77,6 +77,9 @@ impl Store for Traced {
     async fn ping(&self) -> StoreResult<()> {
         self.traced("ping", None, self.inner.ping()).await
     }
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
     async fn submit(&self, submission: Submission) -> StoreResult<Admission> {
         self.traced("submit", Some("submit"), self.inner.submit(submission))
             .await

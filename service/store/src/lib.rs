@@ -65,6 +65,12 @@ pub trait Store: Send + Sync + 'static {
     /// Checks that the store answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Now on the store's clock (ms since the epoch): the clock every stored timestamp, period
+    /// and liveness deadline is read from, so compare those with this, not with the pod's clock.
+    fn now_ms(&self) -> u64 {
+        flashcard_core::job::now_ms()
+    }
+
     // --- submission and queue ---
     /// Admits and enqueues one job, in this order: an idempotent replay returns the original
     /// job (before any other check); a kill-switch that is on refuses (a lapsed automatic

@@ -6,6 +6,7 @@
 //! Redis server's clock, so leases do not depend on the pods' clocks agreeing.
 
 mod blocking;
+mod clock;
 pub mod connection;
 mod feed;
 mod parse;
@@ -25,6 +26,7 @@ pub use blocking::BlockingConn;
 pub use connection::{ConnectOptions, RedisClient, RedisConn};
 pub use topology::{Topology, TopologyError, TopologyKind};
 
+use clock::ServerClock;
 use parse::Reply;
 use scripts::{Call, KeyArgs, Scripts};
 
@@ -35,10 +37,8 @@ use super::{
     Outcome, OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreError,
     StoreResult, StoredEvent, Submission, UNREADABLE_CODE, WorkerInfo, period_keys,
 };
-use flashcard_core::job::{JobRecord, JobState, input_bytes, now_ms};
-use flashcard_core::keyspace::{
-    Keyspace, PipelineId, client_digest, job_field, kill_switch_field, worker_field,
-};
+use flashcard_core::job::{JobRecord, JobState, input_bytes};
+use flashcard_core::keyspace::{Keyspace, PipelineId, client_digest, job_field, kill_switch_field};
 
 /// Finished jobs deleted per trim call, so one call never blocks Redis for long.
 const TRIM_BATCH: u64 = 500;
@@ -60,10 +60,18 @@ pub struct RedisStore {
     /// Dedicated connection for `BLPOP` on the wake list: blocking commands must not stall the
     /// shared multiplexed connection.
     waiter: Mutex<BlockingConn>,
+    /// The server's clock (see [`clock`]), kept current by `_clock_refresh`.
+    clock: ServerClock,
+    _clock_refresh: AbortOnDrop,
 }
 
-fn now_timestamp() -> jiff::Timestamp {
-    jiff::Timestamp::now()
+/// Ends a background task with the store that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
@@ -77,13 +85,30 @@ impl RedisStore {
         let client = RedisClient::open(url)?;
         let mut conn = client.connect().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let keys = Keyspace::new(pipeline);
+        let scripts = Scripts::load();
+        let clock = ServerClock::default();
+        read_server_clock(&scripts, &keys, &mut conn, &clock).await?;
+        let refresh = tokio::spawn(refresh_server_clock(
+            Scripts::load(),
+            keys.clone(),
+            conn.clone(),
+            clock.clone(),
+        ));
         Ok(Self {
             waiter: Mutex::new(client.blocking(WAIT_MAX_BLOCK)),
             client,
             conn,
-            keys: Keyspace::new(pipeline),
-            scripts: Scripts::load(),
+            keys,
+            scripts,
+            clock,
+            _clock_refresh: AbortOnDrop(refresh),
         })
+    }
+
+    /// The server's offset from this process's clock, in ms (positive: the server is ahead).
+    pub fn server_clock_offset_ms(&self) -> i64 {
+        self.clock.offset_ms()
     }
 
     pub fn keyspace(&self) -> &Keyspace {
@@ -170,9 +195,13 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     async fn submit(&self, s: Submission) -> StoreResult<Admission> {
-        let now = now_ms();
-        let periods = period_keys(now_timestamp());
+        let now = self.clock.now_ms();
+        let periods = period_keys(self.clock.now_timestamp());
         let request_json = to_json(&s.request)?;
         let (rate_key, rate_max, rate_window_ms) = match s.rate_limit {
             Some(limit) if limit.max > 0 => {
@@ -269,9 +298,9 @@ impl Store for RedisStore {
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let token = request.call_id.as_str();
-        let periods = period_keys(now_timestamp());
+        let periods = period_keys(self.clock.now_timestamp());
         let keys = KeyArgs {
             periods: Some(&periods),
             minute: Some(now / 60_000),
@@ -309,9 +338,9 @@ impl Store for RedisStore {
         cost: Cost,
         next: Option<&ClaimRequest<'_>>,
     ) -> StoreResult<Finished> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let token = next.map(|n| n.call_id.as_str()).unwrap_or("");
-        let periods = period_keys(now_timestamp());
+        let periods = period_keys(self.clock.now_timestamp());
         let rendered =
             OutcomeBodies::new(outcome, now).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let keys = KeyArgs {
@@ -375,7 +404,7 @@ impl Store for RedisStore {
         percent: u8,
         message: &str,
     ) -> StoreResult<bool> {
-        let body = rendered::progress(stage, percent, message, now_ms());
+        let body = rendered::progress(stage, percent, message, self.clock.now_ms());
         let keys = KeyArgs {
             job: Some(&lease.job_id),
             ..self.key_args()
@@ -393,7 +422,7 @@ impl Store for RedisStore {
     }
 
     async fn recover_stalled(&self, max_stalls: u32) -> StoreResult<StallReport> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let bodies = StallBodies::new(max_stalls, now);
         let keys = KeyArgs {
             minute: Some(now / 60_000),
@@ -480,29 +509,22 @@ impl Store for RedisStore {
     }
 
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()> {
-        let now = now_ms();
-        let key = self.keys.worker(&info.id);
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    (worker_field::POD, info.pod.clone()),
-                    (worker_field::ACTIVE, info.active.to_string()),
-                    (worker_field::CONCURRENCY, info.concurrency.to_string()),
-                    (worker_field::BREAKER, info.breaker.clone()),
-                    (worker_field::DRAINING, info.draining.to_string()),
-                    (worker_field::LAST_SEEN, now.to_string()),
-                ],
-            )
-            .ignore()
-            .pexpire(&key, ttl.as_millis() as i64)
-            .ignore()
-            .zadd(self.keys.workers(), &info.id, now + ttl.as_millis() as u64)
-            .ignore()
-            .zrembyscore(self.keys.workers(), "-inf", now)
-            .ignore()
-            .query_async(&mut self.conn())
+        let keys = KeyArgs {
+            worker: Some(&info.id),
+            ..self.key_args()
+        };
+        let _: String = self
+            .scripts
+            .heartbeat
+            .call(&keys)?
+            .arg("worker_id", &info.id)
+            .arg("pod", &info.pod)
+            .arg("active", info.active)
+            .arg("concurrency", info.concurrency)
+            .arg("breaker", &info.breaker)
+            .arg("draining", info.draining.to_string())
+            .arg("ttl_ms", ttl.as_millis() as u64)
+            .invoke(&mut self.conn())
             .await?;
         Ok(())
     }
@@ -520,7 +542,7 @@ impl Store for RedisStore {
     }
 
     async fn workers(&self) -> StoreResult<Vec<WorkerInfo>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let ids: Vec<String> = self
             .conn()
             .zrangebyscore(self.keys.workers(), format!("({now}"), "+inf")
@@ -544,7 +566,7 @@ impl Store for RedisStore {
     }
 
     async fn budget_state(&self) -> StoreResult<BudgetState> {
-        let periods = period_keys(now_timestamp());
+        let periods = period_keys(self.clock.now_timestamp());
         let keys = KeyArgs {
             periods: Some(&periods),
             ..self.key_args()
@@ -569,7 +591,7 @@ impl Store for RedisStore {
     }
 
     async fn set_budget(&self, budget: &BudgetConfig) -> StoreResult<()> {
-        let periods = period_keys(now_timestamp());
+        let periods = period_keys(self.clock.now_timestamp());
         let keys = KeyArgs {
             periods: Some(&periods),
             ..self.key_args()
@@ -595,7 +617,10 @@ impl Store for RedisStore {
             (kill_switch_field::ENABLED, state.enabled.to_string()),
             (
                 kill_switch_field::SINCE,
-                state.since.unwrap_or_else(now_ms).to_string(),
+                state
+                    .since
+                    .unwrap_or_else(|| self.clock.now_ms())
+                    .to_string(),
             ),
         ];
         if let Some(set_by) = state.set_by {
@@ -638,7 +663,7 @@ impl Store for RedisStore {
     }
 
     async fn ensure_epoch(&self) -> StoreResult<(Epoch, bool)> {
-        let fresh = Epoch::new(now_ms());
+        let fresh = Epoch::new(self.clock.now_ms());
         let (text, created): (String, i64) = self
             .scripts
             .ensure_epoch
@@ -699,7 +724,7 @@ impl Store for RedisStore {
 
     async fn outcomes(&self, window: Duration) -> StoreResult<OutcomeCounts> {
         let mut pipe = redis::pipe();
-        for m in super::outcome_minutes(now_ms(), window) {
+        for m in super::outcome_minutes(self.clock.now_ms(), window) {
             pipe.hmget(self.keys.outcomes(m), &["completed", "failed"]);
         }
         let buckets: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut self.conn()).await?;
@@ -712,7 +737,7 @@ impl Store for RedisStore {
     }
 
     async fn outcomes_by_minute(&self, window: Duration) -> StoreResult<Vec<MinuteOutcomes>> {
-        let minutes: Vec<u64> = super::outcome_minutes(now_ms(), window).collect();
+        let minutes: Vec<u64> = super::outcome_minutes(self.clock.now_ms(), window).collect();
         let mut pipe = redis::pipe();
         for m in &minutes {
             pipe.hmget(self.keys.outcomes(*m), &["completed", "failed"]);
@@ -778,5 +803,37 @@ impl Store for RedisStore {
                 })
             })
             .collect())
+    }
+}
+
+/// Measures the server clock's offset once (`TIME` on the pipeline's node).
+async fn read_server_clock(
+    scripts: &Scripts,
+    keys: &Keyspace,
+    conn: &mut RedisConn,
+    clock: &ServerClock,
+) -> StoreResult<()> {
+    let probe = clock::Probe::start();
+    let (seconds, micros): (u64, u64) = scripts
+        .server_time
+        .call(&KeyArgs::new(keys))?
+        .invoke(conn)
+        .await?;
+    clock.observe(seconds, micros, probe.sent_ms, probe.round_trip());
+    Ok(())
+}
+
+/// Measures the offset again every [`clock::REFRESH`]; a failed reading keeps the last one.
+async fn refresh_server_clock(
+    scripts: Scripts,
+    keys: Keyspace,
+    mut conn: RedisConn,
+    clock: ServerClock,
+) {
+    loop {
+        tokio::time::sleep(clock::REFRESH).await;
+        if let Err(e) = read_server_clock(&scripts, &keys, &mut conn, &clock).await {
+            tracing::debug!(error = %e, "could not read the server clock; keeping the last offset");
+        }
     }
 }

@@ -233,6 +233,8 @@ pub(super) struct KeyArgs<'a> {
     pub minute: Option<u64>,
     /// The id of a claim call (its record, see [`Keyspace::claim_record`]).
     pub call_id: Option<&'a str>,
+    /// The worker a heartbeat is for.
+    pub worker: Option<&'a str>,
 }
 
 impl<'a> KeyArgs<'a> {
@@ -271,6 +273,8 @@ impl<'a> KeyArgs<'a> {
                 None => ks.unused(),
             },
             "unused" => ks.unused(),
+            "workers" => ks.workers(),
+            "worker" => ks.worker(self.worker?),
             "spend_daily" => ks.spend(&self.periods?[0]),
             "spend_weekly" => ks.spend(&self.periods?[1]),
             "spend_monthly" => ks.spend(&self.periods?[2]),
@@ -297,6 +301,8 @@ pub(super) struct Scripts {
     pub ensure_epoch: Loaded,
     pub restore_spend: Loaded,
     pub purge: Loaded,
+    pub server_time: Loaded,
+    pub heartbeat: Loaded,
 }
 
 impl Scripts {
@@ -480,6 +486,28 @@ impl Scripts {
                 &[],
                 include_str!("scripts/purge.lua"),
             )),
+            server_time: Loaded::new(spec(
+                "server_time",
+                vec!["unused"],
+                vec![],
+                &[],
+                include_str!("scripts/server_time.lua"),
+            )),
+            heartbeat: Loaded::new(spec(
+                "heartbeat",
+                vec!["worker", "workers"],
+                vec![
+                    "worker_id",
+                    "pod",
+                    "active",
+                    "concurrency",
+                    "breaker",
+                    "draining",
+                    "ttl_ms",
+                ],
+                &[],
+                include_str!("scripts/heartbeat.lua"),
+            )),
         }
     }
 }
@@ -506,6 +534,7 @@ mod tests {
             spend_period: Some("2026-12"),
             minute: Some(1),
             call_id: Some("c"),
+            worker: Some("w"),
             ..KeyArgs::new(&ks)
         };
         let scripts = Scripts::load();
@@ -523,6 +552,8 @@ mod tests {
             &scripts.ensure_epoch,
             &scripts.restore_spend,
             &scripts.purge,
+            &scripts.server_time,
+            &scripts.heartbeat,
         ] {
             assert!(loaded.source_len() > 0);
             for role in &loaded.spec.keys {
