@@ -263,6 +263,7 @@ impl<'a> KeyArgs<'a> {
             "spend_prefix" => ks.spend_prefix(),
             "idem_prefix" => ks.idempotency_prefix(),
             "job" => ks.job(self.job?),
+            "job_events" => ks.job_events(self.job?),
             "idem" => match self.idem {
                 Some(digest) => ks.idempotency(digest),
                 None => ks.unused(),
@@ -360,7 +361,7 @@ impl Scripts {
             finish: Loaded::new(spec(
                 "finish",
                 join(&[
-                    &["job", "completed", "wake", "spend_lease"],
+                    &["job", "job_events", "completed", "wake", "spend_lease"],
                     CLAIM_KEYS,
                     BUDGET_KEYS,
                 ]),
@@ -399,7 +400,7 @@ impl Scripts {
             }),
             progress: Loaded::new(spec(
                 "progress",
-                vec!["job", "events"],
+                vec!["job", "job_events", "events"],
                 vec!["id", "token", "body"],
                 &[],
                 include_str!("scripts/progress.lua"),

@@ -67,7 +67,7 @@ if held then
     redis.call('HSET', K.job, 'state', 'delayed', 'error', A.error, 'eventSeq', seq)
     redis.call('HDEL', K.job, 'lease', 'reserved', 'reservedPeriod')
     redis.call('ZADD', K.delayed, now + num(A.delay_ms), id)
-    push_events(K.job, id, {{'retrying', event_text(seq, id, body, {'attemptsMade', attempts}), seq}})
+    push_events(K.job, id, {{'retrying', event_text(seq, id, body, {'attemptsMade', attempts}), seq}}, K.job_events)
     outcome = 'retrying'
   elseif kind == 'completed' then
     redis.call('HSET', K.job, 'state', 'completed', 'finishedAt', fmt(now), 'result', A.result,
@@ -75,7 +75,7 @@ if held then
     redis.call('HDEL', K.job, 'lease', 'reserved', 'reservedPeriod', 'error', 'errorCode')
     redis.call('ZADD', K.completed, now, id)
     count_outcome('completed')
-    push_events(K.job, id, {{'completed', event_text(seq, id, body, nil, A.result), seq}})
+    push_events(K.job, id, {{'completed', event_text(seq, id, body, nil, A.result), seq}}, K.job_events)
     outcome = 'completed'
   elseif kind == 'failed' then
     if A.error_code ~= '' then
@@ -88,14 +88,14 @@ if held then
     redis.call('HDEL', K.job, 'lease', 'reserved', 'reservedPeriod')
     redis.call('ZADD', K.failed, now, id)
     count_outcome('failed')
-    push_events(K.job, id, {{'failed', event_text(seq, id, body, {'attemptsMade', attempts}), seq}})
+    push_events(K.job, id, {{'failed', event_text(seq, id, body, {'attemptsMade', attempts}), seq}}, K.job_events)
     outcome = 'failed'
   elseif kind == 'release' then
     redis.call('HSET', K.job, 'state', 'waiting', 'attempts', math.max(0, attempts - 1),
       'eventSeq', seq)
     redis.call('HDEL', K.job, 'lease', 'reserved', 'reservedPeriod')
     redis.call('LPUSH', K.waiting, id)
-    push_events(K.job, id, {{'waiting', event_text(seq, id, body), seq}})
+    push_events(K.job, id, {{'waiting', event_text(seq, id, body), seq}}, K.job_events)
     outcome = 'released'
   end
   -- A job given back, or one waiting for budget that may fit now: wake the workers.

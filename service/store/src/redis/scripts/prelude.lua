@@ -1,7 +1,8 @@
 -- Shared helpers, loaded into every script after the generated tables `K` (the script's KEYS
 -- by role, see `scripts.rs`) and `A` (its ARGV by name). Every key belongs to the pipeline's
--- hash tag; per-job keys are derived from the declared `K.job_prefix` where a script picks jobs
--- itself, as BullMQ's scripts do.
+-- hash tag. Every key whose name the caller knows is declared; per-job keys are derived from
+-- the declared `K.job_prefix` only where a script picks jobs itself (claim, recover, trim), as
+-- BullMQ's scripts do.
 
 -- The server's time, read once per script run.
 local NOW_MS
@@ -34,11 +35,13 @@ local function event_text(seq, id, body, counters, result)
 end
 
 -- Appends events (each {kind, text, seq}) to a job's history in one push and to the
--- pipeline's stream. The caller has numbered them and stored the new `eventSeq`.
-local function push_events(job_key, id, events)
+-- pipeline's stream. The caller has numbered them and stored the new `eventSeq`. `events_key`
+-- is the history's declared key where the caller names the job (`K.job_events`); scripts that
+-- pick jobs themselves derive it from the job's key.
+local function push_events(job_key, id, events, events_key)
   local texts = {}
   for i = 1, #events do texts[i] = events[i][2] end
-  redis.call('RPUSH', job_key .. ':events', unpack(texts))
+  redis.call('RPUSH', events_key or (job_key .. ':events'), unpack(texts))
   for i = 1, #events do
     redis.call('XADD', K.events, 'MAXLEN', '~', 10000, '*', 'job', id, 'seq', events[i][3],
       'type', events[i][1], 'data', events[i][2])
@@ -46,9 +49,9 @@ local function push_events(job_key, id, events)
 end
 
 -- Appends one event, numbering it from the job's `eventSeq`.
-local function append_event(job_key, id, kind, body, counters)
+local function append_event(job_key, id, kind, body, counters, events_key)
   local seq = redis.call('HINCRBY', job_key, 'eventSeq', 1)
-  push_events(job_key, id, {{kind, event_text(seq, id, body, counters), seq}})
+  push_events(job_key, id, {{kind, event_text(seq, id, body, counters), seq}}, events_key)
   return seq
 end
 
