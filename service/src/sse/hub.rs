@@ -141,7 +141,14 @@ impl Hub {
         store: &dyn Store,
         stop: CancellationToken,
     ) -> StoreResult<()> {
-        let mut feed = store.event_feed().await?;
+        // Only events of jobs someone here follows: their texts are read from the store.
+        let followed = Arc::downgrade(self);
+        let interest: flashcard_store::FeedInterest = Arc::new(move |job: &str| {
+            followed
+                .upgrade()
+                .is_some_and(|hub| hub.read().contains_key(job))
+        });
+        let mut feed = store.event_feed(interest).await?;
         self.feed_seen.store(now_ms(), Ordering::Relaxed);
         let closing = self.closing.clone();
         let stop_streams = stop.clone();

@@ -152,8 +152,11 @@ impl Store for Traced {
         self.traced("events_after", None, self.inner.events_after(job_id, after))
             .await
     }
-    async fn event_feed(&self) -> StoreResult<BoxStream<'static, FeedItem>> {
-        self.inner.event_feed().await
+    async fn event_feed(
+        &self,
+        interest: flashcard_store::FeedInterest,
+    ) -> StoreResult<BoxStream<'static, FeedItem>> {
+        self.inner.event_feed(interest).await
     }
     async fn job_head(&self, id: &str) -> StoreResult<Option<JobHead>> {
         self.traced("job_head", None, self.inner.job_head(id)).await

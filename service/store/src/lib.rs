@@ -33,6 +33,9 @@ pub use budget::{
 };
 pub use types::*;
 
+/// Which jobs a feed reader wants the events of (see [`Store::event_feed`]).
+pub type FeedInterest = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Store failures. Callers treat them as "shared state unreachable", never as bad input.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -125,9 +128,13 @@ pub trait Store: Send + Sync + 'static {
     // --- events ---
     /// The job's events with `seq > after`, in order.
     async fn events_after(&self, job_id: &str, after: u64) -> StoreResult<Vec<StoredEvent>>;
-    /// A live feed of every job event of the pipeline, from now on, with a sign of life at
-    /// least every few seconds when there are none. One per api process.
-    async fn event_feed(&self) -> StoreResult<BoxStream<'static, FeedItem>>;
+    /// A live feed of the pipeline's job events from now on, for the jobs `interest` says
+    /// someone follows (asked per event, as it is read), with a sign of life at least every few
+    /// seconds when there are none. One per api process. The stream itself carries only job
+    /// ids and numbers; the text of an event is read from its job's history only when wanted,
+    /// so an api process pays nothing for jobs nobody follows there.
+    async fn event_feed(&self, interest: FeedInterest)
+    -> StoreResult<BoxStream<'static, FeedItem>>;
 
     // --- workers ---
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()>;

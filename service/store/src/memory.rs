@@ -23,9 +23,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, BudgetState,
-    Claim, ClaimRequest, Claimed, Cost, Epoch, FeedItem, FinishOutcome, Finished, FinishedJob,
-    JobHead, KillSwitch, Lease, MinuteOutcomes, Outcome, OutcomeCounts, QueueCounts, Retention,
-    SetBy, Spend, StallReport, Store, StoreResult, StoredEvent, Submission, WorkerInfo,
+    Claim, ClaimRequest, Claimed, Cost, Epoch, FeedInterest, FeedItem, FinishOutcome, Finished,
+    FinishedJob, JobHead, KillSwitch, Lease, MinuteOutcomes, Outcome, OutcomeCounts, QueueCounts,
+    Retention, SetBy, Spend, StallReport, Store, StoreResult, StoredEvent, Submission, WorkerInfo,
     budget_stop_lapsed, budget_stop_reason,
 };
 use flashcard_core::events;
@@ -823,10 +823,17 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn event_feed(&self) -> StoreResult<BoxStream<'static, FeedItem>> {
-        let events = BroadcastStream::new(self.feed.subscribe()).filter_map(|item| async move {
+    async fn event_feed(
+        &self,
+        interest: FeedInterest,
+    ) -> StoreResult<BoxStream<'static, FeedItem>> {
+        let events = BroadcastStream::new(self.feed.subscribe()).filter_map(move |item| {
             // A lagged receiver skips; followers catch up from the job's history.
-            item.ok().map(FeedItem::Event)
+            let item = item
+                .ok()
+                .filter(|e| interest(&e.job_id))
+                .map(FeedItem::Event);
+            async move { item }
         });
         // In one process the feed cannot stall; it says so as the Redis feed does.
         let alive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(

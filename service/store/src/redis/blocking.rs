@@ -15,7 +15,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
 use redis::streams::StreamReadReply;
-use redis::{Cmd, FromRedisValue, RedisResult};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult};
 
 use super::connection::{ClientInner, timeout_error};
 
@@ -27,11 +27,20 @@ enum Dedicated {
     Cluster(ClusterConnection),
 }
 
+/// What a call sends: one command, or a pipeline of non-blocking ones.
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipeline(&'a Pipeline),
+}
+
 impl Dedicated {
-    async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> RedisResult<T> {
-        match self {
-            Self::Node(conn) => cmd.query_async(conn).await,
-            Self::Cluster(conn) => cmd.query_async(conn).await,
+    async fn query<T: FromRedisValue>(&mut self, request: Request<'_>) -> RedisResult<T> {
+        match (self, request) {
+            (Self::Node(conn), Request::Cmd(cmd)) => cmd.query_async(conn).await,
+            (Self::Cluster(conn), Request::Cmd(cmd)) => cmd.query_async(conn).await,
+            (Self::Node(conn), Request::Pipeline(pipe)) => pipe.query_async(conn).await,
+            (Self::Cluster(conn), Request::Pipeline(pipe)) => pipe.query_async(conn).await,
         }
     }
 }
@@ -67,6 +76,19 @@ impl BlockingConn {
     /// block), and fails with a timeout error once `block + margin` has passed. Connects first
     /// if needed (bounded by the connection timeout).
     pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd, block: Duration) -> RedisResult<T> {
+        self.send(Request::Cmd(cmd), block).await
+    }
+
+    /// Runs a pipeline of commands that do not block, with the same deadline rules.
+    pub async fn query_pipeline<T: FromRedisValue>(&mut self, pipe: &Pipeline) -> RedisResult<T> {
+        self.send(Request::Pipeline(pipe), Duration::ZERO).await
+    }
+
+    async fn send<T: FromRedisValue>(
+        &mut self,
+        request: Request<'_>,
+        block: Duration,
+    ) -> RedisResult<T> {
         // Taken out for the call, put back only after a full answer: if this future is dropped
         // or fails, the connection goes with it.
         let mut conn = match self.conn.take() {
@@ -74,7 +96,7 @@ impl BlockingConn {
             None => self.open().await?,
         };
         let deadline = self.deadline(block);
-        match tokio::time::timeout(deadline, conn.query(cmd)).await {
+        match tokio::time::timeout(deadline, conn.query(request)).await {
             Ok(Ok(value)) => {
                 self.conn = Some(conn);
                 Ok(value)

@@ -1,6 +1,8 @@
 //! The live event feed of one api process: follows the pipeline's event stream with
 //! `XREAD BLOCK` from its current end and survives connection loss by resuming from the last id
-//! it saw. Entries carry the rendered event text, forwarded as shared bytes.
+//! it saw. Stream entries carry only the job id, the event's number and its kind; the rendered
+//! text lives once, in the job's history, and is read from there (one pipelined `LRANGE` per
+//! followed job and batch) only for the jobs this process's followers want.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,8 @@ use futures::stream::BoxStream;
 use redis::Value;
 
 use super::BlockingConn;
-use crate::{FeedItem, StoreResult, StoredEvent};
+use crate::{FeedInterest, FeedItem, StoreResult, StoredEvent};
+use flashcard_core::keyspace::Keyspace;
 
 /// Entries read from the event stream per call.
 const FEED_BATCH: usize = 1000;
@@ -27,7 +30,15 @@ fn bulk(value: &Value) -> Option<&[u8]> {
 }
 
 /// Events of one `XREAD` reply, and the id of the last entry.
-fn entries(reply: Value) -> (Vec<StoredEvent>, Option<String>) {
+/// An entry of the stream: job, seq, kind (and the text, from writers that still put it there).
+struct Entry {
+    job: String,
+    seq: u64,
+    kind: String,
+    data: Option<Bytes>,
+}
+
+fn entries(reply: Value) -> (Vec<Entry>, Option<String>) {
     let mut events = Vec::new();
     let mut last = None;
     let streams = match reply {
@@ -76,14 +87,14 @@ fn entries(reply: Value) -> (Vec<StoredEvent>, Option<String>) {
                     _ => {}
                 }
             }
-            match (job, seq, kind, data) {
-                (Some(job), Some(seq), Some(kind), Some(data)) => events.push(StoredEvent {
-                    job_id: Arc::from(job),
+            match (job, seq, kind) {
+                (Some(job), Some(seq), Some(kind)) => events.push(Entry {
+                    job,
                     seq,
-                    kind: Arc::from(kind),
+                    kind,
                     data,
                 }),
-                _ => tracing::warn!("skipping an event stream entry without job, seq, type, data"),
+                _ => tracing::warn!("skipping an event stream entry without job, seq, type"),
             }
         }
     }
@@ -98,8 +109,10 @@ fn entries(reply: Value) -> (Vec<StoredEvent>, Option<String>) {
 /// Dropping the stream ends it.
 pub(super) async fn event_feed(
     mut conn: BlockingConn,
-    stream: String,
+    keys: Keyspace,
+    interest: FeedInterest,
 ) -> StoreResult<BoxStream<'static, FeedItem>> {
+    let stream = keys.events();
     // Start after the newest entry now, so nothing written after this call is missed.
     let mut newest_cmd = redis::cmd("XREVRANGE");
     newest_cmd
@@ -122,6 +135,8 @@ pub(super) async fn event_feed(
     .unwrap_or_else(|| "0-0".to_owned());
     let reader = Reader {
         conn,
+        keys,
+        interest,
         stream,
         cursor,
     };
@@ -133,16 +148,16 @@ pub(super) async fn event_feed(
     .boxed())
 }
 
-/// Where the feed stands: its connection, the stream, and the id of the last entry seen.
+/// Where the feed stands: its connections, the stream, and the id of the last entry seen.
 struct Reader {
     conn: BlockingConn,
+    keys: Keyspace,
+    interest: FeedInterest,
     stream: String,
     cursor: String,
 }
 
 impl Reader {
-    /// One `XREAD`: its events, `Alive` when the block ran out with none, or nothing after a
-    /// failure (logged; the next read opens a new connection and resumes from the cursor).
     async fn next_batch(&mut self) -> Vec<FeedItem> {
         let mut read = redis::cmd("XREAD");
         read.arg("COUNT")
@@ -154,10 +169,15 @@ impl Reader {
             .arg(&self.cursor);
         match self.conn.query::<Value>(&read, FEED_BLOCK).await {
             Ok(reply) => {
-                let (events, last) = entries(reply);
+                let (entries, last) = entries(reply);
                 if let Some(last) = last {
                     self.cursor = last;
                 }
+                let wanted: Vec<Entry> = entries
+                    .into_iter()
+                    .filter(|e| (self.interest)(&e.job))
+                    .collect();
+                let events = self.with_texts(wanted).await;
                 if events.is_empty() {
                     vec![FeedItem::Alive]
                 } else {
@@ -170,5 +190,62 @@ impl Reader {
                 Vec::new()
             }
         }
+    }
+
+    /// Reads the texts of `entries` from their jobs' histories (event `seq` n sits at index
+    /// n - 1): one `LRANGE` per job over the numbers this batch holds, all in one pipeline. An
+    /// event whose history is gone (trimmed) or unreadable is left out; its followers notice
+    /// the gap and catch up from the history themselves.
+    async fn with_texts(&mut self, entries: Vec<Entry>) -> Vec<StoredEvent> {
+        let mut ranges: Vec<(String, u64, u64)> = Vec::new();
+        for entry in entries.iter().filter(|e| e.data.is_none()) {
+            match ranges.iter_mut().find(|(job, _, _)| *job == entry.job) {
+                Some(range) => {
+                    range.1 = range.1.min(entry.seq);
+                    range.2 = range.2.max(entry.seq);
+                }
+                None => ranges.push((entry.job.clone(), entry.seq, entry.seq)),
+            }
+        }
+        let mut texts: Vec<(String, u64, Vec<Vec<u8>>)> = Vec::new();
+        if !ranges.is_empty() {
+            let mut pipe = redis::pipe();
+            for (job, first, last) in &ranges {
+                let (from, to) = (first.saturating_sub(1), last.saturating_sub(1));
+                pipe.lrange(self.keys.job_events(job), from as isize, to as isize);
+            }
+            // On the feed's own connection, which has just answered: the texts of an event are
+            // read over the link that brought it.
+            match self.conn.query_pipeline::<Vec<Vec<Vec<u8>>>>(&pipe).await {
+                Ok(lists) => {
+                    for ((job, first, _), list) in ranges.into_iter().zip(lists) {
+                        texts.push((job, first, list));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read event texts; followers catch up");
+                }
+            }
+        }
+        entries
+            .into_iter()
+            .filter_map(|entry| {
+                let data = match entry.data {
+                    Some(data) => data,
+                    None => {
+                        let (_, first, list) =
+                            texts.iter().find(|(job, _, _)| *job == entry.job)?;
+                        let text = list.get(entry.seq.checked_sub(*first)? as usize)?;
+                        Bytes::copy_from_slice(text)
+                    }
+                };
+                Some(StoredEvent {
+                    job_id: Arc::from(entry.job),
+                    seq: entry.seq,
+                    kind: Arc::from(entry.kind),
+                    data,
+                })
+            })
+            .collect()
     }
 }

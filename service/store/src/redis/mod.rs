@@ -504,8 +504,16 @@ impl Store for RedisStore {
             .collect()
     }
 
-    async fn event_feed(&self) -> StoreResult<BoxStream<'static, super::FeedItem>> {
-        feed::event_feed(self.client.blocking(feed::FEED_BLOCK), self.keys.events()).await
+    async fn event_feed(
+        &self,
+        interest: super::FeedInterest,
+    ) -> StoreResult<BoxStream<'static, super::FeedItem>> {
+        feed::event_feed(
+            self.client.blocking(feed::FEED_BLOCK),
+            self.keys.clone(),
+            interest,
+        )
+        .await
     }
 
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> StoreResult<()> {

@@ -682,10 +682,24 @@ async fn release_gives_the_job_back_first_without_using_an_attempt(store: DynSto
 }
 
 async fn event_feed_and_history_carry_the_same_text(store: DynStore) {
-    let mut feed = store.event_feed().await.unwrap();
-    let id = submit(&store, 1, 3).await;
-    let claim = claim_one(&store).await.unwrap();
-    complete(&store, &claim, 1).await;
+    // The feed delivers only the jobs its reader follows.
+    let (followed, ignored) = (submission(1, 3), submission(2, 3));
+    let (id, other) = (followed.job_id.clone(), ignored.job_id.clone());
+    let want = id.clone();
+    let mut feed = store
+        .event_feed(Arc::new(move |job: &str| job == want))
+        .await
+        .unwrap();
+    for s in [ignored, followed] {
+        assert!(matches!(
+            store.submit(s).await.unwrap(),
+            Admission::Accepted { .. }
+        ));
+    }
+    for _ in 0..2 {
+        let claim = claim_one(&store).await.unwrap();
+        complete(&store, &claim, 1).await;
+    }
     let mut live = Vec::new();
     while live.len() < 2 {
         let item = tokio::time::timeout(Duration::from_secs(5), feed.next())
@@ -695,9 +709,8 @@ async fn event_feed_and_history_carry_the_same_text(store: DynStore) {
         let flashcard_store::FeedItem::Event(event) = item else {
             continue;
         };
-        if *event.job_id == *id {
-            live.push(event);
-        }
+        assert_ne!(*event.job_id, *other, "an event of a job nobody follows");
+        live.push(event);
     }
     let history = store.events_after(&id, 0).await.unwrap();
     assert_eq!(live, history);

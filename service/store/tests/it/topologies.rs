@@ -499,7 +499,7 @@ async fn the_store_event_feed_and_wait_for_work_survive_a_stalled_connection() {
     let proxied = RedisStore::connect(&proxy.url(), &pipeline).await.unwrap();
     // Events only (the feed's signs of life are for readiness).
     let feed = proxied
-        .event_feed()
+        .event_feed(Arc::new(|_: &str| true))
         .await
         .unwrap()
         .filter_map(|item| async move {

@@ -34,8 +34,9 @@ local function event_text(seq, id, body, counters, result)
   return head .. ',' .. string.sub(body, 2)
 end
 
--- Appends events (each {kind, text, seq}) to a job's history in one push and to the
--- pipeline's stream. The caller has numbered them and stored the new `eventSeq`. `events_key`
+-- Appends events (each {kind, text, seq}) to a job's history in one push, and their numbers
+-- to the pipeline's stream (the text lives once, in the history; feed readers fetch it for the
+-- jobs they follow). The caller has numbered them and stored the new `eventSeq`. `events_key`
 -- is the history's declared key where the caller names the job (`K.job_events`); scripts that
 -- pick jobs themselves derive it from the job's key.
 local function push_events(job_key, id, events, events_key)
@@ -44,7 +45,7 @@ local function push_events(job_key, id, events, events_key)
   redis.call('RPUSH', events_key or (job_key .. ':events'), unpack(texts))
   for i = 1, #events do
     redis.call('XADD', K.events, 'MAXLEN', '~', 10000, '*', 'job', id, 'seq', events[i][3],
-      'type', events[i][1], 'data', events[i][2])
+      'type', events[i][1])
   end
 end
 
