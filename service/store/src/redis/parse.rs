@@ -9,7 +9,7 @@ use crate::{
     StoreResult, WorkerInfo, budget_stop_reason,
 };
 use flashcard_core::budget::BudgetPeriod;
-use flashcard_core::job::{JobRecord, JobState};
+use flashcard_core::job::{JobRecord, JobRequest, JobState};
 use flashcard_core::keyspace::{budget_field, job_field, kill_switch_field, worker_field};
 
 fn corrupt(what: impl Into<String>) -> StoreError {
@@ -113,9 +113,23 @@ pub(super) fn job_record(fields: Vec<(String, String)>) -> StoreResult<JobRecord
     let state = get(job_field::STATE)
         .and_then(JobState::parse)
         .ok_or_else(|| corrupt(format!("job {id} has no valid state")))?;
-    let request = get(job_field::REQUEST)
-        .ok_or_else(|| corrupt(format!("job {id} has no request")))
-        .and_then(|r| serde_json::from_str(r).map_err(|e| corrupt(format!("job {id}: {e}"))))?;
+    // A request this version cannot read (written by a newer one; such a job is failed with
+    // `JOB_UNREADABLE` when claimed) still leaves the rest of the record readable: the status
+    // and history never show the request, so it reads as empty.
+    let request = match get(job_field::REQUEST).map(serde_json::from_str::<JobRequest>) {
+        Some(Ok(request)) => request,
+        Some(Err(e)) => {
+            tracing::warn!(job = %id, error = %e, "job request unreadable by this version");
+            JobRequest {
+                content: String::new(),
+                subject: String::new(),
+                topic: String::new(),
+                user_id: String::new(),
+                card_count: 0,
+            }
+        }
+        None => return Err(corrupt(format!("job {id} has no request"))),
+    };
     let result = match get(job_field::RESULT) {
         Some(r) => Some(serde_json::from_str(r).map_err(|e| corrupt(format!("job {id}: {e}")))?),
         None => None,

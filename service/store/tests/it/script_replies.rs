@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flashcard_core::budget::Pricing;
-use flashcard_core::job::{JobRequest, new_job_id};
+use flashcard_core::job::{JobRequest, JobState, new_job_id};
 use flashcard_core::keyspace::{Keyspace, PipelineId};
 use flashcard_store::redis::RedisStore;
 use flashcard_store::{Admission, CallId, ClaimRequest, Store, Submission, UNREADABLE_CODE};
@@ -92,7 +92,12 @@ async fn an_unreadable_job_fails_alone_and_missing_fields_leave_no_hole() {
         ),
         ("", 0, 1)
     );
-    // The record cannot be read back whole by this version; its state and code are in the hash.
+    // The record reads back (the request as empty), failed with its code.
+    let failed = store.job(&ids[1]).await.unwrap().expect("the record reads");
+    assert_eq!(
+        (failed.state, failed.error_code.as_deref()),
+        (JobState::Failed, Some(UNREADABLE_CODE))
+    );
     let (state, code): (String, String) = raw
         .hmget(ks.job(&ids[1]), &["state", "errorCode"])
         .await
