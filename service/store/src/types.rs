@@ -42,6 +42,22 @@ pub struct Submission {
     pub traceparent: Option<String>,
 }
 
+impl Submission {
+    /// A plain submission of `request` under a new job id, owned by its `userId`: no
+    /// idempotency key, rate limit or trace, `max_attempts` attempts.
+    pub fn new(request: JobRequest, max_attempts: u32) -> Self {
+        Self {
+            job_id: flashcard_core::job::new_job_id(),
+            owner: request.user_id.clone(),
+            request,
+            idempotency: None,
+            rate_limit: None,
+            max_attempts,
+            traceparent: None,
+        }
+    }
+}
+
 /// What [`Store::submit`](super::Store::submit) decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {

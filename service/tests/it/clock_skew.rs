@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::{RedisServer, Service};
-use flashcard_core::job::{JobRequest, new_job_id, now_ms};
+use flashcard_core::job::{JobRequest, now_ms};
 use flashcard_core::keyspace::PipelineId;
 use flashcard_store::redis::RedisStore;
 use flashcard_store::{Admission, Store, Submission};
@@ -35,15 +35,7 @@ async fn a_worker_a_day_behind_changes_nothing() {
             user_id: format!("u{n}"),
             card_count: 3,
         };
-        let submission = Submission {
-            job_id: new_job_id(),
-            owner: request.user_id.clone(),
-            request,
-            idempotency: None,
-            rate_limit: None,
-            max_attempts: 3,
-            traceparent: None,
-        };
+        let submission = Submission::new(request, 3);
         match store.submit(submission).await.unwrap() {
             Admission::Accepted { job_id } => ids.push(job_id),
             other => panic!("not accepted: {other:?}"),

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{RedisServer, Service, TcpProxy};
-use flashcard_core::job::{JobRequest, new_job_id};
+use flashcard_core::job::JobRequest;
 use flashcard_core::keyspace::PipelineId;
 use flashcard_store::redis::RedisStore;
 use flashcard_store::{Admission, Store, Submission};
@@ -33,15 +33,7 @@ async fn a_worker_losing_one_reply_in_twenty_loses_and_doubles_nothing() {
             user_id: format!("u{n}"),
             card_count: 5,
         };
-        let submission = Submission {
-            job_id: new_job_id(),
-            owner: request.user_id.clone(),
-            request,
-            idempotency: None,
-            rate_limit: None,
-            max_attempts: 3,
-            traceparent: None,
-        };
+        let submission = Submission::new(request, 3);
         match store.submit(submission).await.unwrap() {
             Admission::Accepted { job_id } => ids.push(job_id),
             other => panic!("not accepted: {other:?}"),

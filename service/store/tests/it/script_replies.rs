@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use flashcard_core::budget::Pricing;
-use flashcard_core::job::{JobRequest, JobState, new_job_id};
+use flashcard_core::job::{JobRequest, JobState};
 use flashcard_core::keyspace::{Keyspace, PipelineId};
 use flashcard_store::redis::RedisStore;
 use flashcard_store::{Admission, CallId, ClaimRequest, Store, Submission, UNREADABLE_CODE};
@@ -18,15 +18,7 @@ fn submission(n: u32) -> Submission {
         user_id: format!("user-{n}"),
         card_count: 3,
     };
-    Submission {
-        job_id: new_job_id(),
-        owner: request.user_id.clone(),
-        request,
-        idempotency: None,
-        rate_limit: None,
-        max_attempts: 3,
-        traceparent: None,
-    }
+    Submission::new(request, 3)
 }
 
 async fn submit(store: &RedisStore, n: u32) -> String {
