@@ -71,6 +71,9 @@ struct Core {
     /// What each claim call took (job ids, blocked, budget-failed), until its expiry (ms), as
     /// the `claim:<id>` records of the Redis store.
     claims: HashMap<String, (Vec<String>, bool, u32, u64)>,
+    /// The claim records by expiry, oldest first (leases are alike, so insertion order is
+    /// nearly expiry order): expired ones are dropped from the front, O(1) per claim.
+    claim_expiry: VecDeque<(u64, String)>,
 }
 
 /// The budget in force, as the scripts' `budget_in_force` computes it.
@@ -226,8 +229,18 @@ impl MemoryStore {
         now: u64,
     ) -> Claimed {
         if request.max_jobs > 0 {
-            core.claims.retain(|_, record| record.3 > now);
-            if let Some((ids, blocked, failed, _)) = core.claims.get(request.call_id.as_str()) {
+            while let Some((expiry, _)) = core.claim_expiry.front()
+                && *expiry <= now
+            {
+                if let Some((_, token)) = core.claim_expiry.pop_front() {
+                    core.claims.remove(&token);
+                }
+            }
+            if let Some((ids, blocked, failed, _)) = core
+                .claims
+                .get(request.call_id.as_str())
+                .filter(|record| record.3 > now)
+            {
                 return self.replay_claim(ids, *blocked, *failed, request.call_id.as_str());
             }
         }
@@ -342,6 +355,7 @@ impl MemoryStore {
                 .map(|c| c.lease.job_id.clone())
                 .collect();
             let expiry = now + (request.lease.as_millis() as u64).max(1);
+            core.claim_expiry.push_back((expiry, token.clone()));
             core.claims.insert(
                 token,
                 (ids, claimed.budget_blocked, claimed.budget_failed, expiry),
