@@ -15,6 +15,7 @@ mod scripts;
 mod signals;
 pub mod topology;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,7 +57,7 @@ pub struct RedisStore {
     client: RedisClient,
     conn: RedisConn,
     keys: Keyspace,
-    scripts: Scripts,
+    scripts: Arc<Scripts>,
     /// Dedicated connection for `BLPOP` on the wake list: blocking commands must not stall the
     /// shared multiplexed connection.
     waiter: Mutex<BlockingConn>,
@@ -86,11 +87,11 @@ impl RedisStore {
         let mut conn = client.connect().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         let keys = Keyspace::new(pipeline);
-        let scripts = Scripts::load();
+        let scripts = Arc::new(Scripts::load());
         let clock = ServerClock::default();
         read_server_clock(&scripts, &keys, &mut conn, &clock).await?;
         let refresh = tokio::spawn(refresh_server_clock(
-            Scripts::load(),
+            scripts.clone(),
             keys.clone(),
             conn.clone(),
             clock.clone(),
@@ -833,7 +834,7 @@ async fn read_server_clock(
 
 /// Measures the offset again every [`clock::REFRESH`]; a failed reading keeps the last one.
 async fn refresh_server_clock(
-    scripts: Scripts,
+    scripts: Arc<Scripts>,
     keys: Keyspace,
     mut conn: RedisConn,
     clock: ServerClock,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use flashcard_core::budget::BudgetPeriod;
 use flashcard_core::budget::Pricing;
 use flashcard_core::events::WaitReason;
-use flashcard_core::job::{JobRequest, JobResult, JobState, TokenUsage, new_job_id};
+use flashcard_core::job::{JobRequest, JobResult, JobState, TokenUsage};
 use flashcard_core::keyspace::{PipelineId, client_digest, fingerprint, idempotency_digest};
 use flashcard_store::memory::MemoryStore;
 use flashcard_store::redis::RedisStore;
@@ -48,16 +48,7 @@ fn request(n: u32) -> JobRequest {
 }
 
 fn submission(n: u32, max_attempts: u32) -> Submission {
-    let request = request(n);
-    Submission {
-        job_id: new_job_id(),
-        owner: request.user_id.clone(),
-        request,
-        idempotency: None,
-        rate_limit: None,
-        max_attempts,
-        traceparent: None,
-    }
+    Submission::new(request(n), max_attempts)
 }
 
 fn with_key(mut s: Submission, owner: &str, key: &str) -> Submission {
