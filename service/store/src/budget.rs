@@ -1,6 +1,7 @@
 //! The budget as the store keeps it: the budget in force, reservation pricing, the store epoch,
 //! and the rule that ends the automatic budget stop. Both backends (and the Lua scripts, which
-//! mirror `flashcard_core::budget::Pricing::reservation` and [`budget_stop_lapsed`]) follow these definitions.
+//! mirror `flashcard_core::budget::Pricing::reservation` and [`budget_stop_lapsed`]; a test on a
+//! real redis-server holds the stop rule equal in both) follow these definitions.
 
 use serde::{Deserialize, Serialize};
 
@@ -140,14 +141,7 @@ pub fn budget_stop_lapsed(
         return false;
     }
     let current = config.period_key(now);
-    let taken_in = match (&ks.period, ks.since) {
-        (Some(period), _) => Some(period.clone()),
-        // Stops written before the period was recorded: the period of their timestamp.
-        (None, Some(since)) => jiff::Timestamp::from_millisecond(since as i64)
-            .ok()
-            .map(|t| config.period_key(t)),
-        (None, None) => None,
-    };
+    let taken_in = ks.period.as_deref();
     let limit = config.enforced_limit();
     taken_in.is_some_and(|p| p != current)
         || limit == 0

@@ -4,6 +4,7 @@
 //! text lives once, in the job's history, and is read from there (one pipelined `LRANGE` per
 //! followed job and batch) only for the jobs this process's followers want.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use redis::Value;
 
-use super::BlockingConn;
+use super::{BlockingConn, history};
 use crate::{FeedInterest, FeedItem, StoreResult, StoredEvent};
 use flashcard_core::keyspace::Keyspace;
 
@@ -148,6 +149,14 @@ pub(super) async fn event_feed(
     .boxed())
 }
 
+/// What one batch read of a job's history: the texts from event `first` on, and the job's
+/// result when it completed in the batch.
+struct History {
+    first: u64,
+    texts: Vec<Vec<u8>>,
+    result: Option<Vec<u8>>,
+}
+
 /// Where the feed stands: its connections, the stream, and the id of the last entry seen.
 struct Reader {
     conn: BlockingConn,
@@ -193,33 +202,56 @@ impl Reader {
     }
 
     /// Reads the texts of `entries` from their jobs' histories (event `seq` n sits at index
-    /// n - 1): one `LRANGE` per job over the numbers this batch holds, all in one pipeline. An
-    /// event whose history is gone (trimmed) or unreadable is left out; its followers notice
-    /// the gap and catch up from the history themselves.
+    /// n - 1): one `LRANGE` per job over the numbers this batch holds, and the result of each
+    /// job completed in it (`completed` is stored without it), all in one transaction. An event
+    /// whose history is gone (trimmed) or unreadable is left out; its followers notice the gap
+    /// and catch up from the history themselves.
     async fn with_texts(&mut self, entries: Vec<Entry>) -> Vec<StoredEvent> {
-        let mut ranges: Vec<(String, u64, u64)> = Vec::new();
+        // Per job: the first and last number wanted, and whether it completed in this batch.
+        let mut ranges: HashMap<&str, (u64, u64, bool)> = HashMap::new();
         for entry in entries.iter().filter(|e| e.data.is_none()) {
-            match ranges.iter_mut().find(|(job, _, _)| *job == entry.job) {
-                Some(range) => {
-                    range.1 = range.1.min(entry.seq);
-                    range.2 = range.2.max(entry.seq);
-                }
-                None => ranges.push((entry.job.clone(), entry.seq, entry.seq)),
-            }
+            let completed = entry.kind == history::COMPLETED;
+            ranges
+                .entry(entry.job.as_str())
+                .and_modify(|(first, last, done)| {
+                    *first = (*first).min(entry.seq);
+                    *last = (*last).max(entry.seq);
+                    *done |= completed;
+                })
+                .or_insert((entry.seq, entry.seq, completed));
         }
-        let mut texts: Vec<(String, u64, Vec<Vec<u8>>)> = Vec::new();
+        let mut texts: HashMap<String, History> = HashMap::new();
         if !ranges.is_empty() {
+            let jobs: Vec<(&str, (u64, u64, bool))> = ranges.into_iter().collect();
             let mut pipe = redis::pipe();
-            for (job, first, last) in &ranges {
+            pipe.atomic();
+            for (job, (first, last, _)) in &jobs {
                 let (from, to) = (first.saturating_sub(1), last.saturating_sub(1));
                 pipe.lrange(self.keys.job_events(job), from as isize, to as isize);
             }
+            for (job, _) in jobs.iter().filter(|(_, (_, _, done))| *done) {
+                pipe.hget(self.keys.job(job), "result");
+            }
             // On the feed's own connection, which has just answered: the texts of an event are
             // read over the link that brought it.
-            match self.conn.query_pipeline::<Vec<Vec<Vec<u8>>>>(&pipe).await {
-                Ok(lists) => {
-                    for ((job, first, _), list) in ranges.into_iter().zip(lists) {
-                        texts.push((job, first, list));
+            match self.conn.query_pipeline::<Vec<Value>>(&pipe).await {
+                Ok(replies) => {
+                    let mut replies = replies.into_iter();
+                    let lists: Vec<Vec<Vec<u8>>> = (&mut replies)
+                        .take(jobs.len())
+                        .map(|list| redis::from_redis_value(list).unwrap_or_default())
+                        .collect();
+                    for ((job, (first, _, done)), list) in jobs.iter().zip(lists) {
+                        let result = match done {
+                            true => replies.next().and_then(|v| bulk(&v).map(<[u8]>::to_vec)),
+                            false => None,
+                        };
+                        let history = History {
+                            first: *first,
+                            texts: list,
+                            result,
+                        };
+                        texts.insert((*job).to_owned(), history);
                     }
                 }
                 Err(e) => {
@@ -233,10 +265,15 @@ impl Reader {
                 let data = match entry.data {
                     Some(data) => data,
                     None => {
-                        let (_, first, list) =
-                            texts.iter().find(|(job, _, _)| *job == entry.job)?;
-                        let text = list.get(entry.seq.checked_sub(*first)? as usize)?;
-                        Bytes::copy_from_slice(text)
+                        let read = texts.get(&entry.job)?;
+                        let text = read
+                            .texts
+                            .get(entry.seq.checked_sub(read.first)? as usize)?;
+                        history::follower_text(
+                            &entry.kind,
+                            Bytes::copy_from_slice(text),
+                            read.result.as_deref(),
+                        )?
                     }
                 };
                 Some(StoredEvent {

@@ -9,6 +9,7 @@ mod blocking;
 mod clock;
 pub mod connection;
 mod feed;
+mod history;
 mod parse;
 mod reconnect;
 mod scripts;
@@ -496,12 +497,23 @@ impl Store for RedisStore {
 
     async fn events_after(&self, job_id: &str, after: u64) -> StoreResult<Vec<StoredEvent>> {
         // Event `seq` n sits at list index n - 1, so the events after `after` start at `after`.
-        let raw: Vec<Vec<u8>> = self
-            .conn()
+        // The result is read with them, in one transaction, for a `completed` among them.
+        let (raw, result): (Vec<Vec<u8>>, Option<Vec<u8>>) = redis::pipe()
+            .atomic()
             .lrange(self.keys.job_events(job_id), after as isize, -1)
+            .hget(self.keys.job(job_id), "result")
+            .query_async(&mut self.conn())
             .await?;
         raw.into_iter()
-            .map(|text| StoredEvent::parse(job_id, text).map_err(StoreError::Corrupt))
+            .filter_map(|text| {
+                let event = match StoredEvent::parse(job_id, text) {
+                    Ok(event) => event,
+                    Err(e) => return Some(Err(StoreError::Corrupt(e))),
+                };
+                let data =
+                    history::follower_text(event.kind(), event.data.clone(), result.as_deref())?;
+                Some(Ok(StoredEvent { data, ..event }))
+            })
             .collect()
     }
 

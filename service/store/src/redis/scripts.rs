@@ -429,7 +429,7 @@ impl Scripts {
             )),
             trim: Loaded::new(spec(
                 "trim",
-                vec!["completed", "failed", "job_prefix", "idem_prefix"],
+                vec!["completed", "failed", "job_prefix", "idem_prefix", "events"],
                 vec!["max_age_ms", "max_count", "batch"],
                 &[],
                 include_str!("scripts/trim.lua"),
@@ -624,5 +624,84 @@ mod tests {
             .unwrap()
             .arg("wrong", "x");
         assert!(call.error.is_some());
+    }
+
+    /// The automatic budget stop's end rule is written twice, in `budget_lib.lua` (the Redis
+    /// store) and in `budget_stop_lapsed` (the memory store, the operator's test double): both
+    /// give the same answer on every combination of switch, budget and spend.
+    #[tokio::test]
+    async fn the_lua_and_rust_budget_stop_rules_agree() {
+        use crate::{BudgetConfig, KillSwitch, SetBy, budget_stop_lapsed};
+        let server = flashcard_test_support::RedisServer::start();
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let rule = Loaded::new(Spec {
+            name: "stop_rule",
+            keys: vec![],
+            args: vec![
+                "enabled", "set_by", "limit", "taken_in", "enforced", "current", "spent",
+            ],
+            variadic: false,
+            libs: &[BUDGET_LIB],
+            body: "local function opt(v) if v == '' then return nil end return v end
+                   local ks = {A.enabled, A.set_by, opt(A.limit), opt(A.taken_in)}
+                   local budget = {enforced = num(A.enforced), period = A.current}
+                   if stop_lapsed(ks, budget, num(A.spent)) then return 1 end
+                   return 0",
+        });
+        let now: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let mut cases = 0;
+        for enabled in [true, false] {
+            for set_by in [
+                SetBy::Budget,
+                SetBy::Admin,
+                SetBy::Resource,
+                SetBy::Operator,
+            ] {
+                for stop_limit in [None, Some(0), Some(1_000_000), Some(2_000_000)] {
+                    for taken_in in [None, Some("2026-12"), Some("2026-11")] {
+                        for budget_limit in [0, 500_000, 1_000_000, 1_500_000, 2_000_000] {
+                            for enforce in [true, false] {
+                                for spent in [0, 999_999, 1_000_000, 1_500_000, 3_000_000] {
+                                    let ks = KillSwitch {
+                                        enabled,
+                                        reason: None,
+                                        set_by: Some(set_by),
+                                        since: Some(0),
+                                        limit_micros: stop_limit,
+                                        period: taken_in.map(str::to_owned),
+                                    };
+                                    let config = BudgetConfig {
+                                        limit_micros: budget_limit,
+                                        enforce,
+                                        ..BudgetConfig::unlimited()
+                                    };
+                                    let current = config.period_key(now);
+                                    let rust = budget_stop_lapsed(&ks, &config, spent, now);
+                                    let lua: i64 = rule
+                                        .script
+                                        .arg(if enabled { "true" } else { "false" })
+                                        .arg(set_by.as_str())
+                                        .arg(stop_limit.map(|l| l.to_string()).unwrap_or_default())
+                                        .arg(taken_in.unwrap_or_default())
+                                        .arg(config.enforced_limit())
+                                        .arg(&current)
+                                        .arg(spent)
+                                        .invoke_async(&mut conn)
+                                        .await
+                                        .unwrap();
+                                    assert_eq!(lua == 1, rust, "{ks:?} {config:?} spent {spent}");
+                                    cases += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 4800);
     }
 }

@@ -705,6 +705,9 @@ async fn event_feed_and_history_carry_the_same_text(store: DynStore) {
     }
     let history = store.events_after(&id, 0).await.unwrap();
     assert_eq!(live, history);
+    // `completed` reaches a live follower with the job's result.
+    assert_eq!(live[1].kind(), "completed");
+    assert_eq!(live[1].body()["result"]["tokenUsage"], 10);
     assert_eq!(store.events_after(&id, 1).await.unwrap().len(), 1);
     assert!(store.events_after(&id, 2).await.unwrap().is_empty());
     assert!(store.events_after("nope", 0).await.unwrap().is_empty());

@@ -105,3 +105,52 @@ async fn an_unreadable_job_fails_alone_and_missing_fields_leave_no_hole() {
     let held: u64 = claimed.jobs.iter().map(|c| c.reserved_micros).sum();
     assert_eq!(spend.reserved_micros, held);
 }
+
+/// The pipeline's stream is trimmed by age as well as length: `trim` drops entries older than
+/// ten minutes (stream ids are the server's time) and keeps the recent ones.
+#[tokio::test]
+async fn trim_drops_stream_entries_older_than_the_stream_retention() {
+    let server = crate::support::RedisServer::start();
+    let pipeline = PipelineId::new(Some("tests"), "stream-age").unwrap();
+    let store = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
+    let ks = Keyspace::new(&pipeline);
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let now_ms = store.now_ms();
+    for (n, at) in [now_ms - 3_600_000, now_ms - 700_000, now_ms - 60_000]
+        .into_iter()
+        .enumerate()
+    {
+        let _: String = raw
+            .xadd(
+                ks.events(),
+                format!("{at}-{n}"),
+                &[("job", "old"), ("seq", "1")],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(raw.xlen::<_, u64>(ks.events()).await.unwrap(), 3);
+    store
+        .trim_finished(flashcard_store::Retention {
+            max_age: Duration::from_secs(3600),
+            max_count: 1000,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(ks.events())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids.len(),
+        1,
+        "entries older than ten minutes are gone: {ids:?}"
+    );
+}

@@ -1,4 +1,5 @@
--- The budget in force and the automatic budget stop (mirrors `store/budget.rs`).
+-- The budget in force and the automatic budget stop (mirrors `store/budget.rs`; the two are
+-- held equal by the test `the_lua_and_rust_budget_stop_rules_agree`).
 -- Needs K.budget, K.killswitch, K.spend_daily, K.spend_weekly, K.spend_monthly and
 -- A.period_daily, A.period_weekly, A.period_monthly (the current period keys).
 

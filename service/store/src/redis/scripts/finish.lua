@@ -1,7 +1,7 @@
 -- Ends one attempt, settles its cost against its reservation, then claims the next jobs.
 -- A.outcome: completed | retry | failed | release. A.body is the rendered event of the outcome
--- (`retrying` for retry; `completed` without its result, which the store appends from A.result,
--- so the result crosses the network once); A.exhausted_body is the `failed` event used when a
+-- (`retrying` for retry; `completed` without its result, which is stored once, in the job's
+-- hash, and put back by the readers of the history); A.exhausted_body is the `failed` event used when a
 -- retry has no attempt left. The cost is counted even when the lease was lost: spend is never
 -- hidden. A repeat of the same attempt's finish (its first reply was lost) changes nothing.
 local id = A.id
@@ -75,7 +75,8 @@ if held then
     redis.call('HDEL', K.job, 'lease', 'reserved', 'reservedPeriod', 'error', 'errorCode')
     redis.call('ZADD', K.completed, now, id)
     count_outcome('completed')
-    push_events(K.job, id, {{'completed', event_text(seq, id, body, nil, A.result), seq}}, K.job_events)
+    -- The result lives once, in the job's hash; readers of the history append it.
+    push_events(K.job, id, {{'completed', event_text(seq, id, body), seq}}, K.job_events)
     outcome = 'completed'
   elseif kind == 'failed' then
     if A.error_code ~= '' then

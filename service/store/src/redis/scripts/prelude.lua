@@ -19,20 +19,22 @@ local function fmt(n) return string.format('%d', n) end
 local function num(v) return tonumber(v) or 0 end
 
 -- The text of a numbered event: `body` is the event rendered by Rust (`events::render`); the
--- store puts `seq`, `jobId` and its own counters in front and, for `completed`, the result at
--- the end, like `events::numbered`. Job ids are validated, so they need no escaping.
-local function event_text(seq, id, body, counters, result)
+-- store puts `seq`, `jobId` and its own counters in front, like `events::numbered`. Job ids are
+-- validated, so they need no escaping.
+local function event_text(seq, id, body, counters)
   local head = '{"seq":' .. seq .. ',"jobId":"' .. id .. '"'
   if counters then
     for i = 1, #counters, 2 do
       head = head .. ',"' .. counters[i] .. '":' .. fmt(counters[i + 1])
     end
   end
-  if result then
-    body = string.sub(body, 1, -2) .. ',"result":' .. result .. '}'
-  end
   return head .. ',' .. string.sub(body, 2)
 end
+
+-- The pipeline's stream is a live feed, not a record (each job's history is): it keeps at most
+-- this many entries, and `trim` drops entries older than STREAM_MAX_AGE_MS.
+local STREAM_MAX_ENTRIES = 10000
+local STREAM_MAX_AGE_MS = 600000
 
 -- Appends events (each {kind, text, seq}) to a job's history in one push, and their numbers
 -- to the pipeline's stream (the text lives once, in the history; feed readers fetch it for the
@@ -44,8 +46,8 @@ local function push_events(job_key, id, events, events_key)
   for i = 1, #events do texts[i] = events[i][2] end
   redis.call('RPUSH', events_key or (job_key .. ':events'), unpack(texts))
   for i = 1, #events do
-    redis.call('XADD', K.events, 'MAXLEN', '~', 10000, '*', 'job', id, 'seq', events[i][3],
-      'type', events[i][1])
+    redis.call('XADD', K.events, 'MAXLEN', '~', STREAM_MAX_ENTRIES, '*', 'job', id, 'seq',
+      events[i][3], 'type', events[i][1])
   end
 end
 
