@@ -108,8 +108,52 @@ fn worker_options(settings: &Settings) -> WorkerOptions {
     }
 }
 
+/// The process's stop signals.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    /// The first SIGTERM or Ctrl-C: drain and stop.
+    pub requested: CancellationToken,
+    /// A second one: skip what is left of the drain windows.
+    pub hurried: CancellationToken,
+}
+
+/// The api's drain, from the stop request: `/readyz` fails at once (the caller shares
+/// `requested` as the state's `draining`); requests are served for `window`; then the SSE
+/// streams end over `spread` (`close_streams`, each with a final `retry:`); then the server
+/// stops accepting (`stop_serving`) and finishes what it has.
+async fn drain(
+    shutdown: Shutdown,
+    window: Duration,
+    spread: Duration,
+    close_streams: CancellationToken,
+    stop_serving: CancellationToken,
+) {
+    shutdown.requested.cancelled().await;
+    if !window.is_zero() {
+        tracing::info!(?window, "draining: /readyz fails, still serving");
+        tokio::select! {
+            () = tokio::time::sleep(window) => {}
+            () = shutdown.hurried.cancelled() => {}
+        }
+    }
+    tracing::info!(
+        ?spread,
+        "ending SSE streams; their clients reconnect elsewhere"
+    );
+    close_streams.cancel();
+    // A moment past the last stream's end, so its final `retry:` is written.
+    tokio::select! {
+        () = tokio::time::sleep(spread + Duration::from_millis(100)) => {}
+        () = shutdown.hurried.cancelled() => {}
+    }
+    stop_serving.cancel();
+}
+
 /// Runs `mode` until `shutdown` fires (SIGTERM / Ctrl-C in the binary).
-pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(mode: Mode, signals: Shutdown) -> anyhow::Result<()> {
+    let shutdown = signals.requested.clone();
+    let stop_serving = CancellationToken::new();
+    let close_streams = CancellationToken::new();
     let settings = Arc::new(mode.settings().clone());
     let pipeline = PipelineId::new(Some(&settings.pipeline_namespace), &settings.pipeline)?;
     let store = open_store(&mode, &settings, &pipeline).await?;
@@ -129,6 +173,7 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
         hub: hub.clone(),
         store: store.clone(),
         retry: Duration::from_millis(settings.api.sse_retry_ms),
+        close_spread: Duration::from_millis(settings.api.drain_spread_ms),
     });
     let runs_worker = !matches!(mode, Mode::Api(_));
     let runs_api = !matches!(mode, Mode::Worker(_));
@@ -165,6 +210,7 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
         admin: admin_access(&mode, &settings)?,
         identities: Arc::new(identities(&settings)?),
         local_breaker,
+        draining: shutdown.clone(),
     };
     // Checked and bound before the feed starts, so a bad setting or a taken port fails fast.
     let sse_heartbeat =
@@ -176,9 +222,16 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
     )?;
     let listener = server::bind(settings.listen, limits.listen_backlog)?;
     let router = if runs_api {
-        hub.start(&*store, shutdown.clone())
+        hub.start(&*store, close_streams.clone())
             .await
             .context("cannot start the job event feed")?;
+        tokio::spawn(drain(
+            signals,
+            Duration::from_secs(settings.api.drain_seconds),
+            Duration::from_millis(settings.api.drain_spread_ms),
+            close_streams.clone(),
+            stop_serving.clone(),
+        ));
         api::router(state)
     } else {
         api::worker_router(state)
@@ -202,10 +255,9 @@ pub async fn run(mode: Mode, shutdown: CancellationToken) -> anyhow::Result<()> 
                 }
             }
         }
-        // api and standalone: stop accepting at the signal (SSE streams end so clients resume
-        // elsewhere), then let a standalone worker drain.
+        // api and standalone: drain (above), then let a standalone worker finish its jobs.
         worker_task => {
-            server::serve(listener, router, limits, shutdown.clone())
+            server::serve(listener, router, limits, stop_serving)
                 .await
                 .context("HTTP server failed")?;
             if let Some(task) = worker_task {

@@ -251,6 +251,16 @@ pub struct ApiSettings {
     /// Reconnect delay suggested to SSE clients, in ms.
     #[arg(long, env = "SSE_RETRY_MS", default_value_t = 3000)]
     pub sse_retry_ms: u64,
+    /// On SIGTERM: seconds to keep serving with `/readyz` failing, so load balancers stop
+    /// sending new connections here before this process stops accepting. 0 where something in
+    /// front already drains the pod (the rendered pods: a `preStop` sleep does it). A second
+    /// signal skips the wait.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 10)]
+    pub drain_seconds: u64,
+    /// After the drain window: the open SSE streams are ended (with a final `retry:`) at random
+    /// moments over this many ms, so their clients reconnect elsewhere spread out, not at once.
+    #[arg(long, env = "DRAIN_SPREAD_MS", default_value_t = 2000)]
+    pub drain_spread_ms: u64,
     /// Most SSE connections this process holds; more get 503.
     #[arg(long, env = "SSE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub sse_max_connections: usize,

@@ -1,9 +1,9 @@
 //! `flashcard-service`: one binary, several modes (standalone, api, worker).
 
 use clap::Parser;
+use flashcard_service::app::Shutdown;
 use flashcard_service::config::{Cli, LogFormat};
 use flashcard_telemetry as telemetry;
-use tokio_util::sync::CancellationToken;
 
 /// jemalloc, measured against glibc malloc and mimalloc on the api holding idle SSE followers
 /// (release build, 10,000 followers, issue 12): RSS per follower 11.5 KiB (glibc 15.6 KiB,
@@ -17,34 +17,48 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Fires on SIGTERM (Kubernetes) or Ctrl-C.
-fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let fire = token.clone();
+/// The stop signals: the first SIGTERM (Kubernetes) or Ctrl-C requests a drain, a second one
+/// hurries it.
+fn shutdown_signals() -> Shutdown {
+    let signals = Shutdown::default();
+    let fire = signals.clone();
     tokio::spawn(async move {
         #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(term) => term,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        let _ = tokio::signal::ctrl_c().await;
-                        fire.cancel();
-                        return;
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => Some(term),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    None
+                }
+            };
+        let steps = [
+            (
+                &fire.requested,
+                "shutdown requested (a second signal skips the drain)",
+            ),
+            (&fire.hurried, "second signal: hurrying the shutdown"),
+        ];
+        for (token, message) in steps {
+            #[cfg(unix)]
+            match term.as_mut() {
+                Some(term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
                     }
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("{message}");
+            token.cancel();
         }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown requested");
-        fire.cancel();
     });
-    token
+    signals
 }
 
 #[tokio::main]
@@ -58,8 +72,7 @@ async fn main() -> anyhow::Result<()> {
         default_filter: "info",
         version: env!("CARGO_PKG_VERSION"),
     });
-    let shutdown = shutdown_signal();
-    let result = flashcard_service::app::run(cli.mode, shutdown).await;
+    let result = flashcard_service::app::run(cli.mode, shutdown_signals()).await;
     if let Err(e) = &result {
         // Reaches Sentry (when configured) before the process exits.
         tracing::error!(error = %telemetry::report::redact(&format!("{e:#}")), "service stopped with an error");

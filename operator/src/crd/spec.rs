@@ -69,6 +69,12 @@ pub struct ApiSpec {
     /// Default `body` (the request's `userId`, for trusted networks only).
     #[serde(default)]
     pub identity: IdentitySpec,
+    /// Seconds an API pod keeps serving after its deletion starts (a `preStop` sleep), so the
+    /// Service's endpoints and the Ingress stop sending it connections first; then its SSE
+    /// streams end over 2 s with a `retry:` and it exits. 0 stops at once.
+    #[serde(default = "default_drain_seconds")]
+    #[schemars(range(min = 0, max = 300))]
+    pub drain_seconds: u32,
 }
 
 /// How the API identifies its clients.
@@ -171,6 +177,7 @@ impl Default for ApiSpec {
             rate_limit_jobs: default_rate_limit_jobs(),
             rate_limit_window_seconds: default_rate_limit_window_seconds(),
             identity: IdentitySpec::default(),
+            drain_seconds: default_drain_seconds(),
         }
     }
 }
@@ -234,7 +241,8 @@ pub struct WorkerSpec {
     #[schemars(range(min = 1, max = 300))]
     pub poll_interval_seconds: u32,
     /// Seconds a worker may take to finish its jobs after SIGTERM (`SHUTDOWN_GRACE_SECONDS`);
-    /// the pod's terminationGracePeriodSeconds is this plus 15.
+    /// the pod's terminationGracePeriodSeconds is this plus 45 (30 s in which a finished job's
+    /// outcome may still be retried against the store, and a 15 s margin).
     #[serde(default = "default_shutdown_grace")]
     #[schemars(range(min = 1, max = 86400))]
     pub shutdown_grace_seconds: u32,
@@ -515,6 +523,9 @@ impl Default for AlertsSpec {
 
 fn default_api_replicas() -> u32 {
     2
+}
+fn default_drain_seconds() -> u32 {
+    10
 }
 fn default_path() -> String {
     "/".into()

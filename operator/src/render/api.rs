@@ -5,12 +5,17 @@ use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use serde_json::json;
 
-use super::pod::{Mode, pod_template};
+use super::pod::{DRAIN_SPREAD_SECONDS, Mode, pod_template};
 use super::{
     PORT_NAME, RenderError, SERVICE_PORT, default_service_image, metadata, names, selector_labels,
     typed,
 };
 use crate::crd::FlashcardPipeline;
+
+/// The API pod's grace period: the drain window, the spread of the streams' end, and a margin.
+pub fn api_grace_seconds(p: &FlashcardPipeline) -> i64 {
+    i64::from(p.spec.api.drain_seconds) + DRAIN_SPREAD_SECONDS + 5
+}
 
 /// `<pipeline>-api`: a fixed replica count from the spec.
 pub fn api_deployment(p: &FlashcardPipeline) -> Result<Deployment, RenderError> {
@@ -31,7 +36,8 @@ pub fn api_deployment(p: &FlashcardPipeline) -> Result<Deployment, RenderError> 
                 "selector": {"matchLabels": selector_labels(p, "api")},
                 "strategy": {"type": "RollingUpdate",
                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                "template": pod_template(p, Mode::Api, &image, p.spec.api.resources.as_ref(), None),
+                "template": pod_template(p, Mode::Api, &image, p.spec.api.resources.as_ref(),
+                                         Some(api_grace_seconds(p))),
             },
         }),
     )
@@ -60,6 +66,39 @@ mod tests {
     use super::super::CONFIG_HASH_ANNOTATION;
     use super::super::test_support::*;
     use super::*;
+
+    #[test]
+    fn api_pods_drain_in_a_pre_stop_sleep_within_their_grace_period() {
+        let mut p = full();
+        let pod = api_deployment(&p)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let c = &pod.containers[0];
+        let sleep = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+        assert_eq!(sleep.sleep.as_ref().unwrap().seconds, 10);
+        assert_eq!(pod.termination_grace_period_seconds, Some(17));
+        let drain = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "DRAIN_SECONDS");
+        assert_eq!(drain.unwrap().value.as_deref(), Some("0"));
+        p.spec.api.drain_seconds = 0;
+        let pod = api_deployment(&p)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert!(pod.containers[0].lifecycle.is_none());
+        assert_eq!(pod.termination_grace_period_seconds, Some(7));
+    }
 
     #[test]
     fn api_deployment_runs_the_api_mode() {
@@ -105,7 +144,9 @@ mod tests {
                 "CLIENT_IDENTITY",
                 "IDENTITY_HEADER",
                 "TRUSTED_PROXIES",
-                "API_KEYS_FILE"
+                "API_KEYS_FILE",
+                "DRAIN_SECONDS",
+                "DRAIN_SPREAD_MS"
             ]
         );
         let pod_name = c.env.as_ref().unwrap()[0].value_from.as_ref().unwrap();

@@ -44,9 +44,17 @@ fn env(p: &FlashcardPipeline, mode: Mode) -> Vec<Value> {
     }
     if mode == Mode::Api {
         env.extend(identity_env(p));
+        // The drain window is the pod's `preStop` sleep; after it, SIGTERM ends the streams.
+        env.push(json!({"name": "DRAIN_SECONDS", "value": "0"}));
+        env.push(
+            json!({"name": "DRAIN_SPREAD_MS", "value": (DRAIN_SPREAD_SECONDS * 1000).to_string()}),
+        );
     }
     env
 }
+
+/// Seconds over which a draining API pod ends its SSE streams (`DRAIN_SPREAD_MS`).
+pub const DRAIN_SPREAD_SECONDS: i64 = 2;
 
 /// Where the API keys Secret is mounted in the API container.
 pub const API_KEYS_DIR: &str = "/etc/flashcards/api-keys";
@@ -99,6 +107,10 @@ pub fn pod_template(
     });
     if let Some(r) = resources {
         container["resources"] = json!(r);
+    }
+    if mode == Mode::Api && p.spec.api.drain_seconds > 0 {
+        container["lifecycle"] =
+            json!({"preStop": {"sleep": {"seconds": p.spec.api.drain_seconds}}});
     }
     // The API keys file: the Secret's one key as a read-only file, mounted by the kubelet (the
     // operator needs no access to the Secret).

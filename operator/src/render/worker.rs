@@ -13,11 +13,14 @@ use super::{
 };
 use crate::crd::FlashcardPipeline;
 
-/// Seconds added to the worker's drain time for the kubelet's grace period.
-pub const GRACE_MARGIN_SECONDS: i64 = 15;
+/// Seconds added to the worker's drain time for the kubelet's grace period: the service's
+/// default lease (30 s, for which a finished job's outcome is retried against the store) and a
+/// 15 s margin.
+pub const GRACE_MARGIN_SECONDS: i64 = 45;
 
 /// `<pipeline>-worker` with `replicas` from the autoscaler. The grace period covers a job
-/// (SHUTDOWN_GRACE_SECONDS plus a margin), so a drained worker is never killed mid-job.
+/// (SHUTDOWN_GRACE_SECONDS), the retries of its outcome and a margin, so a drained worker is
+/// never killed mid-job or before its outcome is recorded (which would run and bill it again).
 pub fn worker_deployment(p: &FlashcardPipeline, replicas: u32) -> Result<Deployment, RenderError> {
     let w = &p.spec.worker;
     let image = w.image.clone().unwrap_or_else(default_service_image);
@@ -69,7 +72,7 @@ mod tests {
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(7));
         let pod = spec.template.spec.unwrap();
-        assert_eq!(pod.termination_grace_period_seconds, Some(315));
+        assert_eq!(pod.termination_grace_period_seconds, Some(345));
         let c = &pod.containers[0];
         assert_eq!(c.args.as_deref(), Some(&["worker".to_owned()][..]));
         let env: Vec<_> = c

@@ -11,7 +11,7 @@ pub mod jobs;
 pub mod openapi;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -20,6 +20,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::config::Settings;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub identities: Arc<identity::Identities>,
     /// This process's own circuit breaker state, when it runs a worker.
     pub local_breaker: Option<Arc<dyn Fn() -> &'static str + Send + Sync>>,
+    /// Fires when the process starts draining (SIGTERM): `/readyz` fails from then on.
+    pub draining: CancellationToken,
 }
 
 impl AppState {
@@ -163,8 +166,16 @@ async fn track_requests(State(state): State<AppState>, request: Request, next: N
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().as_str().to_owned();
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // Draining: a keep-alive client is asked to open its next connection elsewhere, so it moves
+    // off during the window instead of finding its connection closed at the end.
+    if http1 && state.draining.is_cancelled() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     state.metrics.http_request(
         &route,
         &method,
@@ -174,12 +185,27 @@ async fn track_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// Ready when the store answers and, in an api process, its live event feed does too (a feed
-/// stuck on a half-open connection would leave every follower of this pod waiting for its
-/// heartbeat re-check).
+/// How long readiness waits for the store's answer before it counts the store as down.
+const READY_STORE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Whether this process should get new connections. Not ready while draining; nor when this
+/// process's own link to the store hangs (a ping unanswered in time: a half-open connection
+/// that another pod may not have), nor when the store answers but the live event feed does not
+/// (it would leave this pod's followers waiting for their heartbeat re-check). A store that
+/// refuses or drops connections keeps the pod ready: every pod sees that same store, and the
+/// pod itself answers `503 STORE_UNAVAILABLE` with `Retry-After`, which a client can act on,
+/// where an empty Service leaves only the proxy's own error page.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) if state.followers.hub.feed_stalled() => {
+    if state.draining.is_cancelled() {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DRAINING",
+            "This process is shutting down; connect to another one",
+        )
+        .into_response();
+    }
+    match tokio::time::timeout(READY_STORE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) if state.followers.hub.feed_stalled() => {
             tracing::warn!("not ready: the job event feed stopped answering");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -188,13 +214,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
             )
             .into_response()
         }
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready: store unreachable");
+        Ok(Ok(())) => Json(json!({"status": "ready", "store": "ok"})).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "store unreachable; staying ready (requests get 503)");
+            Json(json!({"status": "ready", "store": "unavailable"})).into_response()
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the store did not answer in time");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "STORE_UNAVAILABLE",
-                "Store unreachable",
+                "The store did not answer in time",
             )
             .into_response()
         }

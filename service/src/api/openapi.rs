@@ -78,10 +78,14 @@ pub struct SseStatsBody {
     pub followers_caught_up: u64,
 }
 
-/// `{"status": "ok"}` / `{"status": "ready"}`.
+/// `{"status": "ok"}` / `{"status": "ready", "store": "ok"}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthBody {
     pub status: String,
+    /// Readiness only: `ok`, or `unavailable` (the pod stays ready and answers `503
+    /// STORE_UNAVAILABLE` with `Retry-After` itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// The data of an SSE job event (`data:` line, JSON). Which fields appear depends on the event
@@ -197,7 +201,7 @@ fn openapi_json() {}
 #[allow(dead_code)]
 fn sse_example() {}
 
-/// Liveness: the process answers.
+/// Liveness: the process answers. Never depends on the store.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -208,15 +212,17 @@ fn sse_example() {}
 #[allow(dead_code)]
 fn healthz() {}
 
-/// Readiness: the store answers a ping.
+/// Readiness: whether this process should get new connections. A store that refuses
+/// connections keeps it ready (every pod sees the same store; the pod answers `503
+/// STORE_UNAVAILABLE` with `Retry-After`); a store link of this pod that hangs does not.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     operation_id = "getReadyz",
     responses(
-        (status = 200, description = "Ready.", body = HealthBody),
-        (status = 503, description = "`STORE_UNAVAILABLE`, or `FEED_STALLED`: the live event feed stopped answering while the store still does (the process reconnects it; meanwhile followers would only see events at their heartbeat re-check).", body = ErrorBody),
+        (status = 200, description = "Ready; `store` says whether the store answered.", body = HealthBody),
+        (status = 503, description = "`DRAINING`: the process is shutting down (SIGTERM) and serves only until its drain window ends; `STORE_UNAVAILABLE`: this process's link to the store hangs (a ping unanswered within 800 ms); or `FEED_STALLED`: the live event feed stopped answering while the store still does (the process reconnects it; meanwhile followers would only see events at their heartbeat re-check).", body = ErrorBody),
     ),
 )]
 #[allow(dead_code)]

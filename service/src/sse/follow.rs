@@ -30,6 +30,9 @@ pub struct Followers {
     pub store: Arc<dyn Store>,
     /// Reconnect delay suggested to clients (`retry:`).
     pub retry: Duration,
+    /// When the process drains, each stream ends at a random moment within this long after the
+    /// hub starts closing, so the followers of one pod reconnect elsewhere spread out.
+    pub close_spread: Duration,
 }
 
 /// Where a new follower starts.
@@ -61,6 +64,8 @@ struct Follower {
     pending: VecDeque<Event>,
     sent_seq: u64,
     done: bool,
+    /// Set when the hub starts closing: the moment this stream ends.
+    close_at: Option<tokio::time::Instant>,
 }
 
 /// The SSE stream of one follower; `history` are the job's stored events after `after`.
@@ -84,6 +89,7 @@ pub fn stream(
         pending: VecDeque::from([connected]),
         sent_seq: after,
         done: false,
+        close_at: None,
     };
     for event in history {
         follower.queue(event);
@@ -97,10 +103,20 @@ pub fn stream(
                 return None;
             }
             let closing = f.shared.hub.closing().clone();
+            let close_at = f.close_at;
             tokio::select! {
-                // Shutting down: end the stream; EventSource reconnects (to another pod) with
-                // Last-Event-ID and misses nothing.
-                _ = closing.cancelled() => return None,
+                // Draining: pick this stream's moment to end, and keep streaming until then.
+                _ = closing.cancelled(), if close_at.is_none() => {
+                    f.close_at = Some(tokio::time::Instant::now() + jitter(f.shared.close_spread));
+                }
+                // End the stream with the reconnect delay: EventSource reconnects (to another
+                // pod) with Last-Event-ID and misses nothing.
+                _ = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if close_at.is_some() =>
+                {
+                    f.done = true;
+                    f.pending.push_back(Event::default().retry(f.shared.retry).comment("reconnect"));
+                }
                 received = f.subscription.events.recv() => match received {
                     Ok(event) if event.seq <= f.sent_seq => {}
                     Ok(event) if event.seq == f.sent_seq + 1 => f.queue(event),
@@ -118,6 +134,15 @@ pub fn stream(
             }
         }
     })
+}
+
+/// A random delay in `[0, spread)`.
+fn jitter(spread: Duration) -> Duration {
+    let ms = spread.as_millis() as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::random_range(0..ms))
 }
 
 impl Follower {

@@ -4,6 +4,7 @@
 //! service's own process helper lives in its tests (it needs the binary cargo builds there).
 
 pub mod admin;
+pub mod balancer;
 pub mod cdp;
 pub mod cluster;
 pub mod llm;
@@ -11,6 +12,7 @@ pub mod proxy;
 pub mod sentinel;
 pub mod tools;
 
+pub use balancer::Balancer;
 pub use cluster::RedisCluster;
 pub use proxy::TcpProxy;
 pub use sentinel::RedisSentinel;

@@ -12,6 +12,7 @@ mod clock_skew;
 mod console_browser;
 mod dashboard_queries;
 mod demo_page_browser;
+mod drain;
 mod http_limits;
 mod lost_replies;
 mod openapi;
