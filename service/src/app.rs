@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::auth::AdminAccess;
+use crate::api::auth::{AdminAccess, AdminToken};
 use crate::api::{self, AppState};
-use crate::config::{Mode, Settings};
+use crate::config::{ExposeSecret, Mode, Settings};
 use crate::metrics::Metrics;
 use crate::server;
 use crate::sse::follow::Followers;
@@ -31,7 +31,7 @@ async fn open_store(
 ) -> anyhow::Result<Arc<dyn Store>> {
     match (&settings.redis_url, mode) {
         (Some(url), _) => {
-            let store = RedisStore::connect(url, pipeline)
+            let store = RedisStore::connect(url.expose_secret(), pipeline)
                 .await
                 .context("cannot reach Redis at --redis-url / REDIS_URL (is it running, and is the URL right?)")?;
             Ok(telemetry::store::Traced::wrap(Arc::new(store), "redis"))
@@ -56,11 +56,11 @@ fn admin_access(mode: &Mode, settings: &Settings) -> anyhow::Result<AdminAccess>
                 .trim()
                 .to_owned(),
         ),
-        (Some(token), None) => Some(token.trim().to_owned()),
+        (Some(token), None) => Some(token.expose_secret().trim().to_owned()),
         (None, None) => None,
     };
     Ok(match token {
-        Some(token) if !token.is_empty() => AdminAccess::Token(token),
+        Some(token) if !token.is_empty() => AdminAccess::Token(AdminToken::new(&token)),
         _ if matches!(mode, Mode::Standalone(_)) && settings.listen.ip().is_loopback() => {
             AdminAccess::OpenLocal
         }

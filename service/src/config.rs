@@ -6,8 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use secrecy::{ExposeSecret, SecretString};
 
 use flashcard_core::budget::{BudgetPeriod, Prices};
+
+/// A secret flag or environment value: its `Debug` says `[REDACTED]`, so printing the settings
+/// (a panic, a debug log) shows no password, key or token.
+fn secret(value: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(value))
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,8 +69,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Redis URL: redis:// or rediss:// (one node), redis+cluster://h:p[,h:p] (Redis Cluster),
     /// redis+sentinel://h:p[,h:p]/<master> (Sentinel). Required in api and worker modes.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<String>,
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = secret)]
+    pub redis_url: Option<SecretString>,
     /// Pipeline name.
     #[arg(long, env = "PIPELINE", default_value = "default")]
     pub pipeline: String,
@@ -163,8 +170,8 @@ pub struct ProviderSettings {
     #[arg(long, env = "OPENAI_MODEL", default_value = "gpt-4o-mini")]
     pub model: String,
     /// API key (prefer the environment; never logged).
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-    pub openai_api_key: Option<String>,
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub openai_api_key: Option<SecretString>,
     /// Provider request timeout in seconds. A call that times out after its request was sent is
     /// settled at its reservation: its real cost is unknown.
     #[arg(long, env = "PROVIDER_TIMEOUT_SECONDS", default_value_t = 60)]
@@ -234,8 +241,8 @@ pub struct ApiSettings {
     #[arg(long, env = "MAX_CARD_COUNT", default_value_t = 50)]
     pub max_card_count: u32,
     /// Bearer token for /api/admin (prefer --admin-token-file for a mounted Secret).
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub admin_token: Option<SecretString>,
     /// File holding the admin token.
     #[arg(long, env = "ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -385,6 +392,30 @@ pub struct AlertSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_print_no_secret() {
+        let cli = Cli::try_parse_from([
+            "flashcard-service",
+            "api",
+            "--redis-url",
+            "redis://:hunter2-pw@redis:6379",
+            "--openai-api-key",
+            "sk-live-abc123",
+            "--admin-token",
+            "admin-tok-xyz",
+        ])
+        .unwrap();
+        let printed = format!("{cli:?}");
+        for secret in ["hunter2-pw", "sk-live-abc123", "admin-tok-xyz"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        let Mode::Api(settings) = cli.mode else {
+            panic!("api")
+        };
+        let url = settings.redis_url.as_ref().unwrap().expose_secret();
+        assert_eq!(url, "redis://:hunter2-pw@redis:6379");
+    }
 
     fn provider_settings(args: &[&str]) -> ProviderSettings {
         let mut argv = vec!["flashcard-service", "standalone"];

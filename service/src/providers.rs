@@ -9,7 +9,7 @@ use flashcard_provider::local::LocalProvider;
 use flashcard_provider::openai::{OpenAiConfig, OpenAiProvider};
 use flashcard_provider::{Provider, ProviderError};
 
-use crate::config::{ProviderKind, ProviderSettings};
+use crate::config::{ExposeSecret, ProviderKind, ProviderSettings};
 
 /// The provider the settings ask for, wrapped in a circuit breaker, and a handle to that breaker
 /// so heartbeats and metrics can publish its state.
@@ -21,8 +21,8 @@ pub fn build(
         ProviderKind::Openai => {
             let api_key = settings
                 .openai_api_key
-                .as_deref()
-                .map(str::trim)
+                .as_ref()
+                .map(|k| k.expose_secret().trim())
                 .filter(|k| !k.is_empty())
                 .map(str::to_owned);
             // Self-hosted gateways (Ollama, vLLM) need no key; OpenAI itself always does, and
@@ -100,7 +100,7 @@ mod tests {
         );
 
         s.openai_base_url = "https://api.openai.com/v1".into();
-        s.openai_api_key = Some("sk-x".into());
+        s.openai_api_key = Some(crate::config::SecretString::from("sk-x"));
         assert!(build(&s).is_ok());
     }
 }

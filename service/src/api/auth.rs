@@ -1,7 +1,8 @@
 //! Bearer-token authentication of the admin endpoints.
 //!
-//! Missing token -> 401, wrong token -> 403, compared in constant time; the `Bearer` scheme is
-//! case-insensitive. Without a configured token the admin endpoints are closed (503) in api
+//! Missing token -> 401, wrong token -> 403; the `Bearer` scheme is case-insensitive. Only the
+//! token's SHA-256 digest is kept, and a presented token is compared by digest in constant
+//! time, so neither its content nor its length shows in the answer's timing. Without a configured token the admin endpoints are closed (503) in api
 //! mode, and open only in standalone mode when it listens on loopback, for local development;
 //! there, writes need `Content-Type: application/json`, which a cross-site form cannot send
 //! without a CORS preflight.
@@ -15,10 +16,33 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 
+/// The admin token, kept as its SHA-256 digest only (nothing to leak through `Debug` or a
+/// core dump's strings).
+#[derive(Clone)]
+pub struct AdminToken([u8; 32]);
+
+impl AdminToken {
+    pub fn new(token: &str) -> Self {
+        Self(digest(token))
+    }
+
+    /// Whether `presented` is the token: digests compared in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        bool::from(digest(presented).ct_eq(&self.0))
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 /// Who may call the admin endpoints.
 #[derive(Clone)]
 pub enum AdminAccess {
-    Token(String),
+    Token(AdminToken),
     /// No token, standalone on loopback.
     OpenLocal,
     /// No token in a shared deployment.
@@ -38,8 +62,9 @@ impl std::fmt::Debug for AdminAccess {
 /// Whether a request carries the admin token (for extra detail on public endpoints).
 pub fn presents_admin_token(access: &AdminAccess, headers: &axum::http::HeaderMap) -> bool {
     match access {
-        AdminAccess::Token(expected) => super::identity::bearer(headers)
-            .is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.as_bytes()))),
+        AdminAccess::Token(expected) => {
+            super::identity::bearer(headers).is_some_and(|token| expected.matches(token))
+        }
         AdminAccess::OpenLocal | AdminAccess::Disabled => false,
     }
 }
@@ -69,11 +94,30 @@ pub async fn require_admin(
             "Missing `Authorization: Bearer <token>`",
         )
         .into_response(),
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.as_bytes())) => {
-            next.run(request).await
-        }
+        Some(token) if expected.matches(token) => next.run(request).await,
         Some(_) => {
             ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "Invalid admin token").into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_token_matches_whatever_its_length() {
+        let token = AdminToken::new("s3cret-token");
+        assert!(token.matches("s3cret-token"));
+        for wrong in [
+            "",
+            "s3cret",
+            "s3cret-token ",
+            "S3cret-token",
+            "x".repeat(4096).as_str(),
+        ] {
+            assert!(!token.matches(wrong), "{wrong:?}");
+        }
+        assert!(!format!("{:?}", AdminAccess::Token(token)).contains("s3cret"));
     }
 }
