@@ -68,6 +68,9 @@ struct Spec {
     variadic: bool,
     libs: &'static [&'static str],
     body: &'static str,
+    /// Declared `no-writes` (Redis 7 script flags): Redis refuses any write in it, and it may
+    /// run where writes may not (a replica, `EVALSHA_RO`, a primary out of memory).
+    read_only: bool,
 }
 
 /// A loaded script.
@@ -91,6 +94,9 @@ fn join(parts: &[&[&'static str]]) -> Vec<&'static str> {
 impl Loaded {
     fn new(spec: Spec) -> Self {
         let mut source = String::new();
+        if spec.read_only {
+            source.push_str("#!lua flags=no-writes\n");
+        }
         // Checked before anything runs: a call with keys or arguments missing fails before its
         // first write, and a name the script does not declare raises instead of reading nil.
         let _ = writeln!(
@@ -315,6 +321,7 @@ impl Scripts {
             variadic: false,
             libs,
             body,
+            read_only: false,
         };
         Self {
             submit: Loaded::new(spec(
@@ -434,13 +441,16 @@ impl Scripts {
                 &[],
                 include_str!("scripts/trim.lua"),
             )),
-            budget_state: Loaded::new(spec(
-                "budget_state",
-                join(&[BUDGET_KEYS, &["epoch"]]),
-                BUDGET_ARGS.to_vec(),
-                &[BUDGET_LIB],
-                include_str!("scripts/budget_state.lua"),
-            )),
+            budget_state: Loaded::new(Spec {
+                read_only: true,
+                ..spec(
+                    "budget_state",
+                    join(&[BUDGET_KEYS, &["epoch"]]),
+                    BUDGET_ARGS.to_vec(),
+                    &[BUDGET_LIB],
+                    include_str!("scripts/budget_state.lua"),
+                )
+            }),
             set_budget: Loaded::new(spec(
                 "set_budget",
                 BUDGET_KEYS.to_vec(),
@@ -487,13 +497,16 @@ impl Scripts {
                 &[],
                 include_str!("scripts/purge.lua"),
             )),
-            server_time: Loaded::new(spec(
-                "server_time",
-                vec!["unused"],
-                vec![],
-                &[],
-                include_str!("scripts/server_time.lua"),
-            )),
+            server_time: Loaded::new(Spec {
+                read_only: true,
+                ..spec(
+                    "server_time",
+                    vec!["unused"],
+                    vec![],
+                    &[],
+                    include_str!("scripts/server_time.lua"),
+                )
+            }),
             heartbeat: Loaded::new(spec(
                 "heartbeat",
                 vec!["worker", "workers"],
@@ -584,6 +597,7 @@ mod tests {
             variadic: false,
             libs: &[],
             body: "redis.call('RPUSH', K.waiting, A.id) return A.missing_name",
+            read_only: false,
         });
         let short: redis::RedisResult<redis::Value> = writes
             .script
@@ -651,6 +665,7 @@ mod tests {
                    local budget = {enforced = num(A.enforced), period = A.current}
                    if stop_lapsed(ks, budget, num(A.spent)) then return 1 end
                    return 0",
+            read_only: true,
         });
         let now: jiff::Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
         let mut cases = 0;

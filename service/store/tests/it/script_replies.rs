@@ -154,3 +154,45 @@ async fn trim_drops_stream_entries_older_than_the_stream_retention() {
         "entries older than ten minutes are gone: {ids:?}"
     );
 }
+
+/// `budget_state` writes nothing (it is a `no-writes` script): spend at an enforced limit with
+/// no switch stored reads as the automatic stop, while the stored switch stays as it was until
+/// the next write stores it.
+#[tokio::test]
+async fn budget_state_reports_the_stop_the_rule_makes_without_writing_it() {
+    let server = crate::support::RedisServer::start();
+    let pipeline = PipelineId::new(Some("tests"), "read-only").unwrap();
+    let store = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
+    let ks = Keyspace::new(&pipeline);
+    let mut raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let budget = flashcard_store::BudgetConfig {
+        limit_micros: 1_000,
+        ..flashcard_store::BudgetConfig::unlimited()
+    };
+    store.set_budget(&budget).await.unwrap();
+    let period = store.budget_state().await.unwrap().period;
+    let _: () = raw
+        .hset(ks.spend(&period), "spentMicros", 1_000)
+        .await
+        .unwrap();
+    let _: () = raw.del(ks.kill_switch()).await.unwrap();
+    let state = store.budget_state().await.unwrap();
+    assert!(state.kill_switch.enabled, "{state:?}");
+    assert_eq!(
+        state.kill_switch.set_by,
+        Some(flashcard_store::SetBy::Budget)
+    );
+    let stored: bool = raw.exists(ks.kill_switch()).await.unwrap();
+    assert!(!stored, "budget_state wrote the kill-switch");
+    // The next write stores what was read: a submit is refused by the stop.
+    assert!(matches!(
+        store.submit(submission(1)).await.unwrap(),
+        Admission::Refused { .. }
+    ));
+    let stored: bool = raw.exists(ks.kill_switch()).await.unwrap();
+    assert!(stored);
+}

@@ -34,27 +34,46 @@ local function read_switch()
   return redis.call('HMGET', K.killswitch, 'enabled', 'setBy', 'limitMicros', 'period')
 end
 
--- Switches the automatic budget stop on, recording what it was taken under (Rust renders the
--- reason from these fields).
+-- The kill-switch fields of the automatic budget stop, recording what it was taken under (Rust
+-- renders the reason from these fields).
+local function stop_fields(budget, spent)
+  return {'enabled', 'true', 'setBy', 'budget', 'since', fmt(now_ms()),
+    'limitMicros', fmt(budget.limit), 'spentMicros', fmt(spent), 'period', budget.period}
+end
+
+local function cleared_fields(set_by)
+  return {'enabled', 'false', 'setBy', set_by, 'since', fmt(now_ms())}
+end
+
 local function set_budget_stop(budget, spent)
   redis.call('DEL', K.killswitch)
-  redis.call('HSET', K.killswitch, 'enabled', 'true', 'setBy', 'budget', 'since', fmt(now_ms()),
-    'limitMicros', fmt(budget.limit), 'spentMicros', fmt(spent), 'period', budget.period)
+  redis.call('HSET', K.killswitch, unpack(stop_fields(budget, spent)))
 end
 
 local function clear_switch(set_by)
   redis.call('DEL', K.killswitch)
-  redis.call('HSET', K.killswitch, 'enabled', 'false', 'setBy', set_by, 'since', fmt(now_ms()))
+  redis.call('HSET', K.killswitch, unpack(cleared_fields(set_by)))
 end
 
--- After spend changed: clears a lapsed stop, or switches the stop on when spend reached an
--- enforced limit and no switch is on. Returns 1 if it switched the stop on.
-local function review_stop(budget, spent)
-  local ks = read_switch()
+-- What the stop rule does after spend changed, given the switch `ks` (`read_switch`): 'clear'
+-- a lapsed stop (and then 'set' it again if spend is at an enforced limit: 'reset'), 'set' the
+-- stop when spend reached an enforced limit and no switch is on, or 'keep'.
+local function stop_verdict(ks, budget, spent)
+  local reached = budget.enforced > 0 and spent >= budget.enforced
   if ks[1] == 'true' then
-    if stop_lapsed(ks, budget, spent) then clear_switch('budget') else return 0 end
+    if not stop_lapsed(ks, budget, spent) then return 'keep' end
+    if reached then return 'reset' end
+    return 'clear'
   end
-  if budget.enforced > 0 and spent >= budget.enforced then
+  if reached then return 'set' end
+  return 'keep'
+end
+
+-- After spend changed: applies `stop_verdict`. Returns 1 if it switched the stop on.
+local function review_stop(budget, spent)
+  local verdict = stop_verdict(read_switch(), budget, spent)
+  if verdict == 'clear' then clear_switch('budget') end
+  if verdict == 'set' or verdict == 'reset' then
     set_budget_stop(budget, spent)
     return 1
   end
