@@ -186,7 +186,7 @@ mod tests {
         }
         let mut found = 0;
         walk(&schema(), "", &mut found);
-        assert_eq!(found, 7, "the seven rules of the resource");
+        assert_eq!(found, 8, "the eight rules of the resource");
     }
 
     /// `kubectl explain` shows descriptions as written: no hard wraps, and the defaults and
@@ -264,6 +264,22 @@ mod tests {
             rules.contains("identity mode apiKey needs apiKeysSecretRef"),
             "{rules}"
         );
+    }
+
+    #[test]
+    fn body_identity_behind_an_ingress_needs_consent() {
+        let s = schema();
+        let rules =
+            s["properties"]["spec"]["properties"]["api"]["x-kubernetes-validations"].to_string();
+        assert!(rules.contains("ingress.allowBodyIdentity"), "{rules}");
+        let ingress = &s["properties"]["spec"]["properties"]["api"]["properties"]["ingress"];
+        assert_eq!(
+            ingress["properties"]["allowBodyIdentity"]["default"],
+            serde_json::json!(false)
+        );
+        // The identity's mode has a schema default, so the rule sees `body` when it is omitted.
+        let identity = &s["properties"]["spec"]["properties"]["api"]["properties"]["identity"];
+        assert_eq!(identity["properties"]["mode"]["default"], "body");
     }
 
     /// The `http://` half of the baseUrl rule is the pattern the tests check, and it lets only

@@ -33,6 +33,7 @@ pub struct RedisSpec {
 /// The HTTP API Deployment.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(BODY_BEHIND_INGRESS_RULE).message("identity mode body behind an Ingress lets any client claim any userId (its rate limit and jobs): use apiKey or proxy, or set ingress.allowBodyIdentity").field_path(".identity.mode").reason(kube::core::Reason::FieldValueForbidden))]
 pub struct ApiSpec {
     /// API pods. SSE clients spread over them; each pod reads job events with one connection.
     #[serde(default = "default_api_replicas")]
@@ -202,6 +203,11 @@ pub struct IngressSpec {
     /// Extra Ingress annotations (e.g. cert-manager issuer); they win over the SSE defaults.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Allow `identity.mode: body` behind this Ingress: clients then name themselves (`userId`),
+    /// so anyone who reaches the host can use another client's rate limit and read its jobs.
+    /// Refused unless set (for a demo, or an Ingress that only trusted networks reach).
+    #[serde(default)]
+    pub allow_body_identity: bool,
 }
 
 /// The worker Deployment and how its replicas follow the queue.
@@ -299,6 +305,9 @@ impl ProviderKind {
 /// Where the workers may send the provider's API key: anywhere over TLS, in clear only inside
 /// the cluster or the pod (a CEL rule of the CRD; [`BASE_URL_PATTERN`] is its `http://` half).
 pub const BASE_URL_RULE: &str = "!has(self.baseUrl) || self.baseUrl.startsWith('https://') || self.baseUrl.matches('^http://(localhost|127[.]0[.]0[.]1|[^/:@?#]+[.]svc([.]cluster[.]local)?)(:[0-9]+)?(/.*)?$')";
+/// An Ingress (clients on the internet) with `body` identity (the client names itself) only
+/// when the author says so.
+pub const BODY_BEHIND_INGRESS_RULE: &str = "!has(self.ingress) || (has(self.ingress.allowBodyIdentity) && self.ingress.allowBodyIdentity) || (has(self.identity) && has(self.identity.mode) && self.identity.mode != 'body')";
 /// The in-cluster `http://` URLs [`BASE_URL_RULE`] allows (RE2, as CEL's `matches`).
 pub const BASE_URL_PATTERN: &str =
     "^http://(localhost|127[.]0[.]0[.]1|[^/:@?#]+[.]svc([.]cluster[.]local)?)(:[0-9]+)?(/.*)?$";
