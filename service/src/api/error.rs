@@ -77,6 +77,8 @@ pub enum ErrorCode {
     TooManyConnections,
     /// 503 (`/readyz`): the live job event feed stopped answering.
     FeedStalled,
+    /// 503 (`/readyz`): the process is shutting down; connect to another one.
+    Draining,
     /// 503: every console stream of the process is taken.
     TooManyConsoles,
     /// 503: the admin endpoints have no token configured.
