@@ -3,7 +3,8 @@
 # serves (GET /api/openapi.json), against two real deployments it starts on loopback:
 #
 #   1. `standalone` (in-memory store, `body` identity: the seed's behaviour);
-#   2. `api` + `worker` on a real redis-server, `api-key` identity.
+#   2. `api` + `worker` on a real redis-server, `api-key` identity;
+#   3. a second `api` on that Redis and worker, `proxy` identity.
 #
 # Every check runs (server errors, status codes, content types, headers and bodies against the
 # document, negative data rejected, positive data accepted, unsupported methods, ignored auth),
@@ -121,7 +122,9 @@ admin_token="fuzz-admin-token-$RANDOM$RANDOM"
 
 # 1. standalone, memory store, body identity.
 port="$(free_port)"
-start standalone "$out/standalone.log" standalone --listen "127.0.0.1:$port" --admin-token "$admin_token"
+# No drain window (--drain-seconds 0): nothing routes by readiness here.
+start standalone "$out/standalone.log" standalone --listen "127.0.0.1:$port" --admin-token "$admin_token" \
+  --drain-seconds 0
 standalone_pid=$started
 wait_ok "http://127.0.0.1:$port/healthz"
 fuzz standalone "http://127.0.0.1:$port" -H "Authorization: Bearer $admin_token"
@@ -149,7 +152,7 @@ start worker "$out/worker.log" worker --listen "127.0.0.1:$worker_port" --redis-
   --pipeline fuzz
 worker_pid=$started
 start api "$out/api.log" api --listen "127.0.0.1:$api_port" --redis-url "$redis_url" --pipeline fuzz \
-  --admin-token "$admin_token" --client-identity api-key --api-keys-file "$keys_file"
+  --admin-token "$admin_token" --client-identity api-key --api-keys-file "$keys_file" --drain-seconds 0
 api_pid=$started
 wait_ok "http://127.0.0.1:$worker_port/healthz"
 wait_ok "http://127.0.0.1:$api_port/readyz"
@@ -157,12 +160,25 @@ fuzz api-redis "http://127.0.0.1:$api_port" -H "Authorization: Bearer $admin_tok
   -H "X-API-Key: $client_key"
 curl -fsS -o /dev/null "http://127.0.0.1:$api_port/healthz" || { echo "schemathesis: api stopped answering" >&2; failed=1; }
 stop "$api_pid" api
+
+# 3. api in proxy identity on the same Redis and worker: the client is the header an
+# authenticating proxy at a trusted address (loopback here) sets.
+proxy_port="$(free_port)"
+start api-proxy "$out/api-proxy.log" api --listen "127.0.0.1:$proxy_port" --redis-url "$redis_url" \
+  --pipeline fuzz --admin-token "$admin_token" --client-identity proxy \
+  --identity-header X-Forwarded-User --trusted-proxies 127.0.0.1 --drain-seconds 0
+proxy_pid=$started
+wait_ok "http://127.0.0.1:$proxy_port/readyz"
+fuzz api-proxy "http://127.0.0.1:$proxy_port" -H "Authorization: Bearer $admin_token" \
+  -H "X-Forwarded-User: fuzzer@example.org"
+curl -fsS -o /dev/null "http://127.0.0.1:$proxy_port/healthz" || { echo "schemathesis: proxy api stopped answering" >&2; failed=1; }
+stop "$proxy_pid" api-proxy
 stop "$worker_pid" worker
 kill "$redis_pid" 2>/dev/null || true
 wait "$redis_pid" 2>/dev/null || true
 rm -rf "$redis_dir"
 
-check_logs "$out/standalone.log" "$out/api.log" "$out/worker.log"
+check_logs "$out/standalone.log" "$out/api.log" "$out/api-proxy.log" "$out/worker.log"
 if [ "$failed" -ne 0 ]; then
   echo "schemathesis: FAILED (reports and logs in $out)" >&2
   exit 1

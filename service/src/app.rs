@@ -149,6 +149,29 @@ async fn drain(
     stop_serving.cancel();
 }
 
+/// The HTTP listeners of a process: the main one, and the operations one when it has its own.
+struct Listeners {
+    main: (tokio::net::TcpListener, axum::Router),
+    operations: Option<(tokio::net::TcpListener, axum::Router)>,
+    limits: server::Limits,
+}
+
+impl Listeners {
+    /// Serves every listener until `stop` fires and each has finished.
+    async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let (listener, router) = self.main;
+        let main = server::serve(listener, router, self.limits.clone(), stop.clone());
+        match self.operations {
+            None => main.await,
+            Some((listener, router)) => {
+                let operations = server::serve(listener, router, self.limits, stop);
+                let (main, operations) = tokio::join!(main, operations);
+                main.and(operations)
+            }
+        }
+    }
+}
+
 /// Runs `mode` until `shutdown` fires (SIGTERM / Ctrl-C in the binary).
 pub async fn run(mode: Mode, signals: Shutdown) -> anyhow::Result<()> {
     let shutdown = signals.requested.clone();
@@ -221,7 +244,15 @@ pub async fn run(mode: Mode, signals: Shutdown) -> anyhow::Result<()> {
         sse_heartbeat,
     )?;
     let listener = server::bind(settings.listen, limits.listen_backlog)?;
-    let router = if runs_api {
+    let operations = settings
+        .operations_listen
+        .map(|addr| server::bind(addr, limits.listen_backlog))
+        .transpose()?;
+    let surface = match operations {
+        Some(_) => api::Surface::Clients,
+        None => api::Surface::All,
+    };
+    if runs_api {
         hub.start(&*store, close_streams.clone())
             .await
             .context("cannot start the job event feed")?;
@@ -232,16 +263,22 @@ pub async fn run(mode: Mode, signals: Shutdown) -> anyhow::Result<()> {
             close_streams.clone(),
             stop_serving.clone(),
         ));
-        api::router(state)
-    } else {
-        api::worker_router(state)
+    }
+    let routes = |surface| match runs_api {
+        true => api::router(state.clone(), surface),
+        false => api::worker_router(state.clone(), surface),
+    };
+    let listeners = Listeners {
+        main: (listener, routes(surface)),
+        operations: operations.map(|l| (l, routes(api::Surface::Operations))),
+        limits,
     };
     match worker_task {
         // Worker mode: the HTTP server (only /metrics and the probes) outlives the drain, so the
         // pod stays observable and live while its jobs finish; it stops once the worker is done.
         Some(mut task) if !runs_api => {
             let stop_http = CancellationToken::new();
-            let serve = server::serve(listener, router, limits, stop_http.clone());
+            let serve = listeners.serve(stop_http.clone());
             tokio::pin!(serve);
             tokio::select! {
                 served = &mut serve => {
@@ -257,7 +294,8 @@ pub async fn run(mode: Mode, signals: Shutdown) -> anyhow::Result<()> {
         }
         // api and standalone: drain (above), then let a standalone worker finish its jobs.
         worker_task => {
-            server::serve(listener, router, limits, stop_serving)
+            listeners
+                .serve(stop_serving)
                 .await
                 .context("HTTP server failed")?;
             if let Some(task) = worker_task {

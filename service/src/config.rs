@@ -67,6 +67,11 @@ pub struct Settings {
     /// Address the HTTP server listens on (the worker serves /metrics and health there too).
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3001")]
     pub listen: SocketAddr,
+    /// Serve the operations endpoints (`/metrics`, `/api/metrics/alerts`, `/api/queue/stats`,
+    /// `/api/sse/stats`, `/console`) on this address only, apart from the client API, so an
+    /// Ingress to the API never exposes them. Empty: everything on `--listen`.
+    #[arg(long, env = "OPERATIONS_LISTEN_ADDR")]
+    pub operations_listen: Option<SocketAddr>,
     /// Redis URL: redis:// or rediss:// (one node), redis+cluster://h:p[,h:p] (Redis Cluster),
     /// redis+sentinel://h:p[,h:p]/<master> (Sentinel). Required in api and worker modes.
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = secret)]

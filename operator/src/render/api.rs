@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::pod::{DRAIN_SPREAD_SECONDS, Mode, pod_template};
 use super::{
-    PORT_NAME, RenderError, SERVICE_PORT, default_service_image, metadata, names, selector_labels,
-    typed,
+    OPERATIONS_PORT, OPERATIONS_PORT_NAME, PORT_NAME, RenderError, SERVICE_PORT,
+    default_service_image, metadata, names, selector_labels, typed,
 };
 use crate::crd::FlashcardPipeline;
 
@@ -55,7 +55,9 @@ pub fn api_service(p: &FlashcardPipeline) -> Result<Service, RenderError> {
                 "type": "ClusterIP",
                 "selector": selector_labels(p, "api"),
                 "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME,
-                           "protocol": "TCP"}],
+                           "protocol": "TCP"},
+                          {"name": OPERATIONS_PORT_NAME, "port": OPERATIONS_PORT,
+                           "targetPort": OPERATIONS_PORT_NAME, "protocol": "TCP"}],
             },
         }),
     )

@@ -48,6 +48,10 @@ pub fn config_values(p: &FlashcardPipeline) -> BTreeMap<String, String> {
         ),
         ("WORKER_CONCURRENCY", s.worker.concurrency.to_string()),
         (
+            "OPERATIONS_LISTEN_ADDR",
+            format!("0.0.0.0:{}", super::OPERATIONS_PORT),
+        ),
+        (
             "SHUTDOWN_GRACE_SECONDS",
             s.worker.shutdown_grace_seconds.to_string(),
         ),

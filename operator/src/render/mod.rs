@@ -31,10 +31,15 @@ use serde_json::{Value, json};
 
 use crate::crd::FlashcardPipeline;
 
-/// Port of the service binary (HTTP, SSE, metrics, probes).
+/// Port of the service binary's client API (HTTP, SSE, probes): what the Ingress routes to.
 pub const SERVICE_PORT: i32 = 3001;
 /// Name of the container port and Service port.
 pub const PORT_NAME: &str = "http";
+/// Port of the operations endpoints (`/metrics`, alerts, queue and SSE stats, the console),
+/// which the ServiceMonitor scrapes and no Ingress routes to (`OPERATIONS_LISTEN_ADDR`).
+pub const OPERATIONS_PORT: i32 = 9090;
+/// Name of the operations container port and Service port.
+pub const OPERATIONS_PORT_NAME: &str = "ops";
 /// Label that marks every child with its pipeline.
 pub const PIPELINE_LABEL: &str = "flashcards.dev/pipeline";
 /// Pod annotation carrying the hash of the ConfigMap, so a config change rolls the pods.
@@ -221,6 +226,45 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+
+    /// Operations endpoints listen on their own port: pods and Services expose it, the
+    /// ServiceMonitor scrapes it, and the Ingress routes only to the client port.
+    #[test]
+    fn operations_have_their_own_port_that_no_ingress_routes_to() {
+        let c = render(&full(), 2, true).unwrap();
+        let config = c.config_map.data.as_ref().unwrap();
+        assert_eq!(config["OPERATIONS_LISTEN_ADDR"], "0.0.0.0:9090");
+        for d in [&c.api_deployment, &c.worker_deployment] {
+            let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let ports = pod.containers[0].ports.as_ref().unwrap();
+            assert!(
+                ports
+                    .iter()
+                    .any(|p| p.name.as_deref() == Some(OPERATIONS_PORT_NAME)
+                        && p.container_port == OPERATIONS_PORT)
+            );
+        }
+        for s in [&c.api_service, &c.worker_service] {
+            let ports = s.spec.as_ref().unwrap().ports.as_ref().unwrap();
+            assert!(
+                ports
+                    .iter()
+                    .any(|p| p.name.as_deref() == Some(OPERATIONS_PORT_NAME))
+            );
+        }
+        let monitor = serde_json::to_value(c.service_monitor.unwrap()).unwrap();
+        assert_eq!(
+            monitor["spec"]["endpoints"][0]["port"],
+            OPERATIONS_PORT_NAME
+        );
+        let ingress = serde_json::to_value(c.ingress.unwrap()).unwrap();
+        let backends = ingress["spec"]["rules"].to_string();
+        assert!(
+            backends.contains(&format!("\"name\":\"{PORT_NAME}\"")),
+            "{backends}"
+        );
+        assert!(!backends.contains(OPERATIONS_PORT_NAME), "{backends}");
+    }
 
     #[test]
     fn children_are_owned_by_the_pipeline() {

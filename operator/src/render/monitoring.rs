@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
-use super::{PIPELINE_LABEL, PORT_NAME, RenderError, metadata, names, typed};
+use super::{OPERATIONS_PORT_NAME, PIPELINE_LABEL, RenderError, metadata, names, typed};
 use crate::crd::FlashcardPipeline;
 
 /// The monitoring API group whose presence the reconciler discovers.
@@ -94,7 +94,8 @@ pub fn service_monitor(p: &FlashcardPipeline) -> Result<DynamicObject, RenderErr
                     PIPELINE_LABEL: p.name_any(),
                     "app.kubernetes.io/name": "flashcard-service",
                 }},
-                "endpoints": [{"port": PORT_NAME, "path": "/metrics", "interval": "15s"}],
+                "endpoints": [{"port": OPERATIONS_PORT_NAME, "path": "/metrics",
+                               "interval": "15s"}],
             },
         }),
     )

@@ -5,7 +5,10 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use super::{CONFIG_HASH_ANNOTATION, PORT_NAME, SERVICE_PORT, config_hash, names, selector_labels};
+use super::{
+    CONFIG_HASH_ANNOTATION, OPERATIONS_PORT, OPERATIONS_PORT_NAME, PORT_NAME, SERVICE_PORT,
+    config_hash, names, selector_labels,
+};
 use crate::crd::{FlashcardPipeline, SecretKeyRef};
 
 /// Which `flashcard-service` mode the pod runs.
@@ -93,7 +96,9 @@ pub fn pod_template(
         "name": mode.as_str(),
         "image": image,
         "args": [mode.as_str()],
-        "ports": [{"name": PORT_NAME, "containerPort": SERVICE_PORT, "protocol": "TCP"}],
+        "ports": [{"name": PORT_NAME, "containerPort": SERVICE_PORT, "protocol": "TCP"},
+                  {"name": OPERATIONS_PORT_NAME, "containerPort": OPERATIONS_PORT,
+                   "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": names::config(&p.name_any())}}],
         "env": env(p, mode),
         "livenessProbe": probe("/healthz", 10),

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::pod::{Mode, pod_template};
 use super::{
-    PORT_NAME, RenderError, SERVICE_PORT, default_service_image, metadata, names, selector_labels,
-    typed,
+    OPERATIONS_PORT, OPERATIONS_PORT_NAME, PORT_NAME, RenderError, SERVICE_PORT,
+    default_service_image, metadata, names, selector_labels, typed,
 };
 use crate::crd::FlashcardPipeline;
 
@@ -54,7 +54,9 @@ pub fn worker_service(p: &FlashcardPipeline) -> Result<Service, RenderError> {
                 "clusterIP": "None",
                 "selector": selector_labels(p, "worker"),
                 "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME,
-                           "protocol": "TCP"}],
+                           "protocol": "TCP"},
+                          {"name": OPERATIONS_PORT_NAME, "port": OPERATIONS_PORT,
+                           "targetPort": OPERATIONS_PORT_NAME, "protocol": "TCP"}],
             },
         }),
     )

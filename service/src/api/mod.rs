@@ -69,8 +69,23 @@ impl AppState {
 /// The interactive SSE demo page (the seed's `sse-example.html`).
 const DEMO_PAGE: &str = include_str!("../../static/sse-example.html");
 
-/// Routes of api and standalone mode.
-pub fn router(state: AppState) -> Router {
+/// Which endpoints one listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything (one listener).
+    All,
+    /// What clients use: jobs, their events, the OpenAPI document, the demo page; and the admin
+    /// endpoints and the probes.
+    Clients,
+    /// What operators use: metrics, alert flags, queue and SSE stats, the console; and the
+    /// admin endpoints and the probes.
+    Operations,
+}
+
+/// Routes of api and standalone mode on one listener.
+pub fn router(state: AppState, surface: Surface) -> Router {
+    // The admin endpoints (behind the admin token) on both: the seed's clients call them on the
+    // API, and the console's kill-switch button on its own port.
     let admin = Router::new()
         .route("/api/admin/budget/status", get(budget::status))
         .route(
@@ -81,22 +96,28 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_admin,
         ));
-    let api = Router::new()
-        .route("/api/ai/generate-flashcards", post(jobs::generate))
-        .route("/api/job-status/{job_id}", get(jobs::status))
-        .route("/api/queue/stats", get(jobs::queue_stats))
-        .route("/api/job-events", get(events::job_events))
-        .route("/api/sse/stats", get(sse_stats))
-        .route("/api/metrics/alerts", get(alerts::alerts))
-        .route("/api/openapi.json", get(openapi::serve))
-        .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }))
-        .route("/console", get(console::page))
-        .route("/console/vendor/{file}", get(console::vendor))
-        .route("/api/console/events", get(console::events))
-        .merge(admin)
-        .layer(DefaultBodyLimit::max(state.settings.api.max_body_bytes));
+    let mut routes = probes().merge(admin);
+    if surface != Surface::Operations {
+        routes = routes
+            .route("/api/ai/generate-flashcards", post(jobs::generate))
+            .route("/api/job-status/{job_id}", get(jobs::status))
+            .route("/api/job-events", get(events::job_events))
+            .route("/api/openapi.json", get(openapi::serve))
+            .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }));
+    }
+    if surface != Surface::Clients {
+        routes = routes
+            .route("/metrics", get(metrics))
+            .route("/api/queue/stats", get(jobs::queue_stats))
+            .route("/api/sse/stats", get(sse_stats))
+            .route("/api/metrics/alerts", get(alerts::alerts))
+            .route("/console", get(console::page))
+            .route("/console/vendor/{file}", get(console::vendor))
+            .route("/api/console/events", get(console::events));
+    }
+    let routes = routes.layer(DefaultBodyLimit::max(state.settings.api.max_body_bytes));
     let cors = cors_layer(&state.settings.api.cors_origins);
-    let router = finish(api.merge(operational_routes()), state);
+    let router = finish(routes, state);
     // Outermost, so preflights are answered before routing and error answers carry CORS too.
     match cors {
         Some(cors) => router.layer(cors),
@@ -104,16 +125,19 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
-/// Routes of worker mode: health and metrics only.
-pub fn worker_router(state: AppState) -> Router {
-    finish(operational_routes(), state)
+/// Routes of worker mode: the probes, and metrics unless they have their own listener.
+pub fn worker_router(state: AppState, surface: Surface) -> Router {
+    let routes = match surface {
+        Surface::Clients => probes(),
+        Surface::All | Surface::Operations => probes().route("/metrics", get(metrics)),
+    };
+    finish(routes, state)
 }
 
-fn operational_routes() -> Router<AppState> {
+fn probes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {

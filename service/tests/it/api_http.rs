@@ -466,3 +466,38 @@ async fn budget_reservation_stops_overshoot_under_concurrency() {
         .unwrap();
     assert_eq!(after.status(), 429);
 }
+
+/// With `--operations-listen`, the operations endpoints live on their own port only, and the
+/// client port serves only what clients use (so an Ingress to it exposes no operations view).
+#[tokio::test]
+async fn operations_endpoints_move_to_their_own_port() {
+    let ops_port = crate::support::free_port();
+    let ops_addr = format!("127.0.0.1:{ops_port}");
+    let svc = standalone(&["--operations-listen", &ops_addr]).await;
+    let ops = |path: &str| format!("http://{ops_addr}{path}");
+    let status = async |url: String| http().get(url).send().await.unwrap().status().as_u16();
+    crate::support::wait_http_ok(&ops("/healthz"), Duration::from_secs(10)).await;
+    let id = svc.submit(STUDY_TEXT, "ops").await;
+    assert_eq!(status(svc.url(&format!("/api/job-status/{id}"))).await, 200);
+    assert_eq!(status(svc.url("/api/openapi.json")).await, 200);
+    for path in [
+        "/metrics",
+        "/api/metrics/alerts",
+        "/api/queue/stats",
+        "/api/sse/stats",
+        "/console",
+    ] {
+        assert_eq!(
+            status(svc.url(path)).await,
+            404,
+            "client port serves {path}"
+        );
+        assert_eq!(status(ops(path)).await, 200, "operations port lacks {path}");
+    }
+    assert_eq!(status(ops(&format!("/api/job-status/{id}"))).await, 404);
+    // Probes on both; the admin endpoints too (open here: standalone on loopback, no token).
+    for path in ["/healthz", "/readyz", "/api/admin/budget/status"] {
+        assert_eq!(status(svc.url(path)).await, 200, "{path}");
+        assert_eq!(status(ops(path)).await, 200, "{path}");
+    }
+}
