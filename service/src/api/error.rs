@@ -41,6 +41,8 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     /// 400: not a job id.
     InvalidJobId,
+    /// 400: an `X-Owner-Token` / `ownerToken` that is not 16-128 characters of `A-Za-z0-9_-`.
+    InvalidOwnerToken,
     /// 400: `jobId` query parameter missing.
     MissingJobId,
     /// 400: the kill-switch body is not `{"enabled": bool, "reason"?: string}`.

@@ -23,6 +23,8 @@ use flashcard_core::job::is_valid_job_id;
 pub struct EventsQuery {
     job_id: Option<String>,
     last_event_id: Option<String>,
+    /// The owner token of an anonymous client (EventSource cannot set `X-Owner-Token`).
+    owner_token: Option<String>,
 }
 
 fn last_event_id(headers: &HeaderMap, query: &EventsQuery) -> u64 {
@@ -40,14 +42,20 @@ pub async fn job_events(
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let client = state.identities.client(&headers, peer)?;
+    let mut client = state.identities.client(&headers, peer)?;
     let Ok(Query(query)) = query else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_QUERY",
-            "The query string does not parse (one jobId, one lastEventId at most)",
+            "The query string does not parse (one jobId, one lastEventId, one ownerToken at most)",
         ));
     };
+    if client.owner_token.is_none()
+        && state.identities.is_anonymous(&client)
+        && let Some(token) = query.owner_token.as_deref()
+    {
+        client.owner_token = Some(super::identity::parse_owner_token(token)?);
+    }
     let job_id = match query.job_id.as_deref() {
         Some(id) if is_valid_job_id(id) => id.to_owned(),
         Some(_) => {

@@ -77,6 +77,37 @@ pub struct Client {
     pub principal: Option<String>,
     /// The client's address (the peer, or from `X-Forwarded-For` behind trusted proxies).
     pub address: IpAddr,
+    /// An anonymous client's owner token (`X-Owner-Token`, or `ownerToken` for EventSource):
+    /// the secret its jobs belong to, so clients behind one address (a NAT) cannot read each
+    /// other's jobs.
+    pub owner_token: Option<String>,
+}
+
+/// The header an anonymous client presents its owner token in.
+pub const OWNER_TOKEN_HEADER: &str = "x-owner-token";
+
+/// Checks a presented owner token: 16 to 128 characters of `A-Z a-z 0-9 _ -`.
+pub fn parse_owner_token(raw: &str) -> Result<String, ApiError> {
+    let ok = (16..=128).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_OWNER_TOKEN",
+            "An owner token is 16 to 128 characters of A-Z, a-z, 0-9, _ and -",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// A new owner token for an anonymous client that brought none (128 random bits, hex).
+pub fn new_owner_token() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -244,16 +275,44 @@ impl Identities {
                 }
             }
         };
-        Ok(Client { principal, address })
+        let owner_token = match (&principal, self.mode) {
+            (None, IdentityMode::Proxy) => headers
+                .get(OWNER_TOKEN_HEADER)
+                .map(|v| parse_owner_token(v.to_str().unwrap_or_default().trim()))
+                .transpose()?,
+            _ => None,
+        };
+        Ok(Client {
+            principal,
+            address,
+            owner_token,
+        })
+    }
+
+    /// Whether `client` has no identity where jobs belong to their owner (`proxy` mode without
+    /// the trusted header): its jobs belong to an owner token.
+    pub fn is_anonymous(&self, client: &Client) -> bool {
+        client.principal.is_none() && self.enforces_ownership()
     }
 
     /// The owner of a job `client` submits: its principal, or in `body` mode the request's
-    /// user id, or else its address.
+    /// user id, or else its owner token's digest (its address for a client without one: jobs
+    /// made before owner tokens).
     pub fn owner(&self, client: &Client, user_id: &str) -> String {
-        match (&client.principal, self.mode) {
-            (Some(principal), _) => format!("user:{principal}"),
-            (None, IdentityMode::Body) => user_id.to_owned(),
-            (None, _) => format!("ip:{}", client.address),
+        match (&client.principal, self.mode, &client.owner_token) {
+            (Some(principal), _, _) => format!("user:{principal}"),
+            (None, IdentityMode::Body, _) => user_id.to_owned(),
+            (None, _, Some(token)) => format!("anon:{}", hash_key_hex(token)),
+            (None, _, None) => format!("ip:{}", client.address),
+        }
+    }
+
+    /// Who a rate limit counts for `client`: its owner, except that an anonymous client counts
+    /// as its address (it could change its owner token at will).
+    pub fn rate_subject(&self, client: &Client, user_id: &str) -> String {
+        match self.is_anonymous(client) {
+            true => format!("ip:{}", client.address),
+            false => self.owner(client, user_id),
         }
     }
 

@@ -68,6 +68,13 @@ pub struct JobAccepted {
     pub status_url: String,
     /// `/api/job-events?jobId={jobId}`.
     pub events_url: String,
+    /// For a client without an identity where jobs belong to their owner (`proxy` mode without
+    /// the proxy's header): the token the job belongs to. Present it as `X-Owner-Token` to read
+    /// the job's status, and as `ownerToken` to follow its events; send it with later jobs (and
+    /// with a retried POST) to keep them together. The server makes one when the request
+    /// brought none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
 }
 
 /// The status document of a job (`GET /api/job-status/{jobId}`).
@@ -269,7 +276,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-fn accepted(job_id: &str, status: JobState, replayed: bool) -> Response {
+fn accepted(job_id: &str, status: JobState, replayed: bool, owner_token: Option<&str>) -> Response {
     let (status_url, events_url) = urls(job_id);
     let mut response = (
         StatusCode::ACCEPTED,
@@ -278,6 +285,7 @@ fn accepted(job_id: &str, status: JobState, replayed: bool) -> Response {
             status,
             status_url: status_url.clone(),
             events_url,
+            owner_token: owner_token.map(str::to_owned),
         }),
     )
         .into_response();
@@ -303,6 +311,7 @@ fn accepted(job_id: &str, status: JobState, replayed: bool) -> Response {
     request_body(content = GenerateRequest, content_type = "application/json"),
     params(
         ("user-id" = Option<String>, Header, description = "The seed's stand-in for a missing body `userId` (`body` identity mode)."),
+        ("X-Owner-Token" = Option<String>, Header, description = "Owner token of an anonymous client (`proxy` identity mode without the proxy's header): the `ownerToken` of the 202 answer; 16-128 characters of `A-Za-z0-9_-`. Without it such a client gets a new one in the answer.", min_length = 16, max_length = 128, pattern = r"^[A-Za-z0-9_-]{16,128}$"),
         ("Idempotency-Key" = Option<String>, Header, description = "1-200 visible ASCII characters, no spaces (IETF Idempotency-Key draft). Scoped to the client identity and bound to the body: the same key with another body gets 422 `IDEMPOTENCY_KEY_REUSED`. Kept as long as the job (`--retention-seconds`).", min_length = 1, max_length = 200, pattern = r"^[!-~]{1,200}$"),
     ),
     responses(
@@ -311,7 +320,7 @@ fn accepted(job_id: &str, status: JobState, replayed: bool) -> Response {
             ("Location" = String, description = "The job's status URL."),
             ("Idempotent-Replayed" = String, description = "`true` when this answers a retry of an earlier request with the same `Idempotency-Key`."),
          )),
-        (status = 400, description = "`VALIDATION_ERROR` (with `details` per field), `INVALID_JSON` or `INVALID_IDEMPOTENCY_KEY`.", body = ErrorBody),
+        (status = 400, description = "`VALIDATION_ERROR` (with `details` per field), `INVALID_JSON`, `INVALID_IDEMPOTENCY_KEY` or `INVALID_OWNER_TOKEN`.", body = ErrorBody),
         (status = 401, description = "`api-key` identity mode: `UNAUTHORIZED` (no key) or `INVALID_API_KEY`.", body = ErrorBody),
         (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within `--request-body-timeout-ms`.", body = ErrorBody),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`: more than `--max-body-bytes` (256 KiB by default).", body = ErrorBody),
@@ -328,10 +337,15 @@ pub async fn generate(
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let client = state.identities.client(&headers, peer)?;
+    let mut client = state.identities.client(&headers, peer)?;
     let Json(body) = body.map_err(json_rejection)?;
     let settings = &state.settings;
     let request = validate(&body, &headers, &settings.api, client.principal.as_deref())?;
+    let anonymous = state.identities.is_anonymous(&client);
+    if anonymous && client.owner_token.is_none() {
+        client.owner_token = Some(super::identity::new_owner_token());
+    }
+    let owner_token = client.owner_token.clone().filter(|_| anonymous);
     let owner = state.identities.owner(&client, &request.user_id);
     let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
         digest: idempotency_digest(&owner, &key),
@@ -343,6 +357,7 @@ pub async fn generate(
     let rate_limit = (api.rate_limit_jobs > 0).then(|| RateLimit {
         max: api.rate_limit_jobs,
         window: Duration::from_secs(api.rate_limit_window_seconds.max(1)),
+        subject: state.identities.rate_subject(&client, &request.user_id),
     });
     let submission = Submission {
         job_id: new_job_id(),
@@ -355,8 +370,15 @@ pub async fn generate(
         traceparent: flashcard_telemetry::current_traceparent(),
     };
     match state.store.submit(submission).await? {
-        Admission::Accepted { job_id } => Ok(accepted(&job_id, JobState::Waiting, false)),
-        Admission::Replayed { job_id, state } => Ok(accepted(&job_id, state, true)),
+        Admission::Accepted { job_id } => Ok(accepted(
+            &job_id,
+            JobState::Waiting,
+            false,
+            owner_token.as_deref(),
+        )),
+        Admission::Replayed { job_id, state } => {
+            Ok(accepted(&job_id, state, true, owner_token.as_deref()))
+        }
         Admission::KeyReused { job_id } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "IDEMPOTENCY_KEY_REUSED",
@@ -429,10 +451,13 @@ pub fn job_not_found(job_id: &str) -> ApiError {
     path = "/api/job-status/{jobId}",
     tag = "jobs",
     operation_id = "getJobStatus",
-    params(("jobId" = String, Path, description = "The `jobId` of the 202 answer.", min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$")),
+    params(
+        ("jobId" = String, Path, description = "The `jobId` of the 202 answer.", min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$"),
+        ("X-Owner-Token" = Option<String>, Header, description = "Owner token of an anonymous client (`proxy` identity mode without the proxy's header): the `ownerToken` of the 202 answer; 16-128 characters of `A-Za-z0-9_-`.", min_length = 16, max_length = 128, pattern = r"^[A-Za-z0-9_-]{16,128}$"),
+    ),
     responses(
         (status = 200, description = "The job.", body = JobStatusBody),
-        (status = 400, description = "`INVALID_JOB_ID`.", body = ErrorBody),
+        (status = 400, description = "`INVALID_JOB_ID` or `INVALID_OWNER_TOKEN`.", body = ErrorBody),
         (status = 401, description = "`api-key` identity mode: `UNAUTHORIZED` or `INVALID_API_KEY`.", body = ErrorBody),
         (status = 404, description = "`JOB_NOT_FOUND`: unknown, expired after its retention time, or another client's.", body = ErrorBody),
     ),

@@ -432,10 +432,10 @@ impl Store for MemoryStore {
             core.set_budget_stop(&budget, spent, now);
             return Ok(Admission::Refused(core.switch()));
         }
-        if let Some(limit) = s.rate_limit.filter(|l| l.max > 0) {
+        if let Some(limit) = s.rate_limit.as_ref().filter(|l| l.max > 0) {
             let (index, window_ms) = super::rate_window(now, limit.window);
             core.rate.retain(|(_, w), _| *w + 1 >= index);
-            let count = core.rate.entry((s.owner.clone(), index)).or_default();
+            let count = core.rate.entry((limit.subject.clone(), index)).or_default();
             *count += 1;
             if *count > limit.max {
                 let retry_after = Duration::from_millis((index + 1) * window_ms - now);

@@ -22,10 +22,13 @@ pub struct Idempotency {
 }
 
 /// A per-client limit on submissions in fixed windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
     pub max: u64,
     pub window: Duration,
+    /// Who the limit counts: usually the job's owner; for an anonymous client its address (its
+    /// owner is a token it holds, which it could change at will).
+    pub subject: String,
 }
 
 /// One job submission.
@@ -34,7 +37,7 @@ pub struct Submission {
     /// The id the job gets if it is created ([`flashcard_core::job::new_job_id`]).
     pub job_id: String,
     pub request: JobRequest,
-    /// The client identity: rate limits count per owner, and the job belongs to it.
+    /// The client identity the job belongs to.
     pub owner: String,
     pub idempotency: Option<Idempotency>,
     pub rate_limit: Option<RateLimit>,

@@ -326,6 +326,70 @@ async fn proxy_mode_trusts_the_identity_header_only_from_trusted_proxies() {
     assert_eq!(statuses, [202, 202, 429], "one peer address, one limit");
 }
 
+/// Anonymous clients (no trusted identity header) behind one address, as behind a NAT: each
+/// job belongs to an owner token, so they cannot read each other's jobs, while the rate limit
+/// still counts their shared address.
+#[tokio::test]
+async fn anonymous_clients_behind_one_address_own_their_jobs_by_token() {
+    let svc = standalone(&[
+        "--client-identity",
+        "proxy",
+        "--trusted-proxies",
+        "10.0.0.0/8",
+        "--rate-limit-jobs",
+        "3",
+        "--rate-limit-window-seconds",
+        "600",
+    ])
+    .await;
+    let (s, _, first) = post(&svc, &body("alice"), None, &[]).await;
+    assert_eq!(s, 202, "{first}");
+    let alice = first["ownerToken"]
+        .as_str()
+        .expect("a token for an anonymous client");
+    assert_eq!(alice.len(), 32);
+    let (_, _, other) = post(&svc, &body("bob"), None, &[]).await;
+    let bob = other["ownerToken"].as_str().unwrap();
+    assert_ne!(alice, bob);
+    let status_path = format!("/api/job-status/{}", job_id(&first));
+    assert_eq!(
+        get(&svc, &status_path, &[("x-owner-token", alice)]).await.0,
+        200
+    );
+    assert_eq!(
+        get(&svc, &status_path, &[("x-owner-token", bob)]).await.0,
+        404,
+        "not bob's"
+    );
+    assert_eq!(
+        get(&svc, &status_path, &[]).await.0,
+        404,
+        "nor the address's"
+    );
+    let (s, err) = get(&svc, &status_path, &[("x-owner-token", "short")]).await;
+    assert_eq!(
+        (s, err["code"].as_str()),
+        (400, Some("INVALID_OWNER_TOKEN"))
+    );
+    // EventSource cannot send headers: the token in the query.
+    let events = |token: &str| {
+        svc.url(&format!(
+            "/api/job-events?jobId={}&ownerToken={token}",
+            job_id(&first)
+        ))
+    };
+    let stream = http().get(events(alice)).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    assert_eq!(http().get(events(bob)).send().await.unwrap().status(), 404);
+    // A client that sends its token keeps its jobs together.
+    let (s, _, again) = post(&svc, &body("alice"), None, &[("x-owner-token", alice)]).await;
+    assert_eq!((s, again["ownerToken"].as_str()), (202, Some(alice)));
+    // New tokens do not buy new rate-limit slots: the address's limit (3) is spent.
+    let (s, _, _) = post(&svc, &body("mallory"), None, &[]).await;
+    assert_eq!(s, 429);
+}
+
 #[tokio::test]
 async fn tokenless_loopback_admin_refuses_cross_site_form_posts() {
     // Standalone on loopback without a token: admin is open for local development.

@@ -205,10 +205,10 @@ impl Store for RedisStore {
         let now = self.clock.now_ms();
         let periods = period_keys(self.clock.now_timestamp());
         let request_json = to_json(&s.request)?;
-        let (rate_key, rate_max, rate_window_ms) = match s.rate_limit {
+        let (rate_key, rate_max, rate_window_ms) = match &s.rate_limit {
             Some(limit) if limit.max > 0 => {
                 let (index, window_ms) = super::rate_window(now, limit.window);
-                let key = self.keys.rate_limit(&client_digest(&s.owner), index);
+                let key = self.keys.rate_limit(&client_digest(&limit.subject), index);
                 (Some(key), limit.max, window_ms)
             }
             _ => (None, 0, 0),

@@ -335,6 +335,7 @@ async fn a_replay_is_answered_before_the_kill_switch_and_the_rate_limit(store: D
         rate_limit: Some(RateLimit {
             max: 1,
             window: Duration::from_secs(60),
+            subject: s.owner.clone(),
         }),
         ..s
     };
@@ -1014,6 +1015,7 @@ async fn rate_limit_counts_per_owner(store: DynStore) {
         rate_limit: Some(RateLimit {
             max: 2,
             window: Duration::from_secs(60),
+            subject: owner.to_owned(),
         }),
         ..submission(n, 3)
     };
@@ -1033,6 +1035,25 @@ async fn rate_limit_counts_per_owner(store: DynStore) {
         Admission::Accepted { .. }
     ));
     assert_eq!(store.counts().await.unwrap().waiting, 3);
+    // The limit counts its subject, not the owner: anonymous owners (one token each) behind
+    // one address share that address's limit.
+    let anonymous = |n: u32, token: &str| Submission {
+        owner: format!("anon:{token}"),
+        rate_limit: Some(RateLimit {
+            max: 1,
+            window: Duration::from_secs(60),
+            subject: "ip:192.0.2.7".into(),
+        }),
+        ..submission(n, 3)
+    };
+    assert!(matches!(
+        store.submit(anonymous(5, "t1")).await.unwrap(),
+        Admission::Accepted { .. }
+    ));
+    assert!(matches!(
+        store.submit(anonymous(6, "t2")).await.unwrap(),
+        Admission::RateLimited { .. }
+    ));
 }
 
 async fn the_epoch_is_created_once_and_spend_can_be_restored(store: DynStore) {
@@ -1160,6 +1181,7 @@ async fn purge_removes_every_key_of_the_pipeline(store: DynStore) {
         rate_limit: Some(RateLimit {
             max: 5,
             window: Duration::from_secs(60),
+            subject: submission(4, 3).owner,
         }),
         ..submission(4, 3)
     };
