@@ -64,6 +64,9 @@ pub struct PipelineMemory {
     /// Deletion cost last written per pod.
     pub pod_costs: HashMap<String, u32>,
     pub written: Option<WrittenStatus>,
+    /// When this process last wrote the status (gauge-only changes wait for
+    /// `GAUGE_WRITE_INTERVAL` after it).
+    pub written_at: Option<Instant>,
 }
 
 impl PipelineMemory {
@@ -82,6 +85,7 @@ impl PipelineMemory {
         self.ingress_absent = false;
         self.pod_costs.clear();
         self.written = None;
+        self.written_at = None;
     }
 }
 

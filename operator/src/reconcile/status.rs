@@ -505,8 +505,45 @@ fn monitoring(f: &Facts<'_>, generation: Option<i64>) -> Condition {
     }
 }
 
-/// Writes `status` unless it equals `old` ([`current`]); returns whether it patched. Remembers
-/// what it wrote, so the next reconcile does not repeat it before the watch delivers it.
+/// Least time between two status writes that change only gauges (queue depth, live workers,
+/// spend figures): the status is not a metrics channel (Prometheus has the live figures), and
+/// a busy pipeline would otherwise write etcd at every poll. Any other change (a condition,
+/// replicas, the kill-switch, the budget in force) is written at once. The spend recorded for
+/// a restore after the store lost its data is at most this old.
+pub const GAUGE_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether `new` differs from `old` in its gauges only.
+fn only_gauges_differ(old: &FlashcardPipelineStatus, new: &FlashcardPipelineStatus) -> bool {
+    let mut settled = new.clone();
+    settled.queue = old.queue.clone();
+    settled.workers.live = old.workers.live;
+    let (b, o) = (&mut settled.budget, &old.budget);
+    b.spent_usd = o.spent_usd;
+    b.spent_micros = o.spent_micros;
+    b.reserved_usd = o.reserved_usd;
+    b.percent = o.percent;
+    b.summary = o.summary.clone();
+    &settled == old
+}
+
+/// Whether to write `new` over `old` ([`current`]), given when this process last wrote.
+pub fn should_write(
+    old: Option<&FlashcardPipelineStatus>,
+    new: &FlashcardPipelineStatus,
+    written_at: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+) -> bool {
+    match (old, written_at) {
+        (Some(old), _) if old == new => false,
+        (Some(old), Some(at)) if only_gauges_differ(old, new) => {
+            now.duration_since(at) >= GAUGE_WRITE_INTERVAL
+        }
+        _ => true,
+    }
+}
+
+/// Writes `status` when [`should_write`] says so; returns whether it patched. Remembers what
+/// it wrote, so the next reconcile does not repeat it before the watch delivers it.
 pub async fn write(
     api: &Api<FlashcardPipeline>,
     p: &FlashcardPipeline,
@@ -514,7 +551,8 @@ pub async fn write(
     status: FlashcardPipelineStatus,
     mem: &mut PipelineMemory,
 ) -> Result<bool, kube::Error> {
-    if old == Some(&status) {
+    let now = tokio::time::Instant::now();
+    if !should_write(old, &status, mem.written_at, now) {
         return Ok(false);
     }
 
@@ -535,12 +573,46 @@ pub async fn write(
         after: written.meta().resource_version.clone(),
         status,
     });
+    mem.written_at = Some(now);
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gauges (queue depth, live workers, spend figures) are written at most every
+    /// `GAUGE_WRITE_INTERVAL`; anything else at once, and nothing that did not change.
+    #[test]
+    fn gauge_only_changes_wait_and_the_rest_is_written_at_once() {
+        let t0 = tokio::time::Instant::now();
+        let old = FlashcardPipelineStatus::default();
+        assert!(!should_write(Some(&old), &old, Some(t0), t0));
+        let mut busy = old.clone();
+        busy.queue.waiting = 120;
+        busy.workers.live = 3;
+        busy.budget.spent_micros = 5_000;
+        busy.budget.spent_usd = 0.005;
+        busy.budget.summary = "$0.01/$10.00".into();
+        let soon = t0 + std::time::Duration::from_secs(5);
+        assert!(!should_write(Some(&old), &busy, Some(t0), soon));
+        assert!(should_write(
+            Some(&old),
+            &busy,
+            Some(t0),
+            t0 + GAUGE_WRITE_INTERVAL
+        ));
+        // Not written by this process yet (a restart, a new term): written at once.
+        assert!(should_write(Some(&old), &busy, None, soon));
+        // A change beyond the gauges is written at once.
+        let mut scaled = busy.clone();
+        scaled.workers.desired = 4;
+        assert!(should_write(Some(&old), &scaled, Some(t0), soon));
+        let mut stopped = busy.clone();
+        stopped.budget.kill_switch = true;
+        assert!(should_write(Some(&old), &stopped, Some(t0), soon));
+        assert!(should_write(None, &busy, Some(t0), soon));
+    }
     use k8s_openapi::api::apps::v1::DeploymentStatus;
 
     fn deployment(generation: i64, status: DeploymentStatus) -> Deployment {
