@@ -221,7 +221,7 @@ impl Connector for RedisConnector {
     }
 
     async fn report_failure(&self, p: &FlashcardPipeline) {
-        let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        let key = p.key();
         let slot = self.slots().get(&key).cloned();
         if let Some(slot) = slot
             && let Some(e) = slot.lock().await.entry.as_mut()
@@ -231,7 +231,7 @@ impl Connector for RedisConnector {
     }
 
     async fn refused_secrets(&self, p: &FlashcardPipeline) -> Result<Vec<String>, String> {
-        let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        let key = p.key();
         let slot = self.slot(&key);
         let mut state = slot.lock().await;
         if let Some((at, refused)) = &state.consent {

@@ -122,11 +122,7 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PRUNE_EVERY).await;
-                let alive: HashSet<String> = pipelines
-                    .state()
-                    .iter()
-                    .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
-                    .collect();
+                let alive: HashSet<String> = pipelines.state().iter().map(|p| p.key()).collect();
                 ctx.prune(&alive).await;
             }
         })

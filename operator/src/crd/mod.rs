@@ -69,6 +69,18 @@ pub struct FlashcardPipelineSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
+impl FlashcardPipeline {
+    /// `<namespace>/<name>`: the key of everything the operator keeps per pipeline.
+    pub fn key(&self) -> String {
+        use kube::ResourceExt;
+        format!(
+            "{}/{}",
+            self.namespace().unwrap_or_default(),
+            self.name_any()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

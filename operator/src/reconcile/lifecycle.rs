@@ -176,7 +176,7 @@ async fn block(ctx: &Context, p: &FlashcardPipeline, ns: &str, why: &str) -> Res
 pub async fn cleanup(p: Arc<FlashcardPipeline>, ctx: &Context) -> Result<Action> {
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
     let name = p.name_any();
-    let key = format!("{ns}/{name}");
+    let key = p.key();
     ctx.followers.stop(&key);
     if forced(&p) {
         let ev = Event::warning(

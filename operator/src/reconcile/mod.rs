@@ -75,7 +75,8 @@ async fn reconcile_pass(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
     PipelineName::new(&p.name_any())?;
     let api: Api<FlashcardPipeline> = Api::namespaced(ctx.client.clone(), &ns);
-    match p.spec.deletion_policy {
+    let key = p.key();
+    let result = match p.spec.deletion_policy {
         DeletionPolicy::Retain => {
             if lifecycle::holds_finalizer(&p) {
                 // Switched from Delete (or left by it): the keys stay, so nothing needs to hold
@@ -84,7 +85,7 @@ async fn reconcile_pass(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<
                 return Ok(Action::await_change());
             }
             if p.meta().deletion_timestamp.is_some() {
-                ctx.followers.stop(&format!("{ns}/{}", p.name_any()));
+                ctx.followers.stop(&key);
                 return Ok(Action::await_change());
             }
             sync(p, ctx.clone()).await
@@ -100,7 +101,12 @@ async fn reconcile_pass(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<
             .await
             .map_err(Error::from)
         }
+    };
+    // Any pass that succeeds (a sync, a cleanup, a finalizer's removal) ends the backoff.
+    if result.is_ok() {
+        ctx.reconcile_failures.reset(&key);
     }
+    result
 }
 
 /// Reads the store, bounded by the context's observe timeout (connect, Secret read and every
@@ -188,7 +194,7 @@ pub fn next_poll(poll: Duration, store_failures: u32) -> Duration {
 pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action> {
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
     let name = p.name_any();
-    let key = format!("{ns}/{name}");
+    let key = p.key();
     let now = jiff::Timestamp::now();
     let monitoring = ctx.monitoring_available().await;
     let memory = ctx.memory(&key).await;
@@ -311,7 +317,6 @@ pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action
             message: apply::describe(&outcome.failed),
         });
     }
-    ctx.reconcile_failures.reset(&key);
     let poll = Duration::from_secs(p.spec.worker.poll_interval_seconds.max(1).into());
     Ok(Action::requeue(next_poll(poll, store_failures)))
 }
@@ -333,7 +338,7 @@ pub fn error_policy(p: Arc<FlashcardPipeline>, error: &Error, ctx: Arc<Context>)
         tracing::info!(pipeline = %p.name_any(), %why, "deletion in progress");
         return Action::requeue(lifecycle::CLEANUP_REQUEUE);
     }
-    let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+    let key = p.key();
     let failures = ctx.reconcile_failures.record(&key);
     let delay = crate::backoff::RECONCILE_ERRORS.delay(failures);
     tracing::warn!(pipeline = %p.name_any(), error = %error, failures, retry_in_ms = delay.as_millis() as u64, "reconcile failed");
