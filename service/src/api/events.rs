@@ -50,11 +50,13 @@ pub async fn job_events(
             "The query string does not parse (one jobId, one lastEventId, one ownerToken at most)",
         ));
     };
-    if client.owner_token.is_none()
-        && state.identities.is_anonymous(&client)
-        && let Some(token) = query.owner_token.as_deref()
-    {
-        client.owner_token = Some(super::identity::parse_owner_token(token)?);
+    let query_token = query
+        .owner_token
+        .as_deref()
+        .map(super::identity::parse_owner_token)
+        .transpose()?;
+    if client.owner_token.is_none() && state.identities.is_anonymous(&client) {
+        client.owner_token = query_token;
     }
     let job_id = match query.job_id.as_deref() {
         Some(id) if is_valid_job_id(id) => id.to_owned(),

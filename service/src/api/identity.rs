@@ -275,11 +275,14 @@ impl Identities {
                 }
             }
         };
+        // Checked whenever presented (a malformed one is a 400 in every mode, as the API
+        // document says), used only by an anonymous client.
+        let presented = headers
+            .get(OWNER_TOKEN_HEADER)
+            .map(|v| parse_owner_token(v.to_str().unwrap_or_default().trim()))
+            .transpose()?;
         let owner_token = match (&principal, self.mode) {
-            (None, IdentityMode::Proxy) => headers
-                .get(OWNER_TOKEN_HEADER)
-                .map(|v| parse_owner_token(v.to_str().unwrap_or_default().trim()))
-                .transpose()?,
+            (None, IdentityMode::Proxy) => presented,
             _ => None,
         };
         Ok(Client {

@@ -311,7 +311,7 @@ fn accepted(job_id: &str, status: JobState, replayed: bool, owner_token: Option<
     request_body(content = GenerateRequest, content_type = "application/json"),
     params(
         ("user-id" = Option<String>, Header, description = "The seed's stand-in for a missing body `userId` (`body` identity mode)."),
-        ("X-Owner-Token" = Option<String>, Header, description = "Owner token of an anonymous client (`proxy` identity mode without the proxy's header): the `ownerToken` of the 202 answer; 16-128 characters of `A-Za-z0-9_-`. Without it such a client gets a new one in the answer.", min_length = 16, max_length = 128, pattern = r"^[A-Za-z0-9_-]{16,128}$"),
+        ("X-Owner-Token" = Option<String>, Header, nullable = false, description = "Owner token of an anonymous client (`proxy` identity mode without the proxy's header): the `ownerToken` of the 202 answer; 16-128 characters of `A-Za-z0-9_-`. Without it such a client gets a new one in the answer.", min_length = 16, max_length = 128, pattern = r"^[A-Za-z0-9_-]{16,128}$"),
         ("Idempotency-Key" = Option<String>, Header, description = "1-200 visible ASCII characters, no spaces (IETF Idempotency-Key draft). Scoped to the client identity and bound to the body: the same key with another body gets 422 `IDEMPOTENCY_KEY_REUSED`. Kept as long as the job (`--retention-seconds`).", min_length = 1, max_length = 200, pattern = r"^[!-~]{1,200}$"),
     ),
     responses(
@@ -453,7 +453,7 @@ pub fn job_not_found(job_id: &str) -> ApiError {
     operation_id = "getJobStatus",
     params(
         ("jobId" = String, Path, description = "The `jobId` of the 202 answer.", min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._-]{1,128}$"),
-        ("X-Owner-Token" = Option<String>, Header, description = "Owner token of an anonymous client (`proxy` identity mode without the proxy's header): the `ownerToken` of the 202 answer; 16-128 characters of `A-Za-z0-9_-`.", min_length = 16, max_length = 128, pattern = r"^[A-Za-z0-9_-]{16,128}$"),
+        ("X-Owner-Token" = Option<String>, Header, nullable = false, description = "Owner token of an anonymous client (`proxy` identity mode without the proxy's header): the `ownerToken` of the 202 answer; 16-128 characters of `A-Za-z0-9_-`.", min_length = 16, max_length = 128, pattern = r"^[A-Za-z0-9_-]{16,128}$"),
     ),
     responses(
         (status = 200, description = "The job.", body = JobStatusBody),
