@@ -67,7 +67,15 @@ pub struct PipelineMemory {
     /// When this process last wrote the status (gauge-only changes wait for
     /// `GAUGE_WRITE_INTERVAL` after it).
     pub written_at: Option<Instant>,
+    /// When this process won the Lease again (a term after its first): children the watch
+    /// shows present are re-applied spread over [`TERM_APPLY_SPREAD`] from then, not at once.
+    pub term_started: Option<Instant>,
 }
+
+/// After a leadership flap, the re-apply of present children (another leader may have changed
+/// them) is spread over this long, each pipeline at its own offset: a new term costs the API
+/// server no burst of every child of every pipeline. Missing children are applied at once.
+pub const TERM_APPLY_SPREAD: Duration = Duration::from_secs(30);
 
 impl PipelineMemory {
     /// Starts a new leadership term. Another leader may have scaled, applied or written status
@@ -86,6 +94,7 @@ impl PipelineMemory {
         self.pod_costs.clear();
         self.written = None;
         self.written_at = None;
+        self.term_started = (term > 1).then(Instant::now);
     }
 }
 
@@ -238,6 +247,10 @@ mod tests {
         assert_eq!(m.replicas, Some(7), "same term: nothing forgotten");
         m.enter_term(2);
         assert_eq!(m.replicas, None);
+        assert!(
+            m.term_started.is_some(),
+            "a re-election spreads its re-applies"
+        );
         assert!(!m.ingress_absent);
         assert!(m.history.is_some(), "the scale-down window survives");
     }

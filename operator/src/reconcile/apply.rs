@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::children::{Applied, ChildStores, Seen, Version, in_sync};
-use crate::context::{PipelineMemory, RESYNC_UNWATCHED};
+use crate::context::{PipelineMemory, RESYNC_UNWATCHED, TERM_APPLY_SPREAD};
 use crate::render::monitoring::{prometheus_rule_resource, service_monitor_resource};
 use crate::render::{Children, MANAGER, names};
 
@@ -37,6 +37,20 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// Whether the first apply of a child in a new term waits: it is present (so nothing is
+/// missing), and this child's offset within [`TERM_APPLY_SPREAD`] from the term's start has not
+/// come yet. Offsets come from the child's `namespace/Kind/name`, so they spread evenly.
+pub fn deferred_in_new_term(
+    seen: &Seen,
+    term_started: Option<Instant>,
+    now: Instant,
+    child: &str,
+) -> bool {
+    let spread = TERM_APPLY_SPREAD.as_millis() as u64;
+    let offset = std::time::Duration::from_millis(fnv(child.as_bytes()) % spread.max(1));
+    matches!(seen, Seen::Present(_)) && term_started.is_some_and(|t| now < t + offset)
 }
 
 /// A child whose apply (or removal) the API server refused or did not answer.
@@ -85,7 +99,12 @@ impl Applier<'_> {
         let hash = fnv(&serde_json::to_vec(obj).unwrap_or_default());
         let seen = self.seen.seen(kind, self.ns, name);
         let needed = match self.mem.applied.get(key) {
-            None => true,
+            None => !deferred_in_new_term(
+                &seen,
+                self.mem.term_started,
+                Instant::now(),
+                &format!("{}/{key}", self.ns),
+            ),
             Some(a) if a.hash != hash => true,
             Some(_) if seen == Seen::Unknown => self.resync_due,
             Some(a) => !in_sync(a, &seen, kind == "Deployment"),
@@ -306,4 +325,51 @@ pub fn describe(failed: &[FailedChild]) -> String {
         .map(|f| format!("{}: {}", f.key, f.error))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a new term a present child waits for its offset, a missing one never waits, and the
+    /// offsets of many children spread over the window instead of landing together.
+    #[test]
+    fn a_new_term_spreads_the_re_apply_of_present_children() {
+        let t0 = Instant::now();
+        let present = Seen::Present(Version::default());
+        let end = t0 + TERM_APPLY_SPREAD;
+        assert!(
+            !deferred_in_new_term(&present, None, t0, "ns/Deployment/a"),
+            "first term"
+        );
+        assert!(!deferred_in_new_term(
+            &Seen::Absent,
+            Some(t0),
+            t0,
+            "ns/Deployment/a"
+        ));
+        assert!(!deferred_in_new_term(
+            &present,
+            Some(t0),
+            end,
+            "ns/Deployment/a"
+        ));
+        let children: Vec<String> = (0..600)
+            .map(|i| format!("team-{}/Deployment/p{i}-api", i % 7))
+            .collect();
+        let mut due_per_tenth = [0u32; 10];
+        for child in &children {
+            let at = (0..=300)
+                .map(|step| t0 + TERM_APPLY_SPREAD * step / 300)
+                .find(|&now| !deferred_in_new_term(&present, Some(t0), now, child))
+                .expect("due within the window");
+            let tenth = ((at - t0).as_secs_f64() / TERM_APPLY_SPREAD.as_secs_f64() * 10.0) as usize;
+            due_per_tenth[tenth.min(9)] += 1;
+        }
+        // 60 per tenth if perfectly even: no tenth of the window takes more than twice that.
+        assert!(
+            due_per_tenth.iter().all(|&n| n > 20 && n < 120),
+            "{due_per_tenth:?}"
+        );
+    }
 }
