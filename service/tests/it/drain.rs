@@ -13,24 +13,6 @@ use serde_json::json;
 
 const PIPELINE: &str = "drain";
 
-fn sigterm(service: &Service) {
-    let pid = service.child.0.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_exit(service: &mut Service, within: Duration) -> Duration {
-    let started = Instant::now();
-    while service.child.0.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < within, "still running after {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
-}
-
 async fn start(mode: &str, redis: &RedisServer, extra: &[&str]) -> Service {
     let url = redis.url();
     let mut args = vec!["--redis-url", url.as_str(), "--pipeline", PIPELINE];
@@ -64,7 +46,7 @@ async fn sigterm_fails_readiness_serves_the_window_then_ends_streams_with_a_retr
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let signalled = Instant::now();
-    sigterm(&api);
+    api.sigterm();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let ready = http().get(api.url("/readyz")).send().await.unwrap();
@@ -86,7 +68,7 @@ async fn sigterm_fails_readiness_serves_the_window_then_ends_streams_with_a_retr
         "the stream ended inside the drain window"
     );
 
-    wait_exit(&mut api, Duration::from_secs(8)).await;
+    api.wait_exit(Duration::from_secs(8)).await;
     let exited = signalled.elapsed();
     let (text, ended_at) = reader.await.unwrap();
     let ended = ended_at - signalled;
@@ -242,10 +224,10 @@ async fn a_rolling_restart_behind_a_balancer_drops_no_post_and_no_event() {
         balancer.add(fresh.port);
         wait_ready(&balancer, fresh.port).await;
         let mut old = pods.remove(0);
-        sigterm(&old);
+        old.sigterm();
         // Left in the balancer: like a deleted pod's endpoint, it goes out only when the
         // balancer's view catches up (the propagation delay).
-        wait_exit(&mut old, Duration::from_secs(10)).await;
+        old.wait_exit(Duration::from_secs(10)).await;
         pods.push(fresh);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

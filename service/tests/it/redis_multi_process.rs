@@ -455,29 +455,6 @@ async fn cors_allows_configured_origins() {
     assert!(!other.headers().contains_key("access-control-allow-origin"));
 }
 
-fn sigterm(service: &Service) {
-    let pid = service.child.0.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-async fn wait_exit(service: &mut Service, within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        if service.child.0.try_wait().unwrap().is_some() {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "process did not exit within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_lets_running_jobs_finish_within_the_grace_period() {
     let redis = RedisServer::start();
@@ -497,8 +474,8 @@ async fn sigterm_lets_running_jobs_finish_within_the_grace_period() {
     while store.counts().await.unwrap().active == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sigterm(&worker);
-    let took = wait_exit(&mut worker, Duration::from_secs(10)).await;
+    worker.sigterm();
+    let took = worker.wait_exit(Duration::from_secs(10)).await;
     let job = api.wait_finished(&id, Duration::from_secs(1)).await;
     assert_eq!(
         job["status"], "completed",
@@ -533,8 +510,8 @@ async fn sigterm_past_the_grace_period_hands_jobs_to_another_worker() {
     while store.counts().await.unwrap().active == 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sigterm(&leaving);
-    let took = wait_exit(&mut leaving, Duration::from_secs(5)).await;
+    leaving.sigterm();
+    let took = leaving.wait_exit(Duration::from_secs(5)).await;
     assert!(
         took < Duration::from_secs(3),
         "no waiting past the grace period ({took:?})"

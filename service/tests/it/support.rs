@@ -43,6 +43,23 @@ impl Service {
         format!("{}{path}", self.base)
     }
 
+    /// Sends SIGTERM (what Kubernetes sends a pod).
+    pub fn sigterm(&self) {
+        let pid = self.child.0.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; panics after `within`. Returns how long it took.
+    pub async fn wait_exit(&mut self, within: Duration) -> Duration {
+        let started = Instant::now();
+        while self.child.0.try_wait().unwrap().is_none() {
+            assert!(started.elapsed() < within, "still running after {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        started.elapsed()
+    }
+
     /// POSTs `body` to the job endpoint.
     pub fn post_job(
         &self,

@@ -28,6 +28,26 @@ async fn submit(store: &RedisStore, n: u32) -> String {
     }
 }
 
+/// A redis-server, a store of pipeline `tests/<name>` on it, its keyspace and a plain connection.
+async fn setup(
+    name: &str,
+) -> (
+    crate::support::RedisServer,
+    RedisStore,
+    Keyspace,
+    redis::aio::MultiplexedConnection,
+) {
+    let server = crate::support::RedisServer::start();
+    let pipeline = PipelineId::new(Some("tests"), name).unwrap();
+    let store = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
+    let raw = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    (server, store, Keyspace::new(&pipeline), raw)
+}
+
 fn claim_request(max_jobs: u32) -> ClaimRequest<'static> {
     ClaimRequest {
         call_id: CallId::new(),
@@ -44,15 +64,7 @@ fn claim_request(max_jobs: u32) -> ClaimRequest<'static> {
 
 #[tokio::test]
 async fn an_unreadable_job_fails_alone_and_missing_fields_leave_no_hole() {
-    let server = crate::support::RedisServer::start();
-    let pipeline = PipelineId::new(Some("tests"), "replies").unwrap();
-    let store = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
-    let ks = Keyspace::new(&pipeline);
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (_server, store, ks, mut raw) = setup("replies").await;
     let ids = [
         submit(&store, 1).await,
         submit(&store, 2).await,
@@ -110,15 +122,7 @@ async fn an_unreadable_job_fails_alone_and_missing_fields_leave_no_hole() {
 /// ten minutes (stream ids are the server's time) and keeps the recent ones.
 #[tokio::test]
 async fn trim_drops_stream_entries_older_than_the_stream_retention() {
-    let server = crate::support::RedisServer::start();
-    let pipeline = PipelineId::new(Some("tests"), "stream-age").unwrap();
-    let store = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
-    let ks = Keyspace::new(&pipeline);
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (_server, store, ks, mut raw) = setup("stream-age").await;
     let now_ms = store.now_ms();
     for (n, at) in [now_ms - 3_600_000, now_ms - 700_000, now_ms - 60_000]
         .into_iter()
@@ -160,15 +164,7 @@ async fn trim_drops_stream_entries_older_than_the_stream_retention() {
 /// the next write stores it.
 #[tokio::test]
 async fn budget_state_reports_the_stop_the_rule_makes_without_writing_it() {
-    let server = crate::support::RedisServer::start();
-    let pipeline = PipelineId::new(Some("tests"), "read-only").unwrap();
-    let store = RedisStore::connect(&server.url(), &pipeline).await.unwrap();
-    let ks = Keyspace::new(&pipeline);
-    let mut raw = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (_server, store, ks, mut raw) = setup("read-only").await;
     let budget = flashcard_store::BudgetConfig {
         limit_micros: 1_000,
         ..flashcard_store::BudgetConfig::unlimited()
