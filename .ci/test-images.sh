@@ -159,8 +159,9 @@ for image in "${images[@]}"; do
       grep -q "standalone" <<<"$out" || fail "service --help: $out"
       port="$(free_port)"
       log="$store/standalone.log"
+      # No drain window: the cleanup's SIGTERM should stop it at once.
       in_image "$mnt" /usr/local/bin/flashcard-service standalone \
-        --listen "127.0.0.1:$port" --log-format text >"$log" 2>&1 &
+        --listen "127.0.0.1:$port" --log-format text --drain-seconds 0 >"$log" 2>&1 &
       pids+=("$!")
       ok=""
       for _ in $(seq 1 100); do
