@@ -73,7 +73,7 @@ pub struct PipelineMemory {
 }
 
 /// After a leadership flap, the re-apply of present children (another leader may have changed
-/// them) is spread over this long, each pipeline at its own offset: a new term costs the API
+/// them) is spread over this long, each child at its own offset: a new term costs the API
 /// server no burst of every child of every pipeline. Missing children are applied at once.
 pub const TERM_APPLY_SPREAD: Duration = Duration::from_secs(30);
 

@@ -99,12 +99,15 @@ impl Applier<'_> {
         let hash = fnv(&serde_json::to_vec(obj).unwrap_or_default());
         let seen = self.seen.seen(kind, self.ns, name);
         let needed = match self.mem.applied.get(key) {
-            None => !deferred_in_new_term(
-                &seen,
-                self.mem.term_started,
-                Instant::now(),
-                &format!("{}/{key}", self.ns),
-            ),
+            None => {
+                self.mem.term_started.is_none()
+                    || !deferred_in_new_term(
+                        &seen,
+                        self.mem.term_started,
+                        Instant::now(),
+                        &format!("{}/{key}", self.ns),
+                    )
+            }
             Some(a) if a.hash != hash => true,
             Some(_) if seen == Seen::Unknown => self.resync_due,
             Some(a) => !in_sync(a, &seen, kind == "Deployment"),

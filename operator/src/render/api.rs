@@ -71,14 +71,17 @@ mod tests {
 
     #[test]
     fn api_pods_drain_in_a_pre_stop_sleep_within_their_grace_period() {
+        let pod_of = |p: &FlashcardPipeline| {
+            api_deployment(p)
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
         let mut p = full();
-        let pod = api_deployment(&p)
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pod_of(&p);
         let c = &pod.containers[0];
         let sleep = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
         assert_eq!(sleep.sleep.as_ref().unwrap().seconds, 10);
@@ -91,13 +94,7 @@ mod tests {
             .find(|e| e.name == "DRAIN_SECONDS");
         assert_eq!(drain.unwrap().value.as_deref(), Some("0"));
         p.spec.api.drain_seconds = 0;
-        let pod = api_deployment(&p)
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pod_of(&p);
         assert!(pod.containers[0].lifecycle.is_none());
         assert_eq!(pod.termination_grace_period_seconds, Some(7));
     }

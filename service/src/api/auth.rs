@@ -2,8 +2,8 @@
 //!
 //! Missing token -> 401, wrong token -> 403; the `Bearer` scheme is case-insensitive. Only the
 //! token's SHA-256 digest is kept, and a presented token is compared by digest in constant
-//! time, so neither its content nor its length shows in the answer's timing. Without a configured token the admin endpoints are closed (503) in api
-//! mode, and open only in standalone mode when it listens on loopback, for local development;
+//! time, so neither its content nor its length shows in the answer's timing. Without a
+//! configured token the admin endpoints are closed (503) in api mode, and open only in standalone mode when it listens on loopback, for local development;
 //! there, writes need `Content-Type: application/json`, which a cross-site form cannot send
 //! without a CORS preflight.
 
@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
+use super::identity::sha256;
 
 /// The admin token, kept as its SHA-256 digest only (nothing to leak through `Debug` or a
 /// core dump's strings).
@@ -23,20 +24,13 @@ pub struct AdminToken([u8; 32]);
 
 impl AdminToken {
     pub fn new(token: &str) -> Self {
-        Self(digest(token))
+        Self(sha256(token.as_bytes()))
     }
 
     /// Whether `presented` is the token: digests compared in constant time.
     pub fn matches(&self, presented: &str) -> bool {
-        bool::from(digest(presented).ct_eq(&self.0))
+        bool::from(sha256(presented.as_bytes()).ct_eq(&self.0))
     }
-}
-
-fn digest(token: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 /// Who may call the admin endpoints.

@@ -104,13 +104,15 @@ pub fn parse_owner_token(raw: &str) -> Result<String, ApiError> {
 
 /// A new owner token for an anonymous client that brought none (128 random bits, hex).
 pub fn new_owner_token() -> String {
-    rand::random::<[u8; 16]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&rand::random::<[u8; 16]>())
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes` (API keys, owner tokens, the admin token).
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
@@ -338,10 +340,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// `printf %s "$KEY" | sha256sum`, for tests and the docs' example.
 pub fn hash_key_hex(key: &str) -> String {
-    sha256(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha256(key.as_bytes()))
 }
 
 #[cfg(test)]

@@ -579,17 +579,25 @@ mod tests {
         }
     }
 
+    async fn redis_server() -> (
+        flashcard_test_support::RedisServer,
+        redis::aio::MultiplexedConnection,
+    ) {
+        let server = flashcard_test_support::RedisServer::start();
+        let conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        (server, conn)
+    }
+
     /// The generated guards, on a real redis-server: a call short of keys or arguments is
     /// refused before the body runs (so before any write), and a name the script does not
     /// declare raises instead of reading nil.
     #[tokio::test]
     async fn calls_short_of_keys_or_arguments_and_undeclared_names_are_refused() {
-        let server = flashcard_test_support::RedisServer::start();
-        let mut conn = redis::Client::open(server.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let (_server, mut conn) = redis_server().await;
         let writes = Loaded::new(Spec {
             name: "probe",
             keys: vec!["waiting", "active"],
@@ -646,12 +654,7 @@ mod tests {
     #[tokio::test]
     async fn the_lua_and_rust_budget_stop_rules_agree() {
         use crate::{BudgetConfig, KillSwitch, SetBy, budget_stop_lapsed};
-        let server = flashcard_test_support::RedisServer::start();
-        let mut conn = redis::Client::open(server.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let (_server, mut conn) = redis_server().await;
         let rule = Loaded::new(Spec {
             name: "stop_rule",
             keys: vec![],
