@@ -55,7 +55,7 @@ MUST_FAIL = [
     ("ServiceMonitor without the metrics Service",
      {"serviceMonitor": {"enabled": True}, "metrics": {"service": {"enabled": False}}}),
     ("no ServiceAccount name with create=false", {"serviceAccount": {"create": False}}),
-    ("restrictSecrets without any Secret name", {"rbac": {"restrictSecrets": True}}),
+    ("restrictSecrets without any Secret name", {"rbac": {"secretNames": []}}),
     ("renew deadline not below the lease duration",
      {"leaderElection": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10}}),
     ("secretNames entry is not a Secret name", {"rbac": {"restrictSecrets": True, "secretNames": ["Redis URL"]}}),

@@ -10,7 +10,7 @@
 //! | networking.k8s.io | ingresses | get, list, watch, create, patch, delete | `reconcile::apply` (SSA); delete when `spec.api.ingress` is removed; `controller`: metadata watch |
 //! | monitoring.coreos.com | prometheusrules, servicemonitors | get, create, patch | `reconcile::apply`, only when the CRDs exist |
 //! | "" (core) | pods | patch | `reconcile::deletion_cost`: pod-deletion-cost before a scale-down (merge patch) |
-//! | "" (core) | secrets | get | `connector`: the Redis URL of a pipeline (`spec.redis.urlSecretRef`), and the labels (metadata only) of every Secret a pipeline references (`consent`) |
+//! | "" (core) | secrets | get | `connector`: the Redis URL of a pipeline (`spec.redis.urlSecretRef`), and the labels (metadata only) of every Secret a pipeline references (`consent`); by default only Secrets named in `rbac.secretNames` (`resourceNames`; a Forbidden read refuses the Secret) |
 //! | events.k8s.io | events | create, patch | `events::Recorder` (patch: the series of a repeated Event) |
 //! | coordination.k8s.io | leases | get, create, update | `leader`: the leader-election Lease |
 //!

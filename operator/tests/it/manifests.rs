@@ -683,6 +683,15 @@ fn chart_rules() -> Vec<PolicyRule> {
         .collect()
 }
 
+/// Takes the resourceNames off `rules`: (the rule's resources, its names) for each rule that
+/// had some.
+fn take_resource_names(rules: &mut [PolicyRule]) -> Vec<(Option<Vec<String>>, Vec<String>)> {
+    rules
+        .iter_mut()
+        .filter_map(|r| r.resource_names.take().map(|n| (r.resources.clone(), n)))
+        .collect()
+}
+
 fn rule_set(rules: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
     let mut set = BTreeSet::new();
     for r in rules {
@@ -706,7 +715,14 @@ fn rbac_is_least_privilege_and_the_same_in_chart_and_manifests() {
     let objects = docs(&kustomize("manifests"), "kubectl kustomize manifests/");
     let cluster_role: ClusterRole =
         strict(objects.iter().find(|d| d["kind"] == "ClusterRole").unwrap()).unwrap();
-    let manifest_rules = cluster_role.rules.clone().unwrap_or_default();
+    let mut manifest_rules = cluster_role.rules.clone().unwrap_or_default();
+    // Secret reads are limited to the samples' Secret by default (the chart's
+    // rbac.restrictSecrets): names on the Secret rule only, nothing else narrowed.
+    assert_eq!(
+        take_resource_names(&mut manifest_rules),
+        [(Some(vec!["secrets".to_owned()]), vec!["redis".to_owned()])],
+        "manifests/rbac.yaml reads only the Secret `redis` by default"
+    );
     let chart = chart_rules();
     assert_eq!(
         rule_set(&manifest_rules),
@@ -956,7 +972,9 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
     let rbac_expected = {
         let objects = docs(&kustomize("manifests"), "kubectl kustomize manifests/");
         let cr: ClusterRole = strict(find(&objects, "ClusterRole")[0]).unwrap();
-        rule_set(&cr.rules.unwrap_or_default())
+        let mut rules = cr.rules.unwrap_or_default();
+        take_resource_names(&mut rules);
+        rule_set(&rules)
     };
     for (name, objects) in &cases {
         check_all(objects, &format!("helm install ({name})"));
@@ -1067,9 +1085,15 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
                 "{name}: the listed Secrets plus the chart's Redis Secret, got {names:?}"
             );
         } else {
+            // rbac.restrictSecrets is on by default, with the samples' Secret name.
+            let names = secret_names.first().unwrap_or_else(|| {
+                panic!("{name}: rbac.restrictSecrets is on by default but no resourceNames")
+            });
             assert!(
-                secret_names.is_empty(),
-                "{name}: resourceNames without rbac.restrictSecrets"
+                names.first().map(String::as_str) == Some("redis")
+                    && names.len() <= 2
+                    && names.get(1).is_none_or(|n| n.ends_with("-redis")),
+                "{name}: the default Secret name plus the chart's Redis Secret, got {names:?}"
             );
         }
         assert_eq!(
