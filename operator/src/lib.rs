@@ -1,6 +1,7 @@
 //! The FlashcardPipeline operator: CRD types, rendering of the children, the autoscaling and
 //! budget decisions, the reconciler, leader election and the operator's own metrics.
 
+pub mod acl;
 pub mod backoff;
 pub mod budget;
 pub mod children;

@@ -5,6 +5,7 @@
 mod crdgen;
 mod leadership;
 mod manifests;
+mod redis_acl;
 mod redis_state;
 mod redis_topologies;
 mod startup;

@@ -146,7 +146,7 @@ fn claim_request() -> ClaimRequest<'static> {
 }
 
 /// Runs one job that costs `micros`.
-async fn spend(s: &RedisStore, micros: u64) {
+pub(crate) async fn spend(s: &RedisStore, micros: u64) {
     submit(s, 99).await;
     let claim = s.claim(&claim_request()).await.unwrap().jobs.remove(0);
     let result = JobResult {
