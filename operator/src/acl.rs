@@ -5,6 +5,8 @@
 //! other tenants' scripts). Key patterns are checked for every command, including the ones a
 //! script runs, so a pipeline's pods holding this credential get `NOPERM` on any other
 //! pipeline's keys and cannot stop another tenant's scripts.
+//! `SCAN` is allowed (the purge script uses it): such a user can list other pipelines' key names,
+//! never read or change them.
 //!
 //! This module is the Redis side: making, rotating and deleting a user, and the URL the
 //! pipeline's pods would use. The reconciler does not call it yet (see the README: pipelines get
