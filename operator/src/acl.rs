@@ -71,12 +71,12 @@ pub async fn ensure_user(
     pipeline: &PipelineId,
     password: &str,
 ) -> Result<(), AclError> {
-    let mut cmd = redis::cmd("ACL");
-    cmd.arg("SETUSER").arg(user_name(pipeline));
-    for rule in rules(pipeline, password) {
-        cmd.arg(rule);
-    }
-    let _: () = cmd.query_async(admin).await?;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user_name(pipeline))
+        .arg(rules(pipeline, password))
+        .query_async(admin)
+        .await?;
     Ok(())
 }
 

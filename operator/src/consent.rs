@@ -82,16 +82,17 @@ mod tests {
     use crate::crd::SecretKeyRef;
     use crate::render::test_support::minimal;
 
+    fn r(name: &str) -> Option<SecretKeyRef> {
+        Some(SecretKeyRef {
+            name: name.into(),
+            key: "k".into(),
+        })
+    }
+
     #[test]
     fn every_referenced_secret_is_checked_once() {
         let mut p = minimal();
         assert_eq!(referenced(&p).into_iter().collect::<Vec<_>>(), ["redis"]);
-        let r = |name: &str| {
-            Some(SecretKeyRef {
-                name: name.into(),
-                key: "k".into(),
-            })
-        };
         p.spec.provider.api_key_secret_ref = r("openai");
         p.spec.api.admin_token_secret_ref = r("redis");
         p.spec.api.identity.api_keys_secret_ref = r("keys");
@@ -142,12 +143,6 @@ mod tests {
             }
         };
         let mut p = minimal();
-        let r = |name: &str| {
-            Some(SecretKeyRef {
-                name: name.into(),
-                key: "k".into(),
-            })
-        };
         p.spec.provider.api_key_secret_ref = r("openai");
         p.spec.api.identity.api_keys_secret_ref = r("keys");
         for server_fails in [false, true] {
