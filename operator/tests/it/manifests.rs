@@ -1062,12 +1062,11 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
             .unwrap_or_else(|| panic!("{name}: no {kind} for the operator"));
         let mut rules: Vec<PolicyRule> = serde_json::from_value(role["rules"].clone()).unwrap();
         // rbac.restrictSecrets: Secret reads only by name (resourceNames), nothing else narrowed.
-        let secret_names: Vec<Vec<String>> = rules
-            .iter_mut()
-            .filter_map(|r| r.resource_names.take().map(|n| (r, n)))
-            .map(|(r, n)| {
+        let secret_names: Vec<Vec<String>> = take_resource_names(&mut rules)
+            .into_iter()
+            .map(|(resources, n)| {
                 assert_eq!(
-                    r.resources.as_deref(),
+                    resources.as_deref(),
                     Some(&["secrets".to_owned()][..]),
                     "{name}: resourceNames only on the Secret rule"
                 );
