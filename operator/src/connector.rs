@@ -7,6 +7,11 @@
 //! rotated password is picked up in the same reconcile (the reconciler connects again at once
 //! after reporting); while the Redis stays unreachable those reads happen at most once per
 //! [`SecretTiming::retry`] (30 s), so an outage costs at most two reads a minute.
+//!
+//! A pipeline on the operator's Redis (no `spec.redis.urlSecretRef`) costs no Secret read: its
+//! URL is the admin URL with the pipeline's own ACL user ([`crate::acl`]), and the user is
+//! ensured (`ACL SETUSER` with the admin URL) before its first connection, after a rotation and
+//! after every failure, since a restarted Redis or a promoted replica does not know it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +26,9 @@ use kube::{Client, ResourceExt};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::acl::{Credential, ManagedRedis};
 use crate::crd::FlashcardPipeline;
-use crate::state::{Connector, PipelineState};
+use crate::state::{Connector, NO_ADMIN_URL, PipelineState};
 
 /// How long a Secret read is trusted while the store works (a rotated URL whose old password
 /// still works is picked up after this long).
@@ -77,6 +83,8 @@ pub struct RedisConnector {
     client: Client,
     timing: SecretTiming,
     slots: std::sync::Mutex<HashMap<String, Slot>>,
+    /// The operator's Redis, for pipelines without a URL of their own.
+    managed: Option<Arc<ManagedRedis>>,
 }
 
 /// One pipeline's connection state.
@@ -100,7 +108,14 @@ impl RedisConnector {
             client,
             timing,
             slots: std::sync::Mutex::new(HashMap::new()),
+            managed: None,
         }
+    }
+
+    /// Serves pipelines without `spec.redis.urlSecretRef` from the operator's Redis.
+    pub fn with_managed(mut self, managed: Option<Arc<ManagedRedis>>) -> Self {
+        self.managed = managed;
+        self
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
@@ -119,7 +134,9 @@ impl RedisConnector {
         p: &FlashcardPipeline,
         ns: &str,
     ) -> Result<Result<String, String>, String> {
-        let r = &p.spec.redis.url_secret_ref;
+        let Some(r) = &p.spec.redis.url_secret_ref else {
+            return Err(NO_ADMIN_URL.to_owned());
+        };
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let secret = api
             .get(&r.name)
@@ -180,6 +197,52 @@ impl RedisConnector {
     }
 }
 
+impl RedisConnector {
+    /// [`Connector::connect`] for a pipeline on the operator's Redis.
+    async fn connect_managed(
+        &self,
+        managed: &ManagedRedis,
+        p: &FlashcardPipeline,
+        key: &str,
+        pipeline: &PipelineId,
+    ) -> Result<Arc<dyn PipelineState>, String> {
+        let credential = managed.credential(p).map_err(|e| e.to_string())?;
+        let slot = self.slot(key);
+        let mut state = slot.lock().await;
+        let entry = &mut state.entry;
+        let ensure = entry
+            .as_ref()
+            .is_none_or(|e| e.url != credential.url || e.failed || e.store.is_none());
+        if ensure {
+            managed
+                .ensure(p)
+                .await
+                .map_err(|e| format!("cannot make the pipeline's Redis user: {e}"))?;
+            match entry {
+                // The store reconnects by itself now that its user exists again.
+                Some(e) if e.url == credential.url => e.failed = false,
+                _ => {
+                    *entry = Some(Entry {
+                        url: credential.url,
+                        read_at: Instant::now(),
+                        failed: false,
+                        store: None,
+                    })
+                }
+            }
+        }
+        let Some(entry) = entry.as_mut() else {
+            return Err("no Redis URL".into());
+        };
+        if let Some(store) = &entry.store {
+            return Ok(store.clone());
+        }
+        let store = Self::open(&entry.url, pipeline).await?;
+        entry.store = Some(store.clone());
+        Ok(store)
+    }
+}
+
 #[async_trait]
 impl Connector for RedisConnector {
     async fn connect(&self, p: &FlashcardPipeline) -> Result<Arc<dyn PipelineState>, String> {
@@ -187,6 +250,12 @@ impl Connector for RedisConnector {
         let key = format!("{ns}/{}", p.name_any());
         // The namespace is part of the keys: same-named pipelines of two namespaces never meet.
         let pipeline = PipelineId::new(Some(&ns), &p.name_any()).map_err(|e| e.to_string())?;
+        if p.spec.redis.managed() {
+            let Some(managed) = &self.managed else {
+                return Err(NO_ADMIN_URL.to_owned());
+            };
+            return self.connect_managed(managed, p, &key, &pipeline).await;
+        }
         let slot = self.slot(&key);
         let mut state = slot.lock().await;
         let entry = &mut state.entry;
@@ -251,5 +320,26 @@ impl Connector for RedisConnector {
             .map_err(|e| format!("cannot read the Secrets' labels: {e}"))?;
         state.consent = Some((Instant::now(), refused.clone()));
         Ok(refused)
+    }
+
+    fn credential(&self, p: &FlashcardPipeline) -> Result<Option<Credential>, String> {
+        if !p.spec.redis.managed() {
+            return Ok(None);
+        }
+        let managed = self
+            .managed
+            .as_ref()
+            .ok_or_else(|| NO_ADMIN_URL.to_owned())?;
+        managed.credential(p).map(Some).map_err(|e| e.to_string())
+    }
+
+    async fn retire(&self, p: &FlashcardPipeline) -> Result<(), String> {
+        match &self.managed {
+            Some(managed) if p.spec.redis.managed() => managed
+                .retire(p)
+                .await
+                .map_err(|e| format!("cannot delete the pipeline's Redis user: {e}")),
+            _ => Ok(()),
+        }
     }
 }

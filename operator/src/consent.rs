@@ -24,7 +24,7 @@ pub const CONSENT_VALUE: &str = "true";
 pub fn referenced(p: &FlashcardPipeline) -> BTreeSet<String> {
     let spec = &p.spec;
     [
-        Some(&spec.redis.url_secret_ref),
+        spec.redis.url_secret_ref.as_ref(),
         spec.provider.api_key_secret_ref.as_ref(),
         spec.api.admin_token_secret_ref.as_ref(),
         spec.api.identity.api_keys_secret_ref.as_ref(),

@@ -214,6 +214,8 @@ pub async fn run(
 #[cfg(test)]
 mod fake_api;
 #[cfg(test)]
+mod managed_redis_tests;
+#[cfg(test)]
 mod tenancy_tests;
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,7 @@ enum Command {
         helm: bool,
     },
     /// Run the controller (with leader election, /metrics, /healthz and /readyz).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }
 
 #[tokio::main]
@@ -40,7 +40,7 @@ async fn main() -> Result<()> {
             };
             print!("{yaml}");
         }
-        Command::Run(args) => run::run(args).await?,
+        Command::Run(args) => run::run(*args).await?,
     }
     Ok(())
 }

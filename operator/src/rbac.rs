@@ -11,6 +11,7 @@
 //! | monitoring.coreos.com | prometheusrules, servicemonitors | get, create, patch | `reconcile::apply`, only when the CRDs exist |
 //! | "" (core) | pods | patch | `reconcile::deletion_cost`: pod-deletion-cost before a scale-down (merge patch) |
 //! | "" (core) | secrets | get | `connector`: the Redis URL of a pipeline (`spec.redis.urlSecretRef`), and the labels (metadata only) of every Secret a pipeline references (`consent`); by default only Secrets named in `rbac.secretNames` (`resourceNames`; a Forbidden read refuses the Secret) |
+//! | "" (core) | secrets | create, patch | only with an admin URL of the operator's Redis (chart `operator.redisAdmin.secretRef`, [`MANAGED_REDIS_RULE`]): `reconcile::apply` writes `<pipeline>-redis-credential` for each pipeline on that Redis (server-side apply, not forced, so another writer's Secret of that name is a conflict, never overwritten) |
 //! | events.k8s.io | events | create, patch | `events::Recorder` (patch: the series of a repeated Event) |
 //! | coordination.k8s.io | leases | get, create, update | `leader`: the leader-election Lease |
 //!
@@ -82,3 +83,10 @@ pub const RBAC_RULES: &[Rule] = &[
         verbs: &["get", "create", "update"],
     },
 ];
+
+/// The extra rule of an operator given the admin URL of its own Redis ([`crate::acl`]).
+pub const MANAGED_REDIS_RULE: Rule = Rule {
+    api_group: "",
+    resources: &["secrets"],
+    verbs: &["create", "patch"],
+};

@@ -18,6 +18,7 @@ use kube::api::{Api, ListParams};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use flashcard_operator::acl::ManagedRedis;
 use flashcard_operator::connector::RedisConnector;
 use flashcard_operator::context::Context;
 use flashcard_operator::controller::{self, Scope};
@@ -59,6 +60,28 @@ pub struct RunArgs {
     /// Log format: json or text.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+    /// An admin URL of the operator's Redis (any topology, with a password): pipelines that
+    /// omit `spec.redis.urlSecretRef` use it, each through its own ACL user. Unset: such
+    /// pipelines are refused.
+    #[arg(long, env = "REDIS_ADMIN_URL", hide_env_values = true)]
+    pub redis_admin_url: Option<Redacted>,
+}
+
+/// A setting that holds a secret: `Debug` never shows it.
+#[derive(Clone)]
+pub struct Redacted(pub String);
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl RunArgs {
@@ -124,6 +147,13 @@ async fn run_with_telemetry(args: RunArgs) -> Result<()> {
         return Err(e).context("cannot list FlashcardPipelines (RBAC or API server)");
     }
 
+    let managed = args
+        .redis_admin_url
+        .as_ref()
+        .map(|url| ManagedRedis::new(&url.0).map(Arc::new))
+        .transpose()
+        .context("--redis-admin-url (REDIS_ADMIN_URL)")?;
+
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::default().register(&mut registry));
     let ready = Arc::new(AtomicBool::new(true));
@@ -169,7 +199,7 @@ async fn run_with_telemetry(args: RunArgs) -> Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         metrics,
-        Arc::new(RedisConnector::new(client.clone())),
+        Arc::new(RedisConnector::new(client.clone()).with_managed(managed)),
     ));
     // A controller that does not stop by itself within this much of losing the Lease (a
     // reconcile stuck on the unreachable API server) is dropped, so it cannot write after a

@@ -11,6 +11,7 @@ use flashcard_store::{
 };
 use futures::stream::BoxStream;
 
+use crate::acl::Credential;
 use crate::crd::FlashcardPipeline;
 
 /// The slice of [`Store`] the operator uses.
@@ -80,4 +81,23 @@ pub trait Connector: Send + Sync {
     async fn refused_secrets(&self, _pipeline: &FlashcardPipeline) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
+    /// For a pipeline on the operator's Redis (`spec.redis.urlSecretRef` omitted): what its
+    /// pods get ([`crate::acl`]). `Ok(None)` for a pipeline with its own Redis URL; `Err` when
+    /// the operator has no admin URL to make the pipeline's user with.
+    fn credential(&self, pipeline: &FlashcardPipeline) -> Result<Option<Credential>, String> {
+        if pipeline.spec.redis.managed() {
+            Err(NO_ADMIN_URL.to_owned())
+        } else {
+            Ok(None)
+        }
+    }
+    /// Deletes a deleted pipeline's Redis user, if the operator made one.
+    async fn retire(&self, _pipeline: &FlashcardPipeline) -> Result<(), String> {
+        Ok(())
+    }
 }
+
+/// Why a pipeline without `spec.redis.urlSecretRef` cannot run.
+pub const NO_ADMIN_URL: &str = "spec.redis.urlSecretRef is omitted, which asks for the \
+     operator's Redis, but the operator was started without one (--redis-admin-url, chart value \
+     operator.redisAdmin.secretRef)";

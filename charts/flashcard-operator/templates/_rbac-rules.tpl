@@ -55,6 +55,14 @@ against RBAC_RULES.
 {{- if .Values.rbac.restrictSecrets }}
   resourceNames: {{ include "flashcard-operator.secretNames" . }}
 {{- end }}
+{{- if .Values.operator.redisAdmin.secretRef }}
+# The Redis user of each pipeline on the operator's Redis, "<pipeline>-redis-credential"
+# (reconcile::apply: server-side apply, not forced; no get, list or watch). Only with
+# operator.redisAdmin.secretRef (rbac.rs MANAGED_REDIS_RULE).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "patch"]
+{{- end }}
 {{- end }}
 
 {{/*

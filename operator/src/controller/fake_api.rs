@@ -261,6 +261,11 @@ impl FakeApi {
             .get(http::header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("PartialObjectMetadata"));
+        let json_patch = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json-patch"));
         let watch = query(&uri, "watch").as_deref() == Some("true");
         let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -332,6 +337,38 @@ impl FakeApi {
                 let mut obj = self.get(&t.collection, &ns, name).unwrap();
                 obj["status"] = body["status"].clone();
                 let obj = self.put(&t.collection, obj, "MODIFIED");
+                send.send_response(reply(StatusCode::OK, &obj));
+            }
+            (Method::PATCH, Some(name)) if json_patch => {
+                // A JSON patch (the finalizer helper's): applied as the API server would, and an
+                // object being deleted goes once its last finalizer is removed.
+                let ns = t.namespace.unwrap_or_default();
+                let Some(mut obj) = self.get(&t.collection, &ns, name) else {
+                    return send.send_response(reply(StatusCode::NOT_FOUND, &not_found()));
+                };
+                // The API server's JSON patch reads a missing field as null (kube's finalizer
+                // helper tests `/metadata/finalizers` for null before adding the first one).
+                if obj["metadata"].get("finalizers").is_none() {
+                    obj["metadata"]["finalizers"] = Value::Null;
+                }
+                let patched = serde_json::from_value::<json_patch::Patch>(body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|patch| {
+                        json_patch::patch(&mut obj, &patch).map_err(|e| e.to_string())
+                    });
+                if let Err(e) = patched {
+                    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                        "reason": "Invalid", "code": 422, "message": e});
+                    return send.send_response(reply(StatusCode::UNPROCESSABLE_ENTITY, &status));
+                }
+                let gone = !obj["metadata"]["deletionTimestamp"].is_null()
+                    && obj["metadata"]["finalizers"]
+                        .as_array()
+                        .is_none_or(|f| f.is_empty());
+                let obj = self.put(&t.collection, obj, "MODIFIED");
+                if gone {
+                    self.delete(&t.collection, &ns, name);
+                }
                 send.send_response(reply(StatusCode::OK, &obj));
             }
             (Method::PATCH, Some(name)) if t.collection.ends_with("/pods") => {

@@ -27,7 +27,7 @@ use crate::consent::{CONSENT_LABEL, CONSENT_VALUE};
 use crate::context::Context;
 use crate::metrics::Metrics;
 
-const SECRETS: &str = "api/v1/secrets";
+pub(super) const SECRETS: &str = "api/v1/secrets";
 const BLACK_HOLES: usize = 6;
 
 /// A Secret holding a Redis URL under `url`, labelled for use by pipelines.
@@ -70,7 +70,7 @@ async fn black_hole() -> String {
     format!("redis://127.0.0.1:{port}/")
 }
 
-async fn submit_one(store: &RedisStore) {
+pub(super) async fn submit_one(store: &RedisStore) {
     let request = JobRequest {
         content: "Photosynthesis converts light into chemical energy.".into(),
         subject: "biology".into(),
@@ -96,7 +96,7 @@ async fn submit_one(store: &RedisStore) {
     );
 }
 
-fn condition_reason(fake: &FakeApi, ns: &str, name: &str) -> Option<String> {
+pub(super) fn condition_reason(fake: &FakeApi, ns: &str, name: &str) -> Option<String> {
     let p = fake.get(PIPELINES, ns, name)?;
     p["status"]["conditions"][0]["reason"]
         .as_str()

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct FlashcardPipelineSpec {
     /// Where the pipeline's shared state (queue, jobs, spend, kill-switch) lives.
+    #[serde(default)]
     pub redis: RedisSpec,
     /// The HTTP API and SSE pods (`flashcard-service api`).
     #[serde(default)]

@@ -21,13 +21,25 @@ pub struct SecretKeyRef {
 }
 
 /// The Redis the pipeline's pods and the operator share.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
     /// Secret key holding the Redis URL, with password if any: `redis://` or `rediss://` (one
     /// node), `redis+cluster://h:p[,h:p]` (Redis Cluster) or `redis+sentinel://h:p[,h:p]/<master>`
-    /// (Sentinel); the `rediss+` forms use TLS.
-    pub url_secret_ref: SecretKeyRef,
+    /// (Sentinel); the `rediss+` forms use TLS. Omit it to use the operator's Redis (given to
+    /// the operator as an admin URL): the operator then makes the pipeline its own ACL user,
+    /// limited to the pipeline's keys, and gives the pods that user in the Secret
+    /// `<name>-redis-credential` (annotate `flashcards.dev/rotate-redis-credential` with a new
+    /// value to rotate its password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+}
+
+impl RedisSpec {
+    /// The pipeline uses the operator's Redis through its own ACL user.
+    pub fn managed(&self) -> bool {
+        self.url_secret_ref.is_none()
+    }
 }
 
 /// The HTTP API Deployment.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use flashcard_store::WorkerInfo;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -75,6 +75,25 @@ pub struct Outcome {
     /// The API and worker Deployments as the apply returned them (with status), when applied.
     pub api: Option<Deployment>,
     pub worker: Option<Deployment>,
+}
+
+/// A namespaced kind with a Rust type, as [`Applier::typed`] applies it.
+trait TypedChild:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Serialize
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+{
+}
+
+impl<K> TypedChild for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+{
 }
 
 /// Decides and records, child by child.
@@ -149,20 +168,18 @@ impl Applier<'_> {
 
     /// Applies `obj` if needed; the applied object, or None when not needed or failed (the
     /// failure is recorded).
-    async fn typed<K>(&mut self, obj: &K) -> Option<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Serialize
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned,
-    {
+    async fn typed<K: TypedChild>(&mut self, obj: &K) -> Option<K> {
+        self.typed_with(obj, &apply_params()).await
+    }
+
+    /// [`Applier::typed`] with other patch parameters.
+    async fn typed_with<K: TypedChild>(&mut self, obj: &K, params: &PatchParams) -> Option<K> {
         let name = obj.name_any();
         let kind = K::kind(&());
         let key = format!("{kind}/{name}");
         let (hash, seen) = self.needed(&key, &kind, &name, obj)?;
         let api: Api<K> = Api::namespaced(self.client.clone(), self.ns);
-        match api.patch(&name, &apply_params(), &Patch::Apply(obj)).await {
+        match api.patch(&name, params, &Patch::Apply(obj)).await {
             Ok(applied) => {
                 self.record(key, hash, seen, Version::of(&applied));
                 Some(applied)
@@ -238,7 +255,7 @@ pub async fn apply_children(
     children: &Children,
     seen: &ChildStores,
     mem: &mut PipelineMemory,
-    deployments: bool,
+    mut deployments: bool,
 ) -> Outcome {
     let resync_due = mem
         .last_resync
@@ -254,6 +271,15 @@ pub async fn apply_children(
         resync_due,
         out: Outcome::default(),
     };
+    if let Some(secret) = &children.redis_credential {
+        // Not forced: a Secret of that name someone else wrote is a conflict to report, never
+        // overwritten. What comes back is not kept (it holds the password).
+        let params = PatchParams::apply(MANAGER);
+        let failures = a.out.failed.len();
+        let _ = a.typed_with::<Secret>(&secret.0, &params).await;
+        // The pods would read whatever that Secret holds: no Deployment until it is ours.
+        deployments &= a.out.failed.len() == failures;
+    }
     a.typed::<ConfigMap>(&children.config_map).await;
     if deployments {
         a.out.api = a.typed::<Deployment>(&children.api_deployment).await;

@@ -12,6 +12,10 @@
 //!   finalizer (`test` + `remove`). A store that cannot be reached blocks the deletion with the
 //!   condition `DeletionBlocked` (reason `StoreUnavailable`) and an Event; the annotation
 //!   [`FORCE_DELETE`] `"true"` removes the finalizer without cleaning up, and says so.
+//! - A pipeline on the operator's Redis (no `spec.redis.urlSecretRef`) holds [`FINALIZER`]
+//!   whatever its policy: its cleanup ends by deleting the pipeline's Redis user
+//!   ([`crate::acl`]), after the purge with `Delete`, alone with `Retain` (the keys stay, and a
+//!   pipeline created again gets a new user for them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +29,7 @@ use serde_json::json;
 use super::{publish, status};
 use crate::children::Seen;
 use crate::context::Context;
-use crate::crd::{FlashcardPipeline, condition};
+use crate::crd::{DeletionPolicy, FlashcardPipeline, condition};
 use crate::events::Event;
 use crate::render::names;
 use crate::{Error, Result};
@@ -136,7 +140,7 @@ async fn stop_pods(ctx: &Context, p: &FlashcardPipeline, ns: &str) -> Result<Vec
 /// Records why the deletion waits: condition `DeletionBlocked` and an Event, once per message.
 async fn block(ctx: &Context, p: &FlashcardPipeline, ns: &str, why: &str) -> Result<()> {
     let message = format!(
-        "cannot delete the pipeline's keys from the store: {why}; the deletion waits for the \
+        "cannot clean up the pipeline's store: {why}; the deletion waits for the \
          store (annotate {FORCE_DELETE}=\"true\" to delete without cleaning up)"
     );
     let memory = ctx.memory(&format!("{ns}/{}", p.name_any())).await;
@@ -171,7 +175,27 @@ async fn block(ctx: &Context, p: &FlashcardPipeline, ns: &str, why: &str) -> Res
     Ok(())
 }
 
-/// The cleanup of a deleted `deletionPolicy: Delete` pipeline; `Ok` lets the helper remove the
+/// Deletes the pipeline's Redis user (a pipeline on the operator's Redis; nothing otherwise) and
+/// forgets its connection; a Redis that cannot be reached blocks the deletion like a purge.
+async fn retire(ctx: &Context, p: &FlashcardPipeline, ns: &str) -> Result<Action> {
+    let retired = match tokio::time::timeout(ctx.observe_timeout, ctx.connector.retire(p)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "cannot delete the pipeline's Redis user: no answer within {} ms",
+            ctx.observe_timeout.as_millis()
+        )),
+    };
+    if let Err(why) = retired {
+        tracing::warn!(pipeline = %p.name_any(), namespace = %ns, error = %why, "deletion blocked");
+        block(ctx, p, ns, &why).await?;
+        return Err(Error::DeletionBlocked(why));
+    }
+    ctx.connector.forget(&p.key()).await;
+    Ok(Action::await_change())
+}
+
+/// The cleanup of a deleted pipeline that holds [`FINALIZER`] (`deletionPolicy: Delete`, or a
+/// pipeline on the operator's Redis); `Ok` lets the helper remove the
 /// finalizer, an error keeps it (and requeues).
 pub async fn cleanup(p: Arc<FlashcardPipeline>, ctx: &Context) -> Result<Action> {
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
@@ -184,12 +208,18 @@ pub async fn cleanup(p: Arc<FlashcardPipeline>, ctx: &Context) -> Result<Action>
             "Delete",
             format!(
                 "deleted without cleaning up the store ({FORCE_DELETE}=\"true\"): every key \
-                 under fc:{{{ns}.{name}}}: stays in Redis"
+                 under fc:{{{ns}.{name}}}: stays in Redis (and so does the pipeline's Redis user, \
+                 if the operator made one)"
             ),
         );
         publish(ctx, &p, &ev).await;
         ctx.connector.forget(&key).await;
         return Ok(Action::await_change());
+    }
+
+    if p.spec.deletion_policy == DeletionPolicy::Retain {
+        // Here only for its Redis user (a pipeline on the operator's Redis): the keys stay.
+        return retire(ctx, &p, &ns).await;
     }
 
     let left = stop_pods(ctx, &p, &ns).await?;
@@ -219,8 +249,7 @@ pub async fn cleanup(p: Arc<FlashcardPipeline>, ctx: &Context) -> Result<Action>
                 ),
             );
             publish(ctx, &p, &ev).await;
-            ctx.connector.forget(&key).await;
-            Ok(Action::await_change())
+            retire(ctx, &p, &ns).await
         }
         Err(why) => {
             tracing::warn!(pipeline = %name, namespace = %ns, error = %why, "deletion blocked");

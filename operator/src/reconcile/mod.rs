@@ -76,8 +76,11 @@ async fn reconcile_pass(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<
     PipelineName::new(&p.name_any())?;
     let api: Api<FlashcardPipeline> = Api::namespaced(ctx.client.clone(), &ns);
     let key = p.key();
-    let result = match p.spec.deletion_policy {
-        DeletionPolicy::Retain => {
+    // A pipeline on the operator's Redis holds the finalizer whatever its policy: its Redis user
+    // is deleted with it.
+    let finalized = p.spec.deletion_policy == DeletionPolicy::Delete || p.spec.redis.managed();
+    let result = match finalized {
+        false => {
             if lifecycle::holds_finalizer(&p) {
                 // Switched from Delete (or left by it): the keys stay, so nothing needs to hold
                 // a deletion. The patch's watch event brings the next pass.
@@ -90,7 +93,7 @@ async fn reconcile_pass(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<
             }
             sync(p, ctx.clone()).await
         }
-        DeletionPolicy::Delete => {
+        true => {
             let ctx = ctx.clone();
             finalizer(&api, lifecycle::FINALIZER, p, |event| async move {
                 match event {
@@ -244,9 +247,19 @@ pub async fn sync(p: Arc<FlashcardPipeline>, ctx: Arc<Context>) -> Result<Action
     }
 
     // 4. Children; the Deployments only when every Secret they would get consents.
-    let secrets = secrets_allowed(&ctx, &p).await;
+    let mut secrets = secrets_allowed(&ctx, &p).await;
+    let credential = ctx.connector.credential(&p).unwrap_or_else(|why| {
+        secrets = Err(secrets
+            .clone()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .chain([why])
+            .collect());
+        None
+    });
     let stores = ctx.children();
-    let children = render::render(&p, decision.replicas, monitoring)?;
+    let children = render::render(&p, decision.replicas, monitoring, credential.as_ref())?;
     let outcome = apply::apply_children(
         &ctx.client,
         &ns,

@@ -290,10 +290,20 @@ fn secrets_allowed(f: &Facts<'_>, generation: Option<i64>) -> Condition {
         Err(why) => cond(
             condition::SECRETS_ALLOWED,
             Some(false),
-            "SecretNotLabelled",
+            refusal_reason(why),
             format!("{}; no Deployment is applied", why.join("; ")),
             generation,
         ),
+    }
+}
+
+/// The reason of a refusal: no admin URL for a pipeline on the operator's Redis, or a Secret
+/// without the consent label.
+fn refusal_reason(why: &[String]) -> &'static str {
+    if why.iter().any(|w| w == crate::state::NO_ADMIN_URL) {
+        "NoOperatorRedis"
+    } else {
+        "SecretNotLabelled"
     }
 }
 
@@ -309,7 +319,7 @@ fn ready(f: &Facts<'_>, generation: Option<i64>) -> Condition {
         return cond(
             condition::READY,
             Some(false),
-            "SecretNotLabelled",
+            refusal_reason(why),
             format!("{}; {pods}", why.join("; ")),
             generation,
         );

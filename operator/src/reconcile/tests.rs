@@ -699,6 +699,43 @@ async fn an_unlabelled_secret_gets_no_deployment_and_a_condition() {
     assert_eq!(condition(&status, "Ready").reason, "SecretNotLabelled");
 }
 
+/// A pipeline that asks for the operator's Redis (no `spec.redis.urlSecretRef`) from an operator
+/// started without an admin URL: no Deployment (their REDIS_URL would name a Secret nobody
+/// writes), and the status says what to set.
+#[tokio::test]
+async fn a_pipeline_on_the_operators_redis_without_an_admin_url_gets_no_deployment() {
+    let (ctx, handle, _, _) = context();
+    let mut p = minimal();
+    p.spec.redis.url_secret_ref = None;
+    // Managed pipelines hold the finalizer (their Redis user goes with them).
+    p.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    let script = vec![
+        no_monitoring(),
+        expect(Method::PATCH, &format!("{NS}/configmaps/biology-config")),
+        expect(Method::PATCH, &format!("{NS}/services/biology-api")),
+        no_ingress(),
+        expect(Method::PATCH, &format!("{NS}/services/biology-worker")),
+        expect(Method::PATCH, STATUS),
+    ];
+    let (server, _) = serve(handle, &p, script);
+    run(&ctx, &p).await.unwrap();
+    let seen = server.await.unwrap();
+    assert!(
+        seen.iter()
+            .all(|s| !s.uri.contains("/deployments/") && !s.uri.contains("/secrets/"))
+    );
+    let status = status_of(&seen);
+    let allowed = condition(&status, "SecretsAllowed");
+    assert_eq!(allowed.status, "False");
+    assert_eq!(allowed.reason, "NoOperatorRedis");
+    assert!(
+        allowed.message.contains("--redis-admin-url"),
+        "{}",
+        allowed.message
+    );
+    assert_eq!(condition(&status, "Ready").reason, "NoOperatorRedis");
+}
+
 /// Redis restarted without persistence: the store's epoch is new and its spend zero. The
 /// operator restores the period's spend from the status it recorded, says so in an Event and a
 /// condition, and records the new epoch.

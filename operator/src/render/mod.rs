@@ -6,6 +6,7 @@
 
 mod api;
 mod config;
+pub mod credential;
 mod ingress;
 pub mod monitoring;
 mod pod;
@@ -29,6 +30,7 @@ use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::acl::Credential;
 use crate::crd::FlashcardPipeline;
 
 /// Port of the service binary's client API (HTTP, SSE, probes): what the Ingress routes to.
@@ -78,6 +80,10 @@ pub mod names {
     pub fn worker(p: &str) -> String {
         format!("{p}-worker")
     }
+    /// The Secret with the pipeline's Redis user, for a pipeline on the operator's Redis.
+    pub fn redis_credential(p: &str) -> String {
+        format!("{p}-redis-credential")
+    }
     /// Ingress, PrometheusRule and ServiceMonitor carry the pipeline's own name.
     pub fn pipeline(p: &str) -> String {
         p.to_owned()
@@ -87,6 +93,8 @@ pub mod names {
 /// Everything applied for one pipeline, in apply order.
 #[derive(Debug, Clone)]
 pub struct Children {
+    /// The pods' Redis user, for a pipeline on the operator's Redis (applied first).
+    pub redis_credential: Option<credential::CredentialSecret>,
     pub config_map: ConfigMap,
     pub api_deployment: Deployment,
     pub api_service: Service,
@@ -98,18 +106,29 @@ pub struct Children {
     pub service_monitor: Option<DynamicObject>,
 }
 
-/// Renders all children.
+/// Renders all children; `credential` is the pods' Redis user for a pipeline on the operator's
+/// Redis (see [`crate::acl`]).
 pub fn render(
     p: &FlashcardPipeline,
     worker_replicas: u32,
     monitoring: bool,
+    credential: Option<&Credential>,
 ) -> Result<Children, RenderError> {
+    let mut api_deployment = api_deployment(p)?;
+    let mut worker_deployment = worker_deployment(p, worker_replicas)?;
+    if let Some(c) = credential {
+        credential::roll_on_rotation(&mut api_deployment, c);
+        credential::roll_on_rotation(&mut worker_deployment, c);
+    }
     Ok(Children {
+        redis_credential: credential
+            .map(|c| credential::credential_secret(p, c))
+            .transpose()?,
         config_map: config_map(p)?,
-        api_deployment: api_deployment(p)?,
+        api_deployment,
         api_service: api_service(p)?,
         ingress: ingress(p)?,
-        worker_deployment: worker_deployment(p, worker_replicas)?,
+        worker_deployment,
         worker_service: worker_service(p)?,
         prometheus_rule: if monitoring {
             Some(prometheus_rule(p)?)
@@ -231,7 +250,7 @@ mod tests {
     /// ServiceMonitor scrapes it, and the Ingress routes only to the client port.
     #[test]
     fn operations_have_their_own_port_that_no_ingress_routes_to() {
-        let c = render(&full(), 2, true).unwrap();
+        let c = render(&full(), 2, true, None).unwrap();
         let config = c.config_map.data.as_ref().unwrap();
         assert_eq!(config["OPERATIONS_LISTEN_ADDR"], "0.0.0.0:9090");
         for d in [&c.api_deployment, &c.worker_deployment] {
@@ -268,7 +287,7 @@ mod tests {
 
     #[test]
     fn children_are_owned_by_the_pipeline() {
-        let c = render(&full(), 2, true).unwrap();
+        let c = render(&full(), 2, true, None).unwrap();
         let metas = [
             &c.config_map.metadata,
             &c.api_deployment.metadata,
@@ -292,7 +311,7 @@ mod tests {
 
     #[test]
     fn no_monitoring_objects_without_the_crds() {
-        let c = render(&minimal(), 0, false).unwrap();
+        let c = render(&minimal(), 0, false, None).unwrap();
         assert!(c.prometheus_rule.is_none() && c.service_monitor.is_none());
         assert!(c.ingress.is_none());
     }
@@ -300,7 +319,7 @@ mod tests {
     /// The secret names appear only inside secretKeyRefs; no value is ever rendered.
     #[test]
     fn secrets_only_by_reference() {
-        let c = render(&full(), 2, true).unwrap();
+        let c = render(&full(), 2, true, None).unwrap();
         let all = serde_json::to_string(&(
             &c.config_map,
             &c.api_deployment,

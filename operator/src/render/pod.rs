@@ -31,11 +31,24 @@ fn secret_env(name: &str, r: &SecretKeyRef) -> Value {
     json!({"name": name, "valueFrom": {"secretKeyRef": {"name": r.name, "key": r.key}}})
 }
 
+/// Where the pods read `REDIS_URL`: the pipeline's own Secret, or the one the operator writes
+/// for a pipeline on its Redis.
+pub fn redis_url_ref(p: &FlashcardPipeline) -> SecretKeyRef {
+    p.spec
+        .redis
+        .url_secret_ref
+        .clone()
+        .unwrap_or_else(|| SecretKeyRef {
+            name: names::redis_credential(&p.name_any()),
+            key: super::credential::URL_KEY.to_owned(),
+        })
+}
+
 /// The container's `env` (everything else comes from the ConfigMap via `envFrom`).
 fn env(p: &FlashcardPipeline, mode: Mode) -> Vec<Value> {
     let mut env = vec![
         json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
-        secret_env("REDIS_URL", &p.spec.redis.url_secret_ref),
+        secret_env("REDIS_URL", &redis_url_ref(p)),
     ];
     if let Some(r) = &p.spec.provider.api_key_secret_ref {
         env.push(secret_env("OPENAI_API_KEY", r));

@@ -503,7 +503,10 @@ fn sample_pipelines_are_minimal_and_full() {
         1,
         "the minimal sample sets only spec.redis"
     );
-    assert_eq!(min.spec.redis.url_secret_ref.name, "redis");
+    assert_eq!(
+        min.spec.redis.url_secret_ref.as_ref().unwrap().name,
+        "redis"
+    );
 
     // The full sample sets every field the spec has: compare its keys with the fields of a fully
     // populated spec, serialized (new fields in the CRD must show up in the full sample).
@@ -1061,6 +1064,52 @@ fn helm_chart_renders_and_every_object_parses_strictly() {
             })
             .unwrap_or_else(|| panic!("{name}: no {kind} for the operator"));
         let mut rules: Vec<PolicyRule> = serde_json::from_value(role["rules"].clone()).unwrap();
+        // operator.redisAdmin.secretRef: the operator writes the pipelines' credential Secrets,
+        // one rule more (rbac.rs MANAGED_REDIS_RULE), and gets the admin URL by reference.
+        let managed = flashcard_operator::rbac::MANAGED_REDIS_RULE;
+        let managed_at = rules.iter().position(|r| {
+            r.api_groups.as_deref() == Some(&[managed.api_group.to_owned()][..])
+                && r.resources.as_deref() == Some(&["secrets".to_owned()][..])
+                && r.verbs == managed.verbs
+                && r.resource_names.is_none()
+        });
+        let admin_env = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "REDIS_ADMIN_URL")
+            .map(|e| {
+                assert!(e.value.is_none(), "{name}: the admin URL inline");
+                let r = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.secret_key_ref.as_ref());
+                let r = r.unwrap_or_else(|| panic!("{name}: REDIS_ADMIN_URL not from a Secret"));
+                format!("{}/{}", r.name, r.key)
+            })
+            .unwrap_or_default();
+        if name == "all-options-values" {
+            assert!(
+                managed_at.is_some(),
+                "{name}: no rule for the credential Secrets"
+            );
+            assert_eq!(
+                admin_env, "redis-admin/url",
+                "{name}: REDIS_ADMIN_URL by reference"
+            );
+        } else {
+            assert!(
+                managed_at.is_none(),
+                "{name}: Secret writes without redisAdmin"
+            );
+            assert!(
+                admin_env.is_empty(),
+                "{name}: REDIS_ADMIN_URL without redisAdmin"
+            );
+        }
+        if let Some(i) = managed_at {
+            rules.remove(i);
+        }
         // rbac.restrictSecrets: Secret reads only by name (resourceNames), nothing else narrowed.
         let secret_names: Vec<Vec<String>> = take_resource_names(&mut rules)
             .into_iter()

@@ -4,11 +4,20 @@
 //! the user.
 
 use flashcard_core::keyspace::PipelineId;
-use flashcard_operator::acl::{delete_user, ensure_user, new_password, user_url};
+use flashcard_operator::acl::{delete_user, ensure_user, user_name};
 use flashcard_store::redis::RedisStore;
+use flashcard_store::redis::topology::with_credentials;
 use flashcard_test_support::RedisServer;
 
 use super::redis_state::spend;
+
+fn new_password() -> String {
+    flashcard_core::hex(&rand::random::<[u8; 32]>())
+}
+
+fn user_url(admin_url: &str, p: &PipelineId, password: &str) -> String {
+    with_credentials(admin_url, &user_name(p), password).unwrap()
+}
 
 fn pipeline(name: &str) -> PipelineId {
     PipelineId::new(Some("study"), name).unwrap()
@@ -33,8 +42,8 @@ async fn a_pipelines_user_reaches_its_own_keys_only() {
     let (pw_a, pw_b) = (new_password(), new_password());
     ensure_user(&mut admin, &a, &pw_a).await.unwrap();
     ensure_user(&mut admin, &b, &pw_b).await.unwrap();
-    let url_a = user_url(&admin_url, &a, &pw_a).unwrap();
-    let url_b = user_url(&admin_url, &b, &pw_b).unwrap();
+    let url_a = user_url(&admin_url, &a, &pw_a);
+    let url_b = user_url(&admin_url, &b, &pw_b);
 
     // Each pipeline's own store works end to end with its own user.
     let store_a = RedisStore::connect(&url_a, &a).await.unwrap();
@@ -84,7 +93,7 @@ async fn a_pipelines_user_reaches_its_own_keys_only() {
         connection(&url_a).await.is_err(),
         "the old password is refused"
     );
-    let rotated_url = user_url(&admin_url, &a, &rotated).unwrap();
+    let rotated_url = user_url(&admin_url, &a, &rotated);
     let store_a = RedisStore::connect(&rotated_url, &a).await.unwrap();
     spend(&store_a, 1_000).await;
 

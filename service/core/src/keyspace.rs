@@ -250,11 +250,7 @@ fn digest(parts: &[&str]) -> String {
         ctx.update(&(part.len() as u64).to_be_bytes());
         ctx.update(part.as_bytes());
     }
-    let mut hex = String::with_capacity(64);
-    for byte in ctx.finish().as_ref() {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
+    crate::hex(ctx.finish().as_ref())
 }
 
 /// The digest naming an (owner, `Idempotency-Key`) mapping.

@@ -12,3 +12,14 @@ pub mod identity;
 pub mod job;
 pub mod keyspace;
 pub mod metric_names;
+
+/// Lower-case hex of `bytes` (digests, tokens, passwords).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 
+use flashcard_core::hex;
 use flashcard_core::identity::IdentityMode;
 
 /// The identity configuration failed to load.
@@ -105,10 +106,6 @@ pub fn parse_owner_token(raw: &str) -> Result<String, ApiError> {
 /// A new owner token for an anonymous client that brought none (128 random bits, hex).
 pub fn new_owner_token() -> String {
     hex(&rand::random::<[u8; 16]>())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of `bytes` (API keys, owner tokens, the admin token).

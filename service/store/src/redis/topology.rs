@@ -212,6 +212,48 @@ impl Topology {
     }
 }
 
+/// `url` with its user name and password replaced by `username` and `password` (percent-encoded
+/// here), everything else (scheme, hosts, database, master, query) kept: how the operator hands a
+/// pipeline's pods their own ACL user on the Redis it reaches with an admin URL. For Sentinel the
+/// replaced credentials are the master's, as in the URL; the sentinels' stay in the query.
+/// Unix-socket URLs carry their password in the query and are refused.
+pub fn with_credentials(
+    url: &str,
+    username: &str,
+    password: &str,
+) -> Result<String, TopologyError> {
+    let url = url.trim();
+    let kind = Topology::parse(url)?.kind();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(TopologyError::NotAUrl);
+    };
+    if scheme.to_ascii_lowercase().contains("unix") {
+        return Err(TopologyError::Scheme);
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    // RFC 3986's unreserved characters stay as they are; everything else is encoded.
+    const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let encode = |s: &str| percent_encoding::utf8_percent_encode(s, USERINFO).to_string();
+    let rewritten = format!(
+        "{scheme}://{}:{}@{hosts}{tail}",
+        encode(username),
+        encode(password)
+    );
+    // The same topology, or the rewrite is a bug (never a URL the pods would misread).
+    if Topology::parse(&rewritten)?.kind() != kind {
+        return Err(TopologyError::NotAUrl);
+    }
+    Ok(rewritten)
+}
+
 /// The reason redis-rs gave, without its error-kind decoration.
 fn single_reason(e: &redis::RedisError) -> String {
     match e.detail() {
@@ -410,6 +452,36 @@ fn sentinel(parts: Parts<'_>, tls: bool) -> Result<SentinelTopology, TopologyErr
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn credentials_are_replaced_and_nothing_else() {
+        let cases = [
+            ("redis://:admin@db:6380/2", "redis://fc-a.b:p%2Fw@db:6380/2"),
+            ("rediss://db", "rediss://fc-a.b:p%2Fw@db"),
+            (
+                "redis+cluster://root:x@h1:7000,h2:7001",
+                "redis+cluster://fc-a.b:p%2Fw@h1:7000,h2:7001",
+            ),
+            (
+                "redis+sentinel://:m@s1:26379,s2/mymaster?db=3&sentinel_password=s",
+                "redis+sentinel://fc-a.b:p%2Fw@s1:26379,s2/mymaster?db=3&sentinel_password=s",
+            ),
+        ];
+        for (admin, want) in cases {
+            let got = with_credentials(admin, "fc-a.b", "p/w").unwrap();
+            assert_eq!(got, want);
+        }
+        let Topology::Single(info) =
+            Topology::parse(&with_credentials("redis://db", "u", "p/w").unwrap()).unwrap()
+        else {
+            panic!("not a single node");
+        };
+        assert_eq!(info.redis_settings().username(), Some("u"));
+        assert_eq!(info.redis_settings().password(), Some("p/w"));
+        assert!(with_credentials("unix:///tmp/r.sock", "u", "p").is_err());
+        assert!(with_credentials("nope", "u", "p").is_err());
+    }
+
     use super::*;
 
     fn n(host: &str, port: u16) -> Node {
