@@ -76,6 +76,8 @@ pub enum JobEvent<'a> {
     },
     /// The job is back in `waiting` (`stalls` added by the store for [`WaitReason::Stalled`]).
     Waiting { reason: WaitReason },
+    /// The job was cancelled (`attemptsMade` added by the store); `by` is `owner` or `admin`.
+    Cancelled { by: &'a str },
 }
 
 impl JobEvent<'_> {
@@ -88,13 +90,14 @@ impl JobEvent<'_> {
             JobEvent::Retrying { .. } => "retrying",
             JobEvent::Failed { .. } => "failed",
             JobEvent::Waiting { .. } => "waiting",
+            JobEvent::Cancelled { .. } => "cancelled",
         }
     }
 }
 
 /// Events after which a job's stream ends.
 pub fn is_terminal(kind: &str) -> bool {
-    matches!(kind, "completed" | "failed")
+    matches!(kind, "completed" | "failed" | "cancelled")
 }
 
 /// The wire form of each event, in field order: `type` first, `timestamp` last.
@@ -134,6 +137,11 @@ enum Wire<'a> {
     Waiting {
         message: &'static str,
         reason: &'static str,
+        timestamp: &'a str,
+    },
+    Cancelled {
+        message: &'static str,
+        by: &'a str,
         timestamp: &'a str,
     },
 }
@@ -188,6 +196,11 @@ pub fn render(event: &JobEvent<'_>, at_ms: u64) -> String {
         JobEvent::Waiting { reason } => Wire::Waiting {
             message: reason.message(),
             reason: reason.as_str(),
+            timestamp,
+        },
+        JobEvent::Cancelled { by } => Wire::Cancelled {
+            message: "Job was cancelled",
+            by,
             timestamp,
         },
     };

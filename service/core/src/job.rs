@@ -12,6 +12,8 @@ pub enum JobState {
     Delayed,
     Completed,
     Failed,
+    /// Cancelled by its owner or an admin (`DELETE /api/jobs/{jobId}`) before it finished.
+    Cancelled,
 }
 
 impl JobState {
@@ -22,6 +24,7 @@ impl JobState {
             JobState::Delayed => "delayed",
             JobState::Completed => "completed",
             JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
         }
     }
 
@@ -32,12 +35,16 @@ impl JobState {
             "delayed" => JobState::Delayed,
             "completed" => JobState::Completed,
             "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
             _ => return None,
         })
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed)
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 

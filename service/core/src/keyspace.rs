@@ -169,6 +169,10 @@ impl Keyspace {
     pub fn failed(&self) -> String {
         self.key("failed")
     }
+    /// Cancelled jobs by cancellation time (kept, and trimmed, like finished ones).
+    pub fn cancelled(&self) -> String {
+        self.key("cancelled")
+    }
     pub fn job(&self, id: &str) -> String {
         format!("{}{id}", self.job_prefix())
     }

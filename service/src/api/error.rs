@@ -67,6 +67,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: not `application/json`.
     UnsupportedMediaType,
+    /// 409: the job completed or failed; there is nothing to cancel.
+    JobAlreadyFinished,
     /// 422: the `Idempotency-Key` was used for another request.
     IdempotencyKeyReused,
     /// 429: the budget kill-switch is on.

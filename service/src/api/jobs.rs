@@ -426,7 +426,7 @@ pub fn status_body(job: &JobRecord) -> JobStatusBody {
     }
 }
 
-fn invalid_job_id() -> ApiError {
+pub fn invalid_job_id() -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "INVALID_JOB_ID",

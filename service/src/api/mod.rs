@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod budget;
+pub mod cancel;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +102,7 @@ pub fn router(state: AppState, surface: Surface) -> Router {
         routes = routes
             .route("/api/ai/generate-flashcards", post(jobs::generate))
             .route("/api/job-status/{job_id}", get(jobs::status))
+            .route("/api/jobs/{job_id}", delete(cancel::cancel))
             .route("/api/job-events", get(events::job_events))
             .route("/api/openapi.json", get(openapi::serve))
             .route("/sse-example.html", get(|| async { Html(DEMO_PAGE) }));

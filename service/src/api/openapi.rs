@@ -20,7 +20,7 @@ use utoipa::openapi::{self, HttpMethod};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::{ErrorBody, ErrorCode, FieldError};
-use super::{alerts, budget, jobs};
+use super::{alerts, budget, cancel, jobs};
 
 /// Where the committed copy lives, relative to the workspace root.
 pub const COMMITTED_PATH: &str = "service/api/openapi.json";
@@ -38,6 +38,10 @@ pub const SSE_EVENTS: &[(&str, &str)] = &[
     (
         "progress",
         "Where a running attempt stands: `{seq, jobId, type, stage, percent, message, timestamp}`.",
+    ),
+    (
+        "cancelled",
+        "Terminal: the job was cancelled (`DELETE /api/jobs/{jobId}`): `{seq, jobId, attemptsMade, type, message, by, timestamp}`; `by` is `owner` or `admin`. The stream ends.",
     ),
     (
         "retrying",
@@ -121,6 +125,8 @@ pub struct JobEventData {
     reason: Option<String>,
     /// `heartbeat`: open streams for the job on this server.
     connections: Option<usize>,
+    /// `cancelled`: who cancelled the job, `owner` or `admin`.
+    by: Option<String>,
 }
 
 /// The seed's SSE stream of one job.
@@ -256,6 +262,7 @@ fn metrics() {}
     paths(
         jobs::generate,
         jobs::status,
+        cancel::cancel,
         job_events,
         jobs::queue_stats,
         sse_stats,
@@ -404,9 +411,10 @@ impl Modify for Shared {
                 .build()
         };
         for (path, item) in doc.paths.paths.iter_mut() {
-            for method in [HttpMethod::Get, HttpMethod::Post] {
+            for method in [HttpMethod::Get, HttpMethod::Post, HttpMethod::Delete] {
                 let op = match method {
                     HttpMethod::Get => item.get.as_mut(),
+                    HttpMethod::Delete => item.delete.as_mut(),
                     _ => item.post.as_mut(),
                 };
                 let Some(op) = op else { continue };

@@ -87,6 +87,11 @@ impl Store for Traced {
     async fn job(&self, id: &str) -> StoreResult<Option<JobRecord>> {
         self.traced("job", None, self.inner.job(id)).await
     }
+    async fn cancel(&self, id: &str, by: Canceller<'_>) -> StoreResult<Cancellation> {
+        self.traced("cancel", Some("cancel"), self.inner.cancel(id, by))
+            .await
+    }
+
     async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
         self.traced("claim", Some("claim"), self.inner.claim(request))
             .await

@@ -81,6 +81,11 @@ pub trait Store: Send + Sync + 'static {
     /// limit counts the submission; then the job is enqueued.
     async fn submit(&self, submission: Submission) -> StoreResult<Admission>;
     async fn job(&self, id: &str) -> StoreResult<Option<JobRecord>>;
+    /// Cancels a job that has not finished: a waiting or delayed job never runs; an active
+    /// one loses its lease (its reservation is released, and its worker aborts the call at the
+    /// next renewal and counts what the call may have cost). The job ends `cancelled` with a
+    /// terminal `cancelled` event. A repeat answers [`Cancellation::AlreadyCancelled`].
+    async fn cancel(&self, id: &str, by: Canceller<'_>) -> StoreResult<Cancellation>;
     /// A job's state and newest event number (cheap: SSE followers re-check it each heartbeat).
     async fn job_head(&self, id: &str) -> StoreResult<Option<JobHead>>;
     /// Promotes due delayed jobs, then takes up to `request.max_jobs` waiting jobs whose budget

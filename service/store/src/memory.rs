@@ -23,10 +23,10 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, BudgetState,
-    Claim, ClaimRequest, Claimed, Cost, Epoch, FeedInterest, FeedItem, FinishOutcome, Finished,
-    FinishedJob, JobHead, KillSwitch, Lease, MinuteOutcomes, Outcome, OutcomeCounts, QueueCounts,
-    Retention, SetBy, Spend, StallReport, Store, StoreResult, StoredEvent, Submission, WorkerInfo,
-    budget_stop_lapsed, budget_stop_reason,
+    Cancellation, Canceller, Claim, ClaimRequest, Claimed, Cost, Epoch, FeedInterest, FeedItem,
+    FinishOutcome, Finished, FinishedJob, JobHead, KillSwitch, Lease, MinuteOutcomes, Outcome,
+    OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreResult,
+    StoredEvent, Submission, WorkerInfo, budget_stop_lapsed, budget_stop_reason,
 };
 use flashcard_core::events;
 use flashcard_core::job::{JobRecord, JobResult, JobState, input_bytes, now_ms};
@@ -60,6 +60,7 @@ struct Core {
     active: HashMap<String, u64>,
     completed: BTreeSet<(u64, String)>,
     failed: BTreeSet<(u64, String)>,
+    cancelled: BTreeSet<(u64, String)>,
     /// Idempotency digest -> (job id, expiry ms).
     idem: HashMap<String, (String, u64)>,
     rate: HashMap<(String, u64), u64>,
@@ -502,6 +503,54 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn cancel(&self, id: &str, by: Canceller<'_>) -> StoreResult<Cancellation> {
+        let now = now_ms();
+        let body = rendered::cancelled(by.as_str(), now);
+        // The core lock first, then the shard, as everywhere.
+        let mut core = lock(&self.core);
+        let mut shard = self.shard(id);
+        let Some(entry) = shard.get_mut(id) else {
+            return Ok(Cancellation::Missing);
+        };
+        if let Canceller::Owner(owner) = by
+            && entry.record.owner != owner
+        {
+            return Ok(Cancellation::Missing);
+        }
+        let was = entry.record.state;
+        match was {
+            JobState::Cancelled => return Ok(Cancellation::AlreadyCancelled),
+            JobState::Completed | JobState::Failed => return Ok(Cancellation::Finished(was)),
+            JobState::Waiting | JobState::Delayed | JobState::Active => {}
+        }
+        let reserved = std::mem::take(&mut entry.reserved);
+        let period = entry.reserved_period.take();
+        entry.lease_token = None;
+        entry.budget_wait = false;
+        entry.record.state = JobState::Cancelled;
+        entry.record.finished_at = Some(now);
+        let attempts = u64::from(entry.record.attempts_made);
+        self.append(entry, "cancelled", &body, &[("attemptsMade", attempts)]);
+        drop(shard);
+        match was {
+            JobState::Waiting => {
+                if let Some(i) = core.waiting.iter().position(|w| w == id) {
+                    core.waiting.remove(i);
+                }
+            }
+            JobState::Delayed => core.delayed.retain(|(_, d)| d != id),
+            _ => {
+                core.active.remove(id);
+                if let Some(period) = period {
+                    let spend = core.spend_of(&period);
+                    spend.reserved_micros = spend.reserved_micros.saturating_sub(reserved);
+                }
+            }
+        }
+        core.cancelled.insert((now, id.to_owned()));
+        Ok(Cancellation::Cancelled { was })
+    }
+
     async fn claim(&self, request: &ClaimRequest<'_>) -> StoreResult<Claimed> {
         let now = now_ms();
         let bodies = ClaimBodies::new(Some(request), now);
@@ -559,7 +608,7 @@ impl Store for MemoryStore {
                     JobState::Delayed => FinishOutcome::Retrying,
                     JobState::Failed => FinishOutcome::Failed,
                     JobState::Waiting => FinishOutcome::Released,
-                    JobState::Active => FinishOutcome::LeaseLost,
+                    JobState::Active | JobState::Cancelled => FinishOutcome::LeaseLost,
                 };
                 drop(shard);
                 let claimed = match (next, &bodies) {
@@ -798,11 +847,11 @@ impl Store for MemoryStore {
         let cutoff = now.saturating_sub(retention.max_age.as_millis() as u64);
         let mut core = lock(&self.core);
         let mut doomed = Vec::new();
-        for completed in [true, false] {
-            let set = if completed {
-                &mut core.completed
-            } else {
-                &mut core.failed
+        for which in 0..3 {
+            let set = match which {
+                0 => &mut core.completed,
+                1 => &mut core.failed,
+                _ => &mut core.cancelled,
             };
             while let Some((at, id)) = set.first().cloned() {
                 if at >= cutoff && set.len() as u64 <= retention.max_count {
@@ -973,6 +1022,7 @@ impl Store for MemoryStore {
             !c.active.is_empty(),
             !c.completed.is_empty(),
             !c.failed.is_empty(),
+            !c.cancelled.is_empty(),
             c.budget.is_some(),
             c.kill_switch.is_some(),
             c.epoch.is_some(),

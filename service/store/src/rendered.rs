@@ -183,3 +183,8 @@ pub(crate) fn progress(stage: &str, percent: u8, message: &str, now: u64) -> Str
         now,
     )
 }
+
+/// The `cancelled` event.
+pub(crate) fn cancelled(by: &str, now: u64) -> String {
+    events::render(&JobEvent::Cancelled { by }, now)
+}

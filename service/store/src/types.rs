@@ -61,6 +61,38 @@ impl Submission {
     }
 }
 
+/// What [`Store::cancel`](super::Store::cancel) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// No such job (or not the given owner's).
+    Missing,
+    /// Cancelled now; it was in this state. An active job's lease is revoked, so its worker
+    /// aborts the provider call at its next lease renewal and settles what it may have cost.
+    Cancelled { was: JobState },
+    /// Cancelled before (a repeat changes nothing).
+    AlreadyCancelled,
+    /// It had finished (`completed` or `failed`): nothing to cancel.
+    Finished(JobState),
+}
+
+/// Who cancels a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canceller<'a> {
+    /// The job's owner: a job of another owner is [`Cancellation::Missing`].
+    Owner(&'a str),
+    /// An admin: any job.
+    Admin,
+}
+
+impl Canceller<'_> {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Owner(_) => "owner",
+            Self::Admin => "admin",
+        }
+    }
+}
+
 /// What [`Store::submit`](super::Store::submit) decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {

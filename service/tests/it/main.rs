@@ -8,6 +8,7 @@ mod api_http;
 mod api_security;
 mod billed_failures;
 mod budget_faults;
+mod cancellation;
 mod clock_skew;
 mod console_browser;
 mod dashboard_queries;

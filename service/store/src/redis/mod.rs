@@ -34,10 +34,11 @@ use scripts::{Call, KeyArgs, Scripts};
 
 use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
-    Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetState, ClaimRequest,
-    Claimed, Cost, Epoch, FinishOutcome, Finished, FinishedJob, KillSwitch, Lease, MinuteOutcomes,
-    Outcome, OutcomeCounts, QueueCounts, Retention, SetBy, Spend, StallReport, Store, StoreError,
-    StoreResult, StoredEvent, Submission, UNREADABLE_CODE, WorkerInfo, period_keys,
+    Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetState, Cancellation,
+    Canceller, ClaimRequest, Claimed, Cost, Epoch, FinishOutcome, Finished, FinishedJob,
+    KillSwitch, Lease, MinuteOutcomes, Outcome, OutcomeCounts, QueueCounts, Retention, SetBy,
+    Spend, StallReport, Store, StoreError, StoreResult, StoredEvent, Submission, UNREADABLE_CODE,
+    WorkerInfo, period_keys,
 };
 use flashcard_core::job::{JobRecord, JobState, input_bytes};
 use flashcard_core::keyspace::{Keyspace, PipelineId, client_digest, job_field, kill_switch_field};
@@ -421,6 +422,41 @@ impl Store for RedisStore {
             .invoke(&mut self.conn())
             .await?;
         Ok(appended == 1)
+    }
+
+    async fn cancel(&self, id: &str, by: Canceller<'_>) -> StoreResult<Cancellation> {
+        let body = rendered::cancelled(by.as_str(), self.clock.now_ms());
+        let keys = KeyArgs {
+            job: Some(id),
+            ..self.key_args()
+        };
+        let owner = match by {
+            Canceller::Owner(owner) => owner,
+            Canceller::Admin => "",
+        };
+        let reply: Vec<String> = self
+            .scripts
+            .cancel
+            .call(&keys)?
+            .arg("id", id)
+            .arg("owner", owner)
+            .arg("by", by.as_str())
+            .arg("body", body)
+            .invoke(&mut self.conn())
+            .await?;
+        let state = |i: usize| {
+            reply
+                .get(i)
+                .and_then(|s| JobState::parse(s))
+                .ok_or_else(|| StoreError::Corrupt(format!("cancel replied {reply:?}")))
+        };
+        Ok(match reply.first().map(String::as_str) {
+            Some("missing") => Cancellation::Missing,
+            Some("repeat") => Cancellation::AlreadyCancelled,
+            Some("cancelled") => Cancellation::Cancelled { was: state(1)? },
+            Some("finished") => Cancellation::Finished(state(1)?),
+            _ => return Err(StoreError::Corrupt(format!("cancel replied {reply:?}"))),
+        })
     }
 
     async fn recover_stalled(&self, max_stalls: u32) -> StoreResult<StallReport> {

@@ -1315,6 +1315,137 @@ async fn recent_finished_jobs_and_outcomes_per_minute_are_read_back(store: DynSt
     assert_eq!((completed, failed), (2, 1));
 }
 
+/// Cancellation in every state: a waiting job never runs, a delayed one is never retried, an
+/// active one loses its lease and its reservation (its worker's late finish is not recorded,
+/// but its cost counts); each ends `cancelled` with one terminal event; a repeat changes
+/// nothing; a finished job and another owner's job are refused; retention trims cancelled jobs.
+async fn cancellation_in_every_state(store: DynStore) {
+    use flashcard_store::{Cancellation, Canceller};
+    set_limit(&store, 1_000_000).await;
+    let waiting = submit(&store, 1, 3).await;
+    let owner = store.job(&waiting).await.unwrap().unwrap().owner;
+    assert_eq!(
+        store
+            .cancel(&waiting, Canceller::Owner("someone-else"))
+            .await
+            .unwrap(),
+        Cancellation::Missing,
+        "another owner's job is not theirs to cancel"
+    );
+    assert_eq!(
+        store
+            .cancel(&waiting, Canceller::Owner(&owner))
+            .await
+            .unwrap(),
+        Cancellation::Cancelled {
+            was: JobState::Waiting
+        }
+    );
+    assert_eq!(
+        store
+            .cancel(&waiting, Canceller::Owner(&owner))
+            .await
+            .unwrap(),
+        Cancellation::AlreadyCancelled
+    );
+    assert!(
+        claim_one(&store).await.is_none(),
+        "a cancelled job never runs"
+    );
+    assert_eq!(store.counts().await.unwrap().waiting, 0);
+    let job = store.job(&waiting).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(job.finished_at.is_some());
+    let events = store.events_after(&waiting, 0).await.unwrap();
+    assert_eq!(kinds(&events), ["cancelled"]);
+    assert_eq!(events[0].body()["by"], "owner");
+    assert_eq!(events[0].body()["attemptsMade"], 0);
+
+    // Active: the lease goes, and the reservation with it.
+    let active = submit(&store, 2, 3).await;
+    let claim = claim_one(&store).await.unwrap();
+    assert_eq!(claim.job.id, active);
+    assert_eq!(reserved(&store).await, claim.reserved_micros);
+    assert_eq!(
+        store.cancel(&active, Canceller::Admin).await.unwrap(),
+        Cancellation::Cancelled {
+            was: JobState::Active
+        }
+    );
+    assert_eq!(reserved(&store).await, 0, "the reservation is released");
+    assert_eq!(store.counts().await.unwrap().active, 0);
+    assert_eq!(
+        store
+            .renew(std::slice::from_ref(&claim.lease), LEASE)
+            .await
+            .unwrap(),
+        [false],
+        "the worker learns at its next renewal"
+    );
+    // The worker aborts the call and reports what it may have cost: counted, not recorded.
+    assert_eq!(complete(&store, &claim, 17).await, FinishOutcome::LeaseLost);
+    let job = store.job(&active).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert!(job.result.is_none());
+    let spend = store.budget_state().await.unwrap().spend;
+    assert_eq!((spend.spent_micros, spend.reserved_micros), (17, 0));
+    let events = store.events_after(&active, 0).await.unwrap();
+    assert_eq!(kinds(&events), ["active", "cancelled"]);
+    assert_eq!(events[1].body()["by"], "admin");
+    assert_eq!(events[1].body()["attemptsMade"], 1);
+    assert!(store.recover_stalled(2).await.unwrap() == Default::default());
+
+    // Delayed: never retried.
+    let delayed = submit(&store, 3, 3).await;
+    let claim = claim_one(&store).await.unwrap();
+    let retry = Outcome::Retry {
+        error: "provider timed out",
+        code: Some("PROVIDER_UNAVAILABLE"),
+        delay: Duration::from_millis(200),
+        duration_ms: 7,
+    };
+    store
+        .finish(&claim.lease, retry, Cost::default(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cancel(&delayed, Canceller::Admin).await.unwrap(),
+        Cancellation::Cancelled {
+            was: JobState::Delayed
+        }
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        claim_one(&store).await.is_none(),
+        "a cancelled retry never runs"
+    );
+    assert_eq!(store.counts().await.unwrap().delayed, 0);
+
+    // Finished: nothing to cancel; unknown: missing.
+    let done = submit(&store, 4, 3).await;
+    let claim = claim_one(&store).await.unwrap();
+    complete(&store, &claim, 1).await;
+    assert_eq!(
+        store.cancel(&done, Canceller::Admin).await.unwrap(),
+        Cancellation::Finished(JobState::Completed)
+    );
+    assert_eq!(
+        store.cancel("no-such-job", Canceller::Admin).await.unwrap(),
+        Cancellation::Missing
+    );
+
+    // Retention trims cancelled jobs like finished ones.
+    let trimmed = store
+        .trim_finished(Retention {
+            max_age: Duration::ZERO,
+            max_count: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(trimmed, 4);
+    assert!(store.job(&waiting).await.unwrap().is_none());
+}
+
 async fn memory_store() -> DynStore {
     Arc::new(MemoryStore::new())
 }
@@ -1449,4 +1580,5 @@ conformance!(
     submit_to_an_empty_queue_signals_work_once,
     purge_removes_every_key_of_the_pipeline,
     recent_finished_jobs_and_outcomes_per_minute_are_read_back,
+    cancellation_in_every_state,
 );

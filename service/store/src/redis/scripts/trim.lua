@@ -1,11 +1,11 @@
--- Deletes finished jobs past their retention, at most A.batch per set and call, and the
+-- Deletes finished (and cancelled) jobs past their retention, at most A.batch per set and call, and the
 -- pipeline stream's entries older than STREAM_MAX_AGE_MS (their ids are server times). An
 -- idempotency mapping goes with its job only if it still points at that job (the key may
 -- have been reused after the mapping expired).
 local cutoff = now_ms() - num(A.max_age_ms)
 local max_count, batch = num(A.max_count), num(A.batch)
 local removed = 0
-for _, set in ipairs({K.completed, K.failed}) do
+for _, set in ipairs({K.completed, K.failed, K.cancelled}) do
   local ids = redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. cutoff, 'LIMIT', 0, batch)
   local over = redis.call('ZCARD', set) - #ids - max_count
   if over > 0 then
