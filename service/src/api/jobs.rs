@@ -250,7 +250,7 @@ pub fn validate(
     }
 }
 
-fn urls(id: &str) -> (String, String) {
+pub fn urls(id: &str) -> (String, String) {
     (
         format!("/api/job-status/{id}"),
         format!("/api/job-events?jobId={id}"),
@@ -262,18 +262,27 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let bytes = value.as_bytes();
+    checked_idempotency_key(value.as_bytes()).map(Some)
+}
+
+/// `400 INVALID_IDEMPOTENCY_KEY`.
+pub fn invalid_idempotency_key() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "INVALID_IDEMPOTENCY_KEY",
+        format!(
+            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (no spaces)"
+        ),
+    )
+}
+
+/// An `Idempotency-Key` (header or a batch item's `idempotencyKey`), checked.
+pub fn checked_idempotency_key(bytes: &[u8]) -> Result<String, ApiError> {
     let visible = bytes.iter().all(|b| (0x21..=0x7e).contains(b));
     if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_CHARS || !visible {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_IDEMPOTENCY_KEY",
-            format!(
-                "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters (no spaces)"
-            ),
-        ));
+        return Err(invalid_idempotency_key());
     }
-    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
 fn accepted(job_id: &str, status: JobState, replayed: bool, owner_token: Option<&str>) -> Response {
@@ -346,8 +355,21 @@ pub async fn generate(
         client.owner_token = Some(super::identity::new_owner_token());
     }
     let owner_token = client.owner_token.clone().filter(|_| anonymous);
-    let owner = state.identities.owner(&client, &request.user_id);
-    let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
+    let submission = submission(&state, &client, request, idempotency_key(&headers)?);
+    let (job_id, status, replayed) = admitted(state.store.submit(submission).await?, &state)?;
+    Ok(accepted(&job_id, status, replayed, owner_token.as_deref()))
+}
+
+/// The submission of a validated request by `client`, with its idempotency key if any.
+pub fn submission(
+    state: &AppState,
+    client: &super::identity::Client,
+    request: JobRequest,
+    idempotency_key: Option<String>,
+) -> Submission {
+    let settings = &state.settings;
+    let owner = state.identities.owner(client, &request.user_id);
+    let idempotency = idempotency_key.map(|key| Idempotency {
         digest: idempotency_digest(&owner, &key),
         // The validated request is what the job runs: the same request is the same body.
         fingerprint: fingerprint(&serde_json::to_string(&request).unwrap_or_default()),
@@ -357,9 +379,9 @@ pub async fn generate(
     let rate_limit = (api.rate_limit_jobs > 0).then(|| RateLimit {
         max: api.rate_limit_jobs,
         window: Duration::from_secs(api.rate_limit_window_seconds.max(1)),
-        subject: state.identities.rate_subject(&client, &request.user_id),
+        subject: state.identities.rate_subject(client, &request.user_id),
     });
-    let submission = Submission {
+    Submission {
         job_id: new_job_id(),
         request,
         owner,
@@ -368,17 +390,18 @@ pub async fn generate(
         max_attempts: settings.queue.max_attempts,
         // The POST's span context: the worker's spans of this job join its trace.
         traceparent: flashcard_telemetry::current_traceparent(),
-    };
-    match state.store.submit(submission).await? {
-        Admission::Accepted { job_id } => Ok(accepted(
-            &job_id,
-            JobState::Waiting,
-            false,
-            owner_token.as_deref(),
-        )),
-        Admission::Replayed { job_id, state } => {
-            Ok(accepted(&job_id, state, true, owner_token.as_deref()))
-        }
+    }
+}
+
+/// The job an admission names, its state and whether it was replayed; or the refusal.
+pub fn admitted(
+    admission: Admission,
+    state: &AppState,
+) -> Result<(String, JobState, bool), ApiError> {
+    let api = &state.settings.api;
+    match admission {
+        Admission::Accepted { job_id } => Ok((job_id, JobState::Waiting, false)),
+        Admission::Replayed { job_id, state } => Ok((job_id, state, true)),
         Admission::KeyReused { job_id } => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "IDEMPOTENCY_KEY_REUSED",

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod batch;
 pub mod budget;
 pub mod cancel;
 pub mod console;
@@ -101,6 +102,10 @@ pub fn router(state: AppState, surface: Surface) -> Router {
     if surface != Surface::Operations {
         routes = routes
             .route("/api/ai/generate-flashcards", post(jobs::generate))
+            .route(
+                "/api/ai/generate-flashcards/batch",
+                post(batch::generate_batch),
+            )
             .route("/api/job-status/{job_id}", get(jobs::status))
             .route("/api/jobs/{job_id}", delete(cancel::cancel))
             .route("/api/job-events", get(events::job_events))

@@ -20,7 +20,7 @@ use utoipa::openapi::{self, HttpMethod};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::{ErrorBody, ErrorCode, FieldError};
-use super::{alerts, budget, cancel, jobs};
+use super::{alerts, batch, budget, cancel, jobs};
 
 /// Where the committed copy lives, relative to the workspace root.
 pub const COMMITTED_PATH: &str = "service/api/openapi.json";
@@ -261,6 +261,7 @@ fn metrics() {}
     ),
     paths(
         jobs::generate,
+        batch::generate_batch,
         jobs::status,
         cancel::cancel,
         job_events,

@@ -6,6 +6,7 @@ mod support;
 mod alerts_e2e;
 mod api_http;
 mod api_security;
+mod batch;
 mod billed_failures;
 mod budget_faults;
 mod cancellation;
