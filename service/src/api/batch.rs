@@ -19,8 +19,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, FieldError, json_rejection};
 use super::jobs::{
-    GenerateRequest, admitted, checked_idempotency_key, invalid_idempotency_key, submission, urls,
-    validate,
+    admitted, checked_idempotency_key, invalid_idempotency_key, submission, urls, validate,
 };
 use super::{AppState, Peer};
 
@@ -32,28 +31,13 @@ pub const MAX_BATCH_ITEMS: usize = 100;
 #[schema(title = "BatchRequest")]
 #[allow(dead_code)]
 pub struct BatchRequest {
-    /// 1 to 100 items, each a `GenerateRequest` with an optional `idempotencyKey` (the
-    /// `Idempotency-Key` of that item; the header is not used for batches).
-    #[schema(min_items = 1, max_items = 100)]
-    items: Vec<BatchItemRequest>,
-}
-
-/// One item of a batch.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct BatchItemRequest {
-    #[schema(inline)]
-    #[serde(flatten)]
-    request: GenerateRequest,
-    /// 1-200 visible ASCII characters: a retry of the item with the same key and body returns
-    /// its first job.
-    #[schema(
-        rename = "idempotencyKey",
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[!-~]{1,200}$"
-    )]
-    idempotency_key: Option<String>,
+    /// 1 to 100 items, each an object: the single POST's body (`GenerateRequest`: `content`,
+    /// `subject`, `topic`, `userId`, `cardCount`) plus an optional `idempotencyKey` (1-200
+    /// visible ASCII characters; the `Idempotency-Key` of that item, the header is not used for
+    /// batches). The fields of each item are checked one item at a time: an item whose fields
+    /// are wrong gets its own `400` in the answer, and the others go ahead.
+    #[schema(min_items = 1, max_items = 100, value_type = Vec<Object>)]
+    items: Vec<Value>,
 }
 
 /// The answer for one item: a job (`status` 202), or the error the single POST would give.
@@ -188,6 +172,9 @@ pub async fn generate_batch(
             "items must be a list of 1 to {MAX_BATCH_ITEMS} jobs, got {}",
             items.len()
         )));
+    }
+    if let Some(i) = items.iter().position(|item| !item.is_object()) {
+        return Err(items_error(format!("items[{i}] must be a JSON object")));
     }
     let anonymous = state.identities.is_anonymous(&client);
     if anonymous && client.owner_token.is_none() {
