@@ -356,6 +356,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// A job cancelled through this process's API (`DELETE /api/jobs/{jobId}`).
+    pub fn job_cancelled(&self) {
+        self.jobs.get_or_create(&self.outcome("cancelled")).inc();
+    }
+
     /// Jobs the budget could never cover, failed by this process's claims.
     pub fn jobs_budget_refused(&self, n: u64) {
         self.jobs.get_or_create(&self.outcome("failed")).inc_by(n);

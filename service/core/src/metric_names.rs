@@ -81,7 +81,7 @@ pub const SERVICE_METRICS: &[MetricSpec] = &[
     MetricSpec {
         name: JOBS_TOTAL,
         kind: Kind::Counter,
-        help: "Job attempts ended by this process, by outcome (completed, failed, retried, released: back in the queue without using an attempt, lease_lost, stalled).",
+        help: "Job attempts ended by this process, by outcome (completed, failed, retried, released: back in the queue without using an attempt, lease_lost, stalled; cancelled: jobs cancelled through this process's API).",
         labels: &["outcome"],
     },
     MetricSpec {

@@ -68,7 +68,8 @@ pub async fn cancel(
         _ => return Err(job_not_found(&job_id)),
     };
     match state.store.cancel(&job_id, by).await? {
-        Cancellation::Cancelled { .. } | Cancellation::AlreadyCancelled => {}
+        Cancellation::Cancelled { .. } => state.metrics.job_cancelled(),
+        Cancellation::AlreadyCancelled => {}
         Cancellation::Missing => return Err(job_not_found(&job_id)),
         Cancellation::Finished(s) => {
             return Err(ApiError::new(

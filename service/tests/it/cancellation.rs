@@ -152,6 +152,21 @@ async fn cancelled_jobs_never_run_or_stop_running_and_their_streams_end() {
         "the cancelled waiting job never reached the provider"
     );
 
+    // Both cancellations are counted.
+    let metrics = http()
+        .get(api.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cancelled = metrics
+        .lines()
+        .find(|l| l.starts_with("flashcards_jobs_total{") && l.contains("outcome=\"cancelled\""))
+        .unwrap_or_else(|| panic!("no cancelled outcome in /metrics"));
+    assert!(cancelled.ends_with(" 2"), "{cancelled}");
+
     // A finished job: 409; an unknown one: 404.
     llm.set_delay(Duration::ZERO);
     let done = submit(&api, "student-3").await;
