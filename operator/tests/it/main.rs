@@ -2,6 +2,7 @@
 //! store connector on real Redis topologies. Reconcile logic is tested without a cluster in
 //! the crate itself (the kube mock service).
 
+mod cel_rules;
 mod crdgen;
 mod leadership;
 mod manifests;
