@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flashcard_core::job::{JobRequest, new_job_id};
+use flashcard_core::job::JobRequest;
 use flashcard_core::keyspace::PipelineId;
 use flashcard_store::redis::RedisStore;
 use flashcard_store::{Admission, Store, Submission};
@@ -78,18 +78,7 @@ pub(super) async fn submit_one(store: &RedisStore) {
         user_id: "u".into(),
         card_count: 3,
     };
-    let admission = store
-        .submit(Submission {
-            job_id: new_job_id(),
-            owner: request.user_id.clone(),
-            request,
-            idempotency: None,
-            rate_limit: None,
-            max_attempts: 3,
-            traceparent: None,
-        })
-        .await
-        .unwrap();
+    let admission = store.submit(Submission::new(request, 3)).await.unwrap();
     assert!(
         matches!(admission, Admission::Accepted { .. }),
         "{admission:?}"

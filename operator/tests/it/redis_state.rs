@@ -6,14 +6,12 @@
 //! Needs `redis-server` on PATH (Debian: `apt-get install redis-server`); a missing binary fails
 //! the test, it is never skipped.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flashcard_core::budget::Pricing;
 use flashcard_core::budget::usd_to_micros;
-use flashcard_core::job::{JobRequest, JobResult, TokenUsage, new_job_id};
+use flashcard_core::job::{JobRequest, JobResult, TokenUsage};
 use flashcard_core::keyspace::PipelineId;
 use flashcard_operator::connector::RedisConnector;
 use flashcard_operator::crd::FlashcardPipeline;
@@ -24,63 +22,9 @@ use flashcard_store::{
     Admission, BudgetSource, ClaimRequest, Cost, KillSwitch, Outcome, SetBy, Store, Submission,
     WorkerInfo,
 };
+use flashcard_test_support::RedisServer;
 use kube::client::Body;
 use serde_json::json;
-
-/// A redis-server on a free loopback port, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "redis-server is required for this test (apt-get install -y redis-server): {e}"
-                )
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn pipeline(limit_usd: f64) -> FlashcardPipeline {
     serde_json::from_value(json!({
@@ -115,19 +59,7 @@ fn request(i: u32) -> JobRequest {
 }
 
 async fn submit(s: &RedisStore, i: u32) {
-    let request = request(i);
-    let admission = s
-        .submit(Submission {
-            job_id: new_job_id(),
-            owner: request.user_id.clone(),
-            request,
-            idempotency: None,
-            rate_limit: None,
-            max_attempts: 3,
-            traceparent: None,
-        })
-        .await
-        .unwrap();
+    let admission = s.submit(Submission::new(request(i), 3)).await.unwrap();
     assert!(
         matches!(admission, Admission::Accepted { .. }),
         "{admission:?}"
@@ -455,11 +387,7 @@ async fn connector_picks_up_a_rotated_password_at_once() {
 #[tokio::test]
 async fn connector_bounds_secret_reads_while_redis_is_down() {
     use flashcard_operator::connector::SecretTiming;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = flashcard_test_support::free_port();
     let (client, counter) = secret_server(Arc::new(std::sync::Mutex::new(format!(
         "redis://127.0.0.1:{port}/"
     ))));

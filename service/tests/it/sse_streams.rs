@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::{RedisServer, Service, SseEvent, TcpProxy, http, read_sse};
 use flashcard_core::budget::Pricing;
-use flashcard_core::job::new_job_id;
 use flashcard_core::keyspace::{Keyspace, PipelineId};
 use flashcard_store::redis::RedisStore;
 use flashcard_store::{Admission, ClaimRequest, Store, Submission};
@@ -163,18 +162,8 @@ async fn a_gap_in_the_live_feed_is_filled_from_the_job_s_history() {
         user_id: "u".into(),
         card_count: 3,
     };
-    let Admission::Accepted { job_id: id } = store
-        .submit(Submission {
-            job_id: new_job_id(),
-            owner: "u".into(),
-            request,
-            idempotency: None,
-            rate_limit: None,
-            max_attempts: 3,
-            traceparent: None,
-        })
-        .await
-        .unwrap()
+    let Admission::Accepted { job_id: id } =
+        store.submit(Submission::new(request, 3)).await.unwrap()
     else {
         panic!("not accepted")
     };

@@ -197,16 +197,7 @@ fn request(n: u32) -> JobRequest {
 }
 
 fn submission(n: u32) -> Submission {
-    let request = request(n);
-    Submission {
-        job_id: new_job_id(),
-        owner: request.user_id.clone(),
-        request,
-        idempotency: None,
-        rate_limit: None,
-        max_attempts: 3,
-        traceparent: None,
-    }
+    Submission::new(request(n), 3)
 }
 
 fn keyed(n: u32, key: &str) -> Submission {

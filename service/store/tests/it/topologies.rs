@@ -466,15 +466,7 @@ fn request() -> JobRequest {
 
 /// Submits one job and claims it (its `active` event goes to the feed); returns its id.
 async fn submit_and_claim(store: &RedisStore) -> String {
-    let submission = Submission {
-        job_id: flashcard_core::job::new_job_id(),
-        request: request(),
-        owner: "u".into(),
-        idempotency: None,
-        rate_limit: None,
-        max_attempts: 1,
-        traceparent: None,
-    };
+    let submission = Submission::new(request(), 1);
     let Admission::Accepted { job_id } = store.submit(submission).await.unwrap() else {
         panic!("not accepted")
     };
