@@ -231,6 +231,15 @@ impl RedisConnector {
                 }
             }
         }
+        Self::store_of(entry, pipeline).await
+    }
+
+    /// The entry's store, or a new one on its URL (a store that failed reconnects by itself;
+    /// only a new URL replaces it).
+    async fn store_of(
+        entry: &mut Option<Entry>,
+        pipeline: &PipelineId,
+    ) -> Result<Arc<dyn PipelineState>, String> {
         let Some(entry) = entry.as_mut() else {
             return Err("no Redis URL".into());
         };
@@ -271,16 +280,7 @@ impl Connector for RedisConnector {
                 _ => return Err(e),
             }
         }
-        let Some(entry) = entry.as_mut() else {
-            return Err("no Redis URL".into());
-        };
-        if let Some(store) = &entry.store {
-            // A store that failed reconnects by itself; only a new URL replaces it.
-            return Ok(store.clone());
-        }
-        let store = Self::open(&entry.url, &pipeline).await?;
-        entry.store = Some(store.clone());
-        Ok(store)
+        Self::store_of(entry, &pipeline).await
     }
 
     async fn forget(&self, key: &str) {

@@ -32,14 +32,7 @@ fn item(n: usize) -> Value {
 }
 
 async fn waiting(api: &Service) -> u64 {
-    let stats: Value = http()
-        .get(api.url("/api/queue/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = api.get_json("/api/queue/stats").await;
     stats["stats"]["waiting"].as_u64().unwrap_or(0)
 }
 

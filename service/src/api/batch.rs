@@ -19,7 +19,8 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody, FieldError, json_rejection};
 use super::jobs::{
-    admitted, checked_idempotency_key, invalid_idempotency_key, submission, urls, validate,
+    admitted, anonymous_owner_token, checked_idempotency_key, invalid_idempotency_key, submission,
+    urls, validate,
 };
 use super::{AppState, Peer};
 
@@ -176,11 +177,7 @@ pub async fn generate_batch(
     if let Some(i) = items.iter().position(|item| !item.is_object()) {
         return Err(items_error(format!("items[{i}] must be a JSON object")));
     }
-    let anonymous = state.identities.is_anonymous(&client);
-    if anonymous && client.owner_token.is_none() {
-        client.owner_token = Some(super::identity::new_owner_token());
-    }
-    let owner_token = client.owner_token.clone().filter(|_| anonymous);
+    let owner_token = anonymous_owner_token(&state, &mut client);
 
     // Validate every item; the valid ones go to the store together.
     let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(items.len());

@@ -350,14 +350,24 @@ pub async fn generate(
     let Json(body) = body.map_err(json_rejection)?;
     let settings = &state.settings;
     let request = validate(&body, &headers, &settings.api, client.principal.as_deref())?;
-    let anonymous = state.identities.is_anonymous(&client);
-    if anonymous && client.owner_token.is_none() {
-        client.owner_token = Some(super::identity::new_owner_token());
-    }
-    let owner_token = client.owner_token.clone().filter(|_| anonymous);
+    let owner_token = anonymous_owner_token(&state, &mut client);
     let submission = submission(&state, &client, request, idempotency_key(&headers)?);
     let (job_id, status, replayed) = admitted(state.store.submit(submission).await?, &state)?;
     Ok(accepted(&job_id, status, replayed, owner_token.as_deref()))
+}
+
+/// For a client without an identity whose jobs belong to an owner token (`proxy` mode without
+/// the proxy's header): its token, made now if the request brought none, to give back in the
+/// answer. `None` for every other client.
+pub fn anonymous_owner_token(
+    state: &AppState,
+    client: &mut super::identity::Client,
+) -> Option<String> {
+    let anonymous = state.identities.is_anonymous(client);
+    if anonymous && client.owner_token.is_none() {
+        client.owner_token = Some(super::identity::new_owner_token());
+    }
+    client.owner_token.clone().filter(|_| anonymous)
 }
 
 /// The submission of a validated request by `client`, with its idempotency key if any.

@@ -3,7 +3,7 @@
 //! only), accepted items run to completion, an item's `idempotencyKey` replays its job on a
 //! retry of the batch, and a malformed batch is refused as a whole.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{RedisServer, STUDY_TEXT, Service, http};
 use serde_json::{Value, json};
@@ -23,17 +23,6 @@ async fn batch(api: &Service, body: &Value) -> (u16, Value) {
         .await
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
-}
-
-async fn status(api: &Service, id: &str) -> Value {
-    http()
-        .get(api.url(&format!("/api/job-status/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,15 +75,9 @@ async fn a_batch_is_answered_item_by_item() {
         .iter()
         .map(|i| i["jobId"].as_str().unwrap().to_owned())
         .collect();
-    let start = Instant::now();
     for id in &ids {
-        while status(&api, id).await["status"] != "completed" {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "job {id} did not complete"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let finished = api.wait_finished(id, Duration::from_secs(20)).await;
+        assert_eq!(finished["status"], "completed", "job {id}");
     }
 
     // The same batch again: the keyed item replays its job, the others are new jobs.
@@ -152,14 +135,7 @@ async fn a_batch_is_answered_item_by_item() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    let all_jobs: Value = http()
-        .get(api.url("/api/queue/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all_jobs = api.get_json("/api/queue/stats").await;
     let stats = &all_jobs["stats"];
     let total = ["waiting", "active", "delayed", "completed", "failed"]
         .iter()

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::llm::FakeLlm;
-use crate::support::{RedisServer, STUDY_TEXT, Service, http, read_sse};
+use crate::support::{RedisServer, STUDY_TEXT, Service, http, read_sse, wait_until};
 use serde_json::{Value, json};
 
 const ADMIN_TOKEN: &str = "cancellation-admin";
@@ -48,14 +48,6 @@ async fn budget(api: &Service) -> Value {
     status["budget"].clone()
 }
 
-async fn until(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_jobs_never_run_or_stop_running_and_their_streams_end() {
     let redis = RedisServer::start();
@@ -88,7 +80,7 @@ async fn cancelled_jobs_never_run_or_stop_running_and_their_streams_end() {
 
     // The first job runs (its call hangs); the second waits behind it (one slot).
     let running = submit(&api, "student-1").await;
-    until("the first call", Duration::from_secs(10), async || {
+    wait_until("the first call", Duration::from_secs(10), async || {
         llm.in_flight() == 1
     })
     .await;
@@ -121,14 +113,14 @@ async fn cancelled_jobs_never_run_or_stop_running_and_their_streams_end() {
     let t0 = Instant::now();
     let (status, body) = cancel(&api, &running).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("cancelled")));
-    until(
+    wait_until(
         "the call to be aborted",
         Duration::from_secs(5),
         async || llm.in_flight() == 0,
     )
     .await;
     let aborted = t0.elapsed();
-    until(
+    wait_until(
         "the aborted call's cost",
         Duration::from_secs(5),
         async || budget(&api).await["spentUsd"].as_f64().unwrap_or(0.0) > 0.0,
@@ -170,15 +162,8 @@ async fn cancelled_jobs_never_run_or_stop_running_and_their_streams_end() {
     // A finished job: 409; an unknown one: 404.
     llm.set_delay(Duration::ZERO);
     let done = submit(&api, "student-3").await;
-    until("the job to complete", Duration::from_secs(10), async || {
-        let r = http()
-            .get(api.url(&format!("/api/job-status/{done}")))
-            .send()
-            .await
-            .unwrap();
-        r.json::<Value>().await.unwrap()["status"] == "completed"
-    })
-    .await;
+    let finished = api.wait_finished(&done, Duration::from_secs(10)).await;
+    assert_eq!(finished["status"], "completed");
     let (status, body) = cancel(&api, &done).await;
     assert_eq!(
         (status, body["code"].as_str()),

@@ -122,3 +122,12 @@ impl Service {
         }
     }
 }
+
+/// Polls `check` every 20 ms until it holds; panics after `within` naming `what`.
+pub async fn wait_until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
