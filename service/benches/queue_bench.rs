@@ -903,6 +903,9 @@ fn redis_args(knobs: &Knobs, url: &str, pipeline: &str) -> Vec<String> {
         url,
         "--pipeline",
         pipeline,
+        // One client, no cap: the same work as the peers, which have no per-client cap.
+        "--client-concurrency",
+        "0",
         "--worker-concurrency",
         &knobs.concurrency.to_string(),
         "--provider",

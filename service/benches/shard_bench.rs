@@ -155,6 +155,9 @@ async fn run(url: &str, names: &[String], jobs: usize, clients: usize, concurren
             name,
             "--rate-limit-jobs",
             "0",
+            // One client, no cap: the same work as the peers, which have no per-client cap.
+            "--client-concurrency",
+            "0",
             "--worker-concurrency",
             &concurrency,
             "--poll-interval-ms",

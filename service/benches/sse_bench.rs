@@ -963,6 +963,9 @@ async fn latency_phase(
             &redis.url(),
             "--pipeline",
             PIPELINE,
+            // One client, no cap: the same work as the peers, which have no per-client cap.
+            "--client-concurrency",
+            "0",
             "--worker-concurrency",
             &concurrency.to_string(),
             "--simulated-latency-ms",

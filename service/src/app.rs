@@ -96,6 +96,7 @@ fn worker_options(settings: &Settings) -> WorkerOptions {
         concurrency: w.concurrency.max(1),
         lease: q.lease(),
         max_stalls: q.max_stalls,
+        client_cap: q.client_concurrency,
         backoff_base: Duration::from_millis(q.backoff_ms),
         poll_interval: Duration::from_millis(w.poll_interval_ms.max(10)),
         heartbeat_interval: Duration::from_millis(w.heartbeat_ms.max(100)),

@@ -122,6 +122,10 @@ pub struct QueueSettings {
     /// Times a job may lose its lease before it fails as stalled.
     #[arg(long, env = "MAX_STALLS", default_value_t = 2)]
     pub max_stalls: u32,
+    /// Most active jobs one client (job owner) may have across the pipeline; 0 for no cap.
+    /// Clients with waiting work take turns whatever the cap.
+    #[arg(long, env = "CLIENT_CONCURRENCY", default_value_t = 32)]
+    pub client_concurrency: u32,
     /// Keep finished jobs this many seconds.
     #[arg(long, env = "RETENTION_SECONDS", default_value_t = 86_400)]
     pub retention_seconds: u64,

@@ -45,6 +45,8 @@ pub struct WorkerOptions {
     pub concurrency: u32,
     pub lease: Duration,
     pub max_stalls: u32,
+    /// Most active jobs per client across the pipeline (0: no cap).
+    pub client_cap: u32,
     pub backoff_base: Duration,
     pub poll_interval: Duration,
     pub heartbeat_interval: Duration,
@@ -115,6 +117,7 @@ impl Worker {
             worker_id: &self.options.id,
             lease: self.options.lease,
             max_jobs,
+            client_cap: self.options.client_cap,
             pricing: self.pricing,
             started: Some(ProgressNote {
                 stage: "generating",

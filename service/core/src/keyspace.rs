@@ -154,11 +154,38 @@ impl Keyspace {
         format!("{}{suffix}", self.prefix)
     }
 
+    /// Jobs submitted before fair queuing (no `client` field): claimed when no client is ready.
     pub fn waiting(&self) -> String {
         self.key("waiting")
     }
     pub fn active(&self) -> String {
         self.key("active")
+    }
+    /// Fair queuing's ring: the clients with waiting work that may start another job, each
+    /// at most once, in turn order.
+    pub fn ready(&self) -> String {
+        self.key("clients:ready")
+    }
+    /// One client's waiting jobs; `client` comes from [`client_digest`].
+    pub fn client_queue(&self, client: &str) -> String {
+        format!("{}{client}", self.client_queue_prefix())
+    }
+    /// Prefix of the clients' waiting lists: claims, recovery and cancellation derive a
+    /// client's list from it and the job's `client` field.
+    pub fn client_queue_prefix(&self) -> String {
+        self.key("clients:queue:")
+    }
+    /// Active jobs per client (client -> count; a client with none has no field).
+    pub fn client_active(&self) -> String {
+        self.key("clients:active")
+    }
+    /// Clients out of the ring at their concurrency cap until one of their jobs ends.
+    pub fn held(&self) -> String {
+        self.key("clients:held")
+    }
+    /// How many jobs wait in the clients' lists (the queue depth, with `waiting`).
+    pub fn queued(&self) -> String {
+        self.key("clients:queued")
     }
     pub fn delayed(&self) -> String {
         self.key("delayed")
@@ -278,6 +305,8 @@ pub mod job_field {
     pub const STATE: &str = "state";
     pub const REQUEST: &str = "request";
     pub const OWNER: &str = "owner";
+    /// The owner's [`client_digest`](super::client_digest): which client list the job waits in.
+    pub const CLIENT: &str = "client";
     pub const ATTEMPTS: &str = "attempts";
     pub const MAX_ATTEMPTS: &str = "maxAttempts";
     pub const STALLS: &str = "stalls";

@@ -17,6 +17,7 @@ pub mod redis;
 pub mod watch;
 
 mod budget;
+mod fair;
 mod rendered;
 mod types;
 

@@ -20,6 +20,7 @@ use futures::stream::BoxStream;
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
 
+use super::fair::{FairQueue, Turn};
 use super::rendered::{self, ClaimBodies, OutcomeBodies, StallBodies};
 use super::{
     Admission, BUDGET_EXHAUSTED, BUDGET_EXHAUSTED_CODE, BudgetConfig, BudgetSource, BudgetState,
@@ -54,7 +55,8 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Core {
-    waiting: VecDeque<String>,
+    /// Waiting jobs, one line per client (owner), taken in turn.
+    queue: FairQueue,
     delayed: BTreeSet<(u64, String)>,
     /// Active job -> lease deadline.
     active: HashMap<String, u64>,
@@ -253,8 +255,9 @@ impl MemoryStore {
             core.delayed.pop_first();
             if let Some(entry) = self.shard(&id).get_mut(&id) {
                 entry.record.state = JobState::Waiting;
+                let owner = entry.record.owner.clone();
+                core.queue.enqueue(id, &owner, false);
             }
-            core.waiting.push_back(id);
         }
         let mut claimed = Claimed::default();
         if request.max_jobs == 0 {
@@ -268,13 +271,23 @@ impl MemoryStore {
         let mut added = 0;
         let mut stopped = false;
         let token = request.call_id.as_str().to_owned();
+        // The client whose turn it is and what each client started in this call (see `fair`).
+        let mut turn: Option<Turn> = None;
+        let mut started_by: HashMap<String, u32> = HashMap::new();
         while (claimed.jobs.len() as u32) < request.max_jobs && claimed.budget_failed < 100 {
-            let Some(id) = core.waiting.front().cloned() else {
+            if turn.is_none() {
+                turn = core.queue.next_turn(request.client_cap, &started_by);
+            }
+            let Some(client) = turn.as_ref().map(|t| t.client.clone()) else {
                 break;
+            };
+            let Some(id) = core.queue.first(&client).cloned() else {
+                turn = None;
+                continue;
             };
             let mut shard = self.shard(&id);
             let Some(entry) = shard.get_mut(&id) else {
-                core.waiting.pop_front();
+                core.queue.pop(&client);
                 continue;
             };
             let amount = request
@@ -289,7 +302,7 @@ impl MemoryStore {
                 }
                 break;
             }
-            core.waiting.pop_front();
+            core.queue.pop(&client);
             if !fits {
                 entry.record.state = JobState::Failed;
                 entry.record.finished_at = Some(now);
@@ -311,6 +324,7 @@ impl MemoryStore {
                     core.set_budget_stop(&budget, spent, now);
                     stopped = true;
                 }
+                turn = turn.and_then(|t| core.queue.pass(t));
                 continue;
             }
             entry.record.attempts_made += 1;
@@ -345,7 +359,14 @@ impl MemoryStore {
                 .insert(id, now + request.lease.as_millis() as u64);
             reserved += amount;
             added += amount;
+            *started_by.entry(client).or_default() += 1;
+            turn = turn.and_then(|mut t| {
+                t.room = t.room.saturating_sub(1);
+                core.queue.pass(t)
+            });
         }
+        core.queue.keep_place(turn);
+        core.queue.started(started_by);
         if added > 0 {
             core.spend_of(&budget.period).reserved_micros += added;
         }
@@ -480,9 +501,8 @@ impl Store for MemoryStore {
                 events: Vec::new(),
             },
         );
-        // As `submit.lua`: only a job that finds the waiting list empty signals.
-        let was_empty = core.waiting.is_empty();
-        core.waiting.push_back(id.clone());
+        // As `submit.lua`: only a job that makes work ready where none was signals.
+        let was_empty = core.queue.enqueue(id.clone(), &s.owner, false);
         drop(core);
         self.work.notify_one();
         if was_empty {
@@ -531,16 +551,18 @@ impl Store for MemoryStore {
         entry.record.finished_at = Some(now);
         let attempts = u64::from(entry.record.attempts_made);
         self.append(entry, "cancelled", &body, &[("attemptsMade", attempts)]);
+        let owner = entry.record.owner.clone();
         drop(shard);
         match was {
             JobState::Waiting => {
-                if let Some(i) = core.waiting.iter().position(|w| w == id) {
-                    core.waiting.remove(i);
-                }
+                core.queue.remove(id, &owner);
             }
             JobState::Delayed => core.delayed.retain(|(_, d)| d != id),
             _ => {
                 core.active.remove(id);
+                if core.queue.active_ended(&owner) {
+                    self.work.notify_one();
+                }
                 if let Some(period) = period {
                     let spend = core.spend_of(&period);
                     spend.reserved_micros = spend.reserved_micros.saturating_sub(reserved);
@@ -658,6 +680,7 @@ impl Store for MemoryStore {
         let mut wake = false;
         if let (Some(entry), true) = (entry, held) {
             core.active.remove(&lease.job_id);
+            wake = core.queue.active_ended(&entry.record.owner);
             entry.lease_token = None;
             entry.reserved = 0;
             entry.reserved_period = None;
@@ -701,7 +724,8 @@ impl Store for MemoryStore {
                     entry.record.state = JobState::Waiting;
                     entry.record.attempts_made = entry.record.attempts_made.saturating_sub(1);
                     self.append(entry, "waiting", &body, &[]);
-                    core.waiting.push_front(id);
+                    let owner = entry.record.owner.clone();
+                    core.queue.enqueue(id, &owner, true);
                     recorded = FinishOutcome::Released;
                     wake = true;
                 }
@@ -709,7 +733,7 @@ impl Store for MemoryStore {
         }
         drop(shard);
         if reserved > 0
-            && let Some(head) = core.waiting.front().cloned()
+            && let Some(head) = core.queue.head().cloned()
             && self.shard(&head).get(&head).is_some_and(|e| e.budget_wait)
         {
             wake = true;
@@ -786,6 +810,7 @@ impl Store for MemoryStore {
             let stalls = entry.record.stalls;
             let attempts = u64::from(entry.record.attempts_made);
             let requeue = stalls <= max_stalls;
+            let owner = entry.record.owner.clone();
             if requeue {
                 entry.record.state = JobState::Waiting;
                 self.append(entry, "waiting", &waiting, &[("stalls", u64::from(stalls))]);
@@ -801,8 +826,9 @@ impl Store for MemoryStore {
                 let spend = core.spend_of(&period);
                 spend.reserved_micros = spend.reserved_micros.saturating_sub(reserved);
             }
+            core.queue.active_ended(&owner);
             if requeue {
-                core.waiting.push_back(id);
+                core.queue.enqueue(id, &owner, false);
                 report.requeued += 1;
             } else {
                 core.failed.insert((now, id));
@@ -811,7 +837,7 @@ impl Store for MemoryStore {
             }
         }
         drop(core);
-        if report.requeued > 0 {
+        if report.requeued + report.failed > 0 {
             self.work.notify_one();
         }
         Ok(report)
@@ -820,7 +846,7 @@ impl Store for MemoryStore {
     async fn counts(&self) -> StoreResult<QueueCounts> {
         let core = lock(&self.core);
         Ok(QueueCounts {
-            waiting: core.waiting.len() as u64,
+            waiting: core.queue.len() as u64,
             active: core.active.len() as u64,
             delayed: core.delayed.len() as u64,
             completed: core.completed.len() as u64,
@@ -1017,7 +1043,7 @@ impl Store for MemoryStore {
         }
         let c = &*core;
         removed += [
-            !c.waiting.is_empty(),
+            c.queue.len() > 0,
             !c.delayed.is_empty(),
             !c.active.is_empty(),
             !c.completed.is_empty(),

@@ -166,6 +166,9 @@ pub struct ClaimRequest<'a> {
     pub lease: Duration,
     /// Most jobs to take (the worker's free slots); 0 only promotes due retries.
     pub max_jobs: u32,
+    /// Most active jobs one client (job owner) may have across the pipeline; 0 is no cap.
+    /// Clients take turns whatever the cap (fair queuing).
+    pub client_cap: u32,
     /// Prices and token bounds: what each job's reservation is computed from.
     pub pricing: Pricing,
     /// A `progress` event appended right after `active` (the attempt has started), so the

@@ -195,6 +195,7 @@ async fn a_gap_in_the_live_feed_is_filled_from_the_job_s_history() {
         worker_id: "w",
         lease: Duration::from_secs(30),
         max_jobs: 1,
+        client_cap: 0,
         pricing: Pricing::default(),
         started: None,
     };

@@ -216,6 +216,7 @@ fn claim_request() -> ClaimRequest<'static> {
         worker_id: "w1",
         lease: Duration::from_secs(30),
         max_jobs: 1,
+        client_cap: 0,
         pricing: Pricing::default(),
         started: None,
     }

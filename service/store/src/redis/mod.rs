@@ -133,20 +133,22 @@ impl RedisStore {
         token: &str,
         now: u64,
     ) -> Call<'a> {
-        let (worker, lease_ms, max_jobs, pricing) = match request {
+        let (worker, lease_ms, max_jobs, client_cap, pricing) = match request {
             Some(r) => (
                 r.worker_id,
                 r.lease.as_millis() as u64,
                 r.max_jobs,
+                r.client_cap,
                 r.pricing,
             ),
-            None => ("", 0, 0, Default::default()),
+            None => ("", 0, 0, 0, Default::default()),
         };
         let bodies = ClaimBodies::new(request, now);
         call.arg("worker", worker)
             .arg("lease_ms", lease_ms)
             .arg("token", token)
             .arg("max_jobs", max_jobs)
+            .arg("client_cap", client_cap)
             .arg("price_in", pricing.input_micros_per_token.to_string())
             .arg("price_out", pricing.output_micros_per_token.to_string())
             .arg("prompt_overhead", pricing.prompt_overhead_tokens)
@@ -215,8 +217,10 @@ impl Store for RedisStore {
             _ => (None, 0, 0),
         };
         let idem = s.idempotency.as_ref();
+        let client = client_digest(&s.owner);
         let keys = KeyArgs {
             job: Some(&s.job_id),
+            client: Some(&client),
             idem: idem.map(|i| i.digest.as_str()),
             rate: rate_key,
             periods: Some(&periods),
@@ -229,6 +233,7 @@ impl Store for RedisStore {
             .arg("job_id", &s.job_id)
             .arg("request", request_json)
             .arg("owner", &s.owner)
+            .arg("client", &client)
             .arg("max_attempts", s.max_attempts.max(1))
             .arg("input_bytes", input_bytes(&s.request))
             .arg("card_count", s.request.card_count)
@@ -481,17 +486,24 @@ impl Store for RedisStore {
     }
 
     async fn counts(&self) -> StoreResult<QueueCounts> {
-        let (waiting, active, delayed, completed, failed): (u64, u64, u64, u64, u64) =
-            redis::pipe()
-                .llen(self.keys.waiting())
-                .zcard(self.keys.active())
-                .zcard(self.keys.delayed())
-                .zcard(self.keys.completed())
-                .zcard(self.keys.failed())
-                .query_async(&mut self.conn())
-                .await?;
+        let (legacy, queued, active, delayed, completed, failed): (
+            u64,
+            Option<i64>,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = redis::pipe()
+            .llen(self.keys.waiting())
+            .get(self.keys.queued())
+            .zcard(self.keys.active())
+            .zcard(self.keys.delayed())
+            .zcard(self.keys.completed())
+            .zcard(self.keys.failed())
+            .query_async(&mut self.conn())
+            .await?;
         Ok(QueueCounts {
-            waiting,
+            waiting: legacy + queued.unwrap_or(0).max(0) as u64,
             active,
             delayed,
             completed,

@@ -18,6 +18,17 @@ use flashcard_core::keyspace::Keyspace;
 const PRELUDE: &str = include_str!("scripts/prelude.lua");
 const BUDGET_LIB: &str = include_str!("scripts/budget_lib.lua");
 const CLAIM_LIB: &str = include_str!("scripts/claim_lib.lua");
+const QUEUE_LIB: &str = include_str!("scripts/queue_lib.lua");
+
+/// Keys of fair queuing (`queue_lib.lua`).
+const QUEUE_KEYS: &[&str] = &[
+    "waiting",
+    "ready",
+    "client_queue_prefix",
+    "client_active",
+    "held",
+    "queued",
+];
 
 /// Budget keys and arguments every script using `budget_lib.lua` declares.
 const BUDGET_KEYS: &[&str] = &[
@@ -29,9 +40,8 @@ const BUDGET_KEYS: &[&str] = &[
 ];
 const BUDGET_ARGS: &[&str] = &["period_daily", "period_weekly", "period_monthly"];
 
-/// Keys and arguments of the claim part (`claim_lib.lua`).
+/// Keys and arguments of the claim part (`claim_lib.lua`), after [`QUEUE_KEYS`].
 const CLAIM_KEYS: &[&str] = &[
-    "waiting",
     "wake",
     "delayed",
     "active",
@@ -46,6 +56,7 @@ pub(super) const CLAIM_ARGS: &[&str] = &[
     "lease_ms",
     "token",
     "max_jobs",
+    "client_cap",
     "price_in",
     "price_out",
     "prompt_overhead",
@@ -241,6 +252,8 @@ pub(super) struct KeyArgs<'a> {
     pub call_id: Option<&'a str>,
     /// The worker a heartbeat is for.
     pub worker: Option<&'a str>,
+    /// The client digest a submission waits under.
+    pub client: Option<&'a str>,
 }
 
 impl<'a> KeyArgs<'a> {
@@ -255,6 +268,12 @@ impl<'a> KeyArgs<'a> {
         let ks = self.ks?;
         Some(match role {
             "waiting" => ks.waiting(),
+            "ready" => ks.ready(),
+            "client_queue_prefix" => ks.client_queue_prefix(),
+            "client_active" => ks.client_active(),
+            "held" => ks.held(),
+            "queued" => ks.queued(),
+            "client_queue" => ks.client_queue(self.client?),
             "delayed" => ks.delayed(),
             "active" => ks.active(),
             "completed" => ks.completed(),
@@ -331,13 +350,14 @@ impl Scripts {
                 join(&[
                     &[
                         "job",
-                        "waiting",
+                        "client_queue",
                         "wake",
                         "signals",
                         "idem",
                         "rate",
                         "job_prefix",
                     ],
+                    QUEUE_KEYS,
                     BUDGET_KEYS,
                 ]),
                 join(&[
@@ -345,6 +365,7 @@ impl Scripts {
                         "job_id",
                         "request",
                         "owner",
+                        "client",
                         "max_attempts",
                         "input_bytes",
                         "card_count",
@@ -357,20 +378,21 @@ impl Scripts {
                     ],
                     BUDGET_ARGS,
                 ]),
-                &[BUDGET_LIB],
+                &[BUDGET_LIB, QUEUE_LIB],
                 include_str!("scripts/submit.lua"),
             )),
             claim: Loaded::new(spec(
                 "claim",
-                join(&[CLAIM_KEYS, BUDGET_KEYS]),
+                join(&[QUEUE_KEYS, CLAIM_KEYS, BUDGET_KEYS]),
                 join(&[CLAIM_ARGS, BUDGET_ARGS]),
-                &[BUDGET_LIB, CLAIM_LIB],
+                &[BUDGET_LIB, QUEUE_LIB, CLAIM_LIB],
                 include_str!("scripts/claim.lua"),
             )),
             finish: Loaded::new(spec(
                 "finish",
                 join(&[
                     &["job", "job_events", "completed", "wake", "spend_lease"],
+                    QUEUE_KEYS,
                     CLAIM_KEYS,
                     BUDGET_KEYS,
                 ]),
@@ -394,7 +416,7 @@ impl Scripts {
                     CLAIM_ARGS,
                     BUDGET_ARGS,
                 ]),
-                &[BUDGET_LIB, CLAIM_LIB],
+                &[BUDGET_LIB, QUEUE_LIB, CLAIM_LIB],
                 include_str!("scripts/finish.lua"),
             )),
             renew: Loaded::new(Spec {
@@ -416,32 +438,37 @@ impl Scripts {
             )),
             cancel: Loaded::new(spec(
                 "cancel",
-                vec![
-                    "job",
-                    "job_events",
-                    "waiting",
-                    "delayed",
-                    "active",
-                    "cancelled",
-                    "spend_prefix",
-                    "events",
-                ],
+                join(&[
+                    &[
+                        "job",
+                        "job_events",
+                        "delayed",
+                        "active",
+                        "cancelled",
+                        "spend_prefix",
+                        "events",
+                        "wake",
+                    ],
+                    QUEUE_KEYS,
+                ]),
                 vec!["id", "owner", "by", "body"],
-                &[],
+                &[QUEUE_LIB],
                 include_str!("scripts/cancel.lua"),
             )),
             recover: Loaded::new(spec(
                 "recover",
-                vec![
-                    "active",
-                    "waiting",
-                    "failed",
-                    "wake",
-                    "events",
-                    "job_prefix",
-                    "spend_prefix",
-                    "outcomes",
-                ],
+                join(&[
+                    &[
+                        "active",
+                        "failed",
+                        "wake",
+                        "events",
+                        "job_prefix",
+                        "spend_prefix",
+                        "outcomes",
+                    ],
+                    QUEUE_KEYS,
+                ]),
                 vec![
                     "max_stalls",
                     "stalled_error",
@@ -449,7 +476,7 @@ impl Scripts {
                     "waiting_body",
                     "failed_body",
                 ],
-                &[],
+                &[QUEUE_LIB],
                 include_str!("scripts/recover.lua"),
             )),
             trim: Loaded::new(spec(
@@ -574,6 +601,7 @@ mod tests {
             minute: Some(1),
             call_id: Some("c"),
             worker: Some("w"),
+            client: Some("c"),
             ..KeyArgs::new(&ks)
         };
         let scripts = Scripts::load();

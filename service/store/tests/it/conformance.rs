@@ -26,7 +26,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-type DynStore = Arc<dyn Store>;
+use crate::fairness::*;
+
+pub(crate) type DynStore = Arc<dyn Store>;
 /// A named conformance case, for the shared-server runs.
 type Case = (&'static str, fn(DynStore) -> BoxFuture<'static, ()>);
 
@@ -37,7 +39,7 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 
 const LEASE: Duration = Duration::from_secs(30);
 
-fn request(n: u32) -> JobRequest {
+pub(crate) fn request(n: u32) -> JobRequest {
     JobRequest {
         content: format!("Mitochondria are organelles. Test {n}."),
         subject: "biology".into(),
@@ -77,12 +79,13 @@ fn pricing() -> Pricing {
     }
 }
 
-fn claim_request(max_jobs: u32) -> ClaimRequest<'static> {
+pub(crate) fn claim_request(max_jobs: u32) -> ClaimRequest<'static> {
     ClaimRequest {
         call_id: flashcard_store::CallId::new(),
         worker_id: "w1",
         lease: LEASE,
         max_jobs,
+        client_cap: 0,
         pricing: pricing(),
         started: None,
     }
@@ -98,7 +101,7 @@ async fn claim_one(store: &DynStore) -> Option<Claim> {
         .next()
 }
 
-fn result() -> JobResult {
+pub(crate) fn result() -> JobResult {
     JobResult {
         flashcards: vec![],
         token_usage: 10,
@@ -113,7 +116,7 @@ fn result() -> JobResult {
     }
 }
 
-fn cost(micros: u64) -> Cost {
+pub(crate) fn cost(micros: u64) -> Cost {
     Cost::reported(
         micros,
         TokenUsage {
@@ -124,7 +127,7 @@ fn cost(micros: u64) -> Cost {
     )
 }
 
-async fn complete(store: &DynStore, claim: &Claim, micros: u64) -> FinishOutcome {
+pub(crate) async fn complete(store: &DynStore, claim: &Claim, micros: u64) -> FinishOutcome {
     let r = result();
     let outcome = Outcome::Completed {
         result: &r,
@@ -1581,4 +1584,9 @@ conformance!(
     purge_removes_every_key_of_the_pipeline,
     recent_finished_jobs_and_outcomes_per_minute_are_read_back,
     cancellation_in_every_state,
+    clients_take_turns_whatever_one_client_s_backlog,
+    a_client_at_its_cap_waits_for_its_own_jobs_to_end,
+    without_a_cap_one_client_takes_every_slot,
+    a_cancelled_last_job_leaves_one_turn_per_client,
+    a_released_job_goes_back_first_in_its_client_s_line,
 );

@@ -6,5 +6,6 @@ mod support {
 }
 
 mod conformance;
+mod fairness;
 mod script_replies;
 mod topologies;

@@ -54,6 +54,7 @@ fn claim_request(max_jobs: u32) -> ClaimRequest<'static> {
         worker_id: "w1",
         lease: Duration::from_secs(30),
         max_jobs,
+        client_cap: 0,
         pricing: Pricing {
             input_micros_per_token: 1.0,
             ..Pricing::default()

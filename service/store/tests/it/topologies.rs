@@ -475,6 +475,7 @@ async fn submit_and_claim(store: &RedisStore) -> String {
         worker_id: "w",
         lease: Duration::from_secs(30),
         max_jobs: 1,
+        client_cap: 0,
         pricing: Pricing::default(),
         started: None,
     };

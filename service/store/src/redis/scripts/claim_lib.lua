@@ -1,9 +1,10 @@
 -- Claiming jobs with their budget reservation: shared by `claim` and `finish` (which claims
 -- the next jobs in the same call, like BullMQ's moveToFinished).
--- Needs K.waiting, K.delayed, K.active, K.failed, K.job_prefix, K.events, K.outcomes,
--- K.claim_record and the budget keys; A.worker, A.lease_ms, A.token, A.max_jobs, A.price_in, A.price_out,
--- A.prompt_overhead, A.out_per_card, A.out_overhead, A.active_body, A.started_body,
--- A.budget_wait_body, A.budget_failed_body, A.budget_error, A.budget_code.
+-- Needs the keys of queue_lib.lua, K.delayed, K.active, K.failed, K.job_prefix, K.events,
+-- K.outcomes, K.claim_record and the budget keys; A.worker, A.lease_ms, A.token, A.max_jobs,
+-- A.client_cap, A.price_in, A.price_out, A.prompt_overhead, A.out_per_card, A.out_overhead,
+-- A.active_body, A.started_body, A.budget_wait_body, A.budget_failed_body, A.budget_error,
+-- A.budget_code.
 
 -- Upper bound of a job's cost (`Pricing::reservation` in Rust): one token per input byte plus
 -- the fixed prompt, and the `max_tokens` asked for.
@@ -16,13 +17,14 @@ local function reservation(input_bytes, card_count)
   return 0
 end
 
--- Moves due retries back to `waiting`.
+-- Moves due retries back to their clients' lines.
 local function promote_delayed(now)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 100)
   for _, id in ipairs(due) do
     redis.call('ZREM', K.delayed, id)
-    redis.call('HSET', K.job_prefix .. id, 'state', 'waiting')
-    redis.call('RPUSH', K.waiting, id)
+    local job_key = K.job_prefix .. id
+    redis.call('HSET', job_key, 'state', 'waiting')
+    enqueue(id, redis.call('HGET', job_key, 'client'))
   end
 end
 
@@ -100,67 +102,105 @@ local function claim_jobs(budget)
   local added, taken, failed, stopped = 0, 0, 0, false
   local deadline = now + num(A.lease_ms)
   local started = A.started_body ~= ''
+  local cap = num(A.client_cap)
   local ids = {}
+  -- The client whose turn it is (queue_lib.lua), how many more it may start, and how many
+  -- each client started in this call. With nobody else ready a client keeps its turn.
+  local turn, room = nil, 0
+  local started_by = {}
+  local dequeued = 0
   while taken < want and failed < 100 do
+    if not turn then turn, room = next_turn(cap, started_by) end
+    local queue = queue_of(turn)
     local id
     if budget.enforced > 0 then
       -- Look before taking: a job that does not fit stays first in line.
-      id = redis.call('LINDEX', K.waiting, 0)
+      id = redis.call('LINDEX', queue, 0)
     else
-      id = redis.call('LPOP', K.waiting)
+      id = redis.call('LPOP', queue)
     end
-    if not id then break end
-    local job_key = K.job_prefix .. id
-    local f = redis.call('HMGET', job_key, 'inputBytes', 'cardCount', 'state', 'budgetWait',
-      'attempts', 'eventSeq', 'request', 'maxAttempts', 'stalls', 'createdAt', 'owner',
-      'traceparent')
-    if not f[3] then
-      -- The record is gone (lost with the store's data): nothing to run.
-      if budget.enforced > 0 then redis.call('LPOP', K.waiting) end
+    if not id then
+      if turn == '' then break end
+      -- The client's line is empty: it leaves the ring (its next job puts it back).
+      turn = nil
     else
-      local amount = reservation(f[1], f[2])
-      local fits = budget.enforced == 0 or spent + reserved + amount <= budget.enforced
-      if not fits and reserved > 0 then
-        -- Running jobs may settle below their reservations: wait for them, first in line,
-        -- without using an attempt.
-        out[1] = 1
-        if f[4] ~= '1' then
-          redis.call('HSET', job_key, 'budgetWait', '1')
-          append_event(job_key, id, 'waiting', A.budget_wait_body)
-        end
-        break
-      end
-      if budget.enforced > 0 then redis.call('LPOP', K.waiting) end
-      if not fits then
-        fail_for_budget(job_key, id, now)
-        failed = failed + 1
-        if not stopped and read_switch()[1] ~= 'true' then
-          set_budget_stop(budget, spent)
-          stopped = true
-        end
+      local job_key = K.job_prefix .. id
+      local f = redis.call('HMGET', job_key, 'inputBytes', 'cardCount', 'state', 'budgetWait',
+        'attempts', 'eventSeq', 'request', 'maxAttempts', 'stalls', 'createdAt', 'owner',
+        'traceparent')
+      local blocked = false
+      if not f[3] then
+        -- The record is gone (lost with the store's data): nothing to run.
+        if budget.enforced > 0 then redis.call('LPOP', queue) end
+        if turn ~= '' then dequeued = dequeued + 1 end
       else
-        local attempts = num(f[5]) + 1
-        local seq = num(f[6])
-        local events = {{'active', event_text(seq + 1, id, A.active_body, {'attemptsMade', attempts}), seq + 1}}
-        if started then
-          events[2] = {'progress',
-            event_text(seq + 2, id, A.started_body, {'cardCount', num(f[2])}), seq + 2}
+        local amount = reservation(f[1], f[2])
+        local fits = budget.enforced == 0 or spent + reserved + amount <= budget.enforced
+        if not fits and reserved > 0 then
+          -- Running jobs may settle below their reservations: wait for them, first in line,
+          -- without using an attempt.
+          out[1] = 1
+          if f[4] ~= '1' then
+            redis.call('HSET', job_key, 'budgetWait', '1')
+            append_event(job_key, id, 'waiting', A.budget_wait_body)
+          end
+          blocked = true
+        else
+          if budget.enforced > 0 then redis.call('LPOP', queue) end
+          if turn ~= '' then dequeued = dequeued + 1 end
+          if not fits then
+            fail_for_budget(job_key, id, now)
+            failed = failed + 1
+            if not stopped and read_switch()[1] ~= 'true' then
+              set_budget_stop(budget, spent)
+              stopped = true
+            end
+          else
+            local attempts = num(f[5]) + 1
+            local seq = num(f[6])
+            local events = {{'active', event_text(seq + 1, id, A.active_body, {'attemptsMade', attempts}), seq + 1}}
+            if started then
+              events[2] = {'progress',
+                event_text(seq + 2, id, A.started_body, {'cardCount', num(f[2])}), seq + 2}
+            end
+            redis.call('HSET', job_key, 'state', 'active', 'attempts', attempts, 'startedAt', fmt(now),
+              'lease', A.token, 'worker', A.worker, 'reserved', fmt(amount), 'reservedPeriod',
+              budget.period, 'eventSeq', seq + #events)
+            if f[4] == '1' then redis.call('HDEL', job_key, 'budgetWait') end
+            redis.call('ZADD', K.active, deadline, id)
+            push_events(job_key, id, events)
+            reserved = reserved + amount
+            added = added + amount
+            claimed_entry(out, id, f[7], attempts, f[8], f[9], f[10], fmt(now), seq + #events,
+              f[11], f[12], fmt(amount), budget.period)
+            ids[#ids + 1] = id
+            taken = taken + 1
+            if turn ~= '' then
+              started_by[turn] = (started_by[turn] or 0) + 1
+              room = room - 1
+            end
+          end
         end
-        redis.call('HSET', job_key, 'state', 'active', 'attempts', attempts, 'startedAt', fmt(now),
-          'lease', A.token, 'worker', A.worker, 'reserved', fmt(amount), 'reservedPeriod',
-          budget.period, 'eventSeq', seq + #events)
-        if f[4] == '1' then redis.call('HDEL', job_key, 'budgetWait') end
-        redis.call('ZADD', K.active, deadline, id)
-        push_events(job_key, id, events)
-        reserved = reserved + amount
-        added = added + amount
-        claimed_entry(out, id, f[7], attempts, f[8], f[9], f[10], fmt(now), seq + #events,
-          f[11], f[12], fmt(amount), budget.period)
-        ids[#ids + 1] = id
-        taken = taken + 1
+      end
+      if blocked then break end
+      -- The turn passes: to the held clients at the cap, to the ring's next client if any.
+      if turn ~= '' then
+        if room <= 0 then
+          if redis.call('LLEN', queue) > 0 then redis.call('SADD', K.held, turn) end
+          turn = nil
+        elseif redis.call('LLEN', K.ready) > 0 then
+          if redis.call('LLEN', queue) > 0 then redis.call('RPUSH', K.ready, turn) end
+          turn = nil
+        end
       end
     end
   end
+  -- The client whose turn it was keeps its place, first in line.
+  if turn and turn ~= '' and redis.call('LLEN', queue_of(turn)) > 0 then
+    redis.call('LPUSH', K.ready, turn)
+  end
+  unqueued(dequeued)
+  actives_started(started_by)
   if added > 0 then
     -- The hash's expiry is set when it first holds a reservation (or a settled cost).
     if redis.call('HINCRBY', budget.spend_key, 'reservedMicros', added) == added then

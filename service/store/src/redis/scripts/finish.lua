@@ -7,7 +7,7 @@
 local id = A.id
 local now = now_ms()
 local f = redis.call('HMGET', K.job, 'settled', 'state', 'lease', 'reserved', 'attempts',
-  'maxAttempts', 'eventSeq')
+  'maxAttempts', 'eventSeq', 'client')
 local budget = budget_in_force()
 if f[1] == A.lease_token then
   return {'duplicate:' .. (f[2] or ''), 0, 0, 0, claim_jobs(budget)}
@@ -55,6 +55,9 @@ if f[2] then
 end
 if held then
   redis.call('ZREM', K.active, id)
+  -- A client held at its cap takes its turn again (if that made work ready, wake the workers:
+  -- this call may claim nothing, e.g. from a draining worker).
+  local wake = active_ended(f[8])
   local seq = num(f[7]) + 1
   local attempts = num(f[5])
   local kind = A.outcome
@@ -95,14 +98,14 @@ if held then
     redis.call('HSET', K.job, 'state', 'waiting', 'attempts', math.max(0, attempts - 1),
       'eventSeq', seq)
     redis.call('HDEL', K.job, 'lease', 'reserved', 'reservedPeriod')
-    redis.call('LPUSH', K.waiting, id)
+    enqueue(id, f[8], true)
     push_events(K.job, id, {{'waiting', event_text(seq, id, body), seq}}, K.job_events)
     outcome = 'released'
   end
   -- A job given back, or one waiting for budget that may fit now: wake the workers.
-  local wake = kind == 'release'
+  wake = wake or kind == 'release'
   if not wake and reserved > 0 then
-    local head = redis.call('LINDEX', K.waiting, 0)
+    local head = first_waiting()
     wake = head and redis.call('HGET', K.job_prefix .. head, 'budgetWait') == '1'
   end
   if wake then

@@ -7,8 +7,10 @@ local requeued, failed = 0, 0
 for _, id in ipairs(expired) do
   redis.call('ZREM', K.active, id)
   local job_key = K.job_prefix .. id
-  local f = redis.call('HMGET', job_key, 'state', 'reserved', 'reservedPeriod', 'attempts')
+  local f = redis.call('HMGET', job_key, 'state', 'reserved', 'reservedPeriod', 'attempts',
+    'client')
   if f[1] == 'active' then
+    active_ended(f[5])
     if f[3] then unreserve(K.spend_prefix .. f[3], num(f[2])) end
     redis.call('HDEL', job_key, 'lease', 'reserved', 'reservedPeriod')
     local stalls = redis.call('HINCRBY', job_key, 'stalls', 1)
@@ -21,7 +23,7 @@ for _, id in ipairs(expired) do
       failed = failed + 1
     else
       redis.call('HSET', job_key, 'state', 'waiting')
-      redis.call('RPUSH', K.waiting, id)
+      enqueue(id, f[5])
       append_event(job_key, id, 'waiting', A.waiting_body, {'stalls', stalls})
       requeued = requeued + 1
     end

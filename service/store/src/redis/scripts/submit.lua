@@ -42,7 +42,8 @@ if num(A.rate_max) > 0 then
   if count > num(A.rate_max) then return {'limited', redis.call('PTTL', K.rate)} end
 end
 
-local fields = {'id', id, 'state', 'waiting', 'request', A.request, 'owner', A.owner, 'attempts', 0,
+local fields = {'id', id, 'state', 'waiting', 'request', A.request, 'owner', A.owner,
+  'client', A.client, 'attempts', 0,
   'maxAttempts', A.max_attempts, 'stalls', 0, 'createdAt', fmt(now_ms()), 'eventSeq', 0,
   'inputBytes', A.input_bytes, 'cardCount', A.card_count}
 if A.traceparent ~= '' then
@@ -57,8 +58,8 @@ if A.fingerprint ~= '' then
   redis.call('SET', K.idem, id, 'EX', A.idem_ttl)
 end
 redis.call('HSET', K.job, unpack(fields))
-if redis.call('RPUSH', K.waiting, id) == 1 then
-  -- The queue was empty: idle workers may be asleep (busy ones claim the next job as they
+if enqueue(id, A.client, false, K.client_queue) then
+  -- No work was ready: idle workers may be asleep (busy ones claim the next job as they
   -- finish one, and a full claim wakes another worker), and the operator may have scaled to
   -- zero: wake both.
   redis.call('RPUSH', K.wake, '1')
