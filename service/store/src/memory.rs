@@ -502,10 +502,10 @@ impl Store for MemoryStore {
             },
         );
         // As `submit.lua`: only a job that makes work ready where none was signals.
-        let was_empty = core.queue.enqueue(id.clone(), &s.owner, false);
+        let made_ready = core.queue.enqueue(id.clone(), &s.owner, false);
         drop(core);
         self.work.notify_one();
-        if was_empty {
+        if made_ready {
             // No follower is fine.
             let _ = self.signals.send(());
         }

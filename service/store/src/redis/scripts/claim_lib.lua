@@ -78,6 +78,27 @@ local function replay_claim()
   return out
 end
 
+-- Starts one claimed job under this call's lease: its `active` (and folded `progress`) events,
+-- its reservation and deadline, and its reply entry. `f` is the job's fields as `claim_jobs`
+-- reads them.
+local function start_job(out, job_key, id, f, amount, now, deadline, started, period)
+  local attempts = num(f[5]) + 1
+  local seq = num(f[6])
+  local events = {{'active', event_text(seq + 1, id, A.active_body, {'attemptsMade', attempts}), seq + 1}}
+  if started then
+    events[2] = {'progress',
+      event_text(seq + 2, id, A.started_body, {'cardCount', num(f[2])}), seq + 2}
+  end
+  redis.call('HSET', job_key, 'state', 'active', 'attempts', attempts, 'startedAt', fmt(now),
+    'lease', A.token, 'worker', A.worker, 'reserved', fmt(amount), 'reservedPeriod',
+    period, 'eventSeq', seq + #events)
+  if f[4] == '1' then redis.call('HDEL', job_key, 'budgetWait') end
+  redis.call('ZADD', K.active, deadline, id)
+  push_events(job_key, id, events)
+  claimed_entry(out, id, f[7], attempts, f[8], f[9], f[10], fmt(now), seq + #events,
+    f[11], f[12], fmt(amount), period)
+end
+
 -- Takes up to A.max_jobs jobs under `budget` (from `budget_in_force`, which the caller may
 -- share with its own work). Returns {blocked, budget_failed, n, fields of each job...}.
 -- Each job costs one HMGET and one HSET: attempts and eventSeq are read and written with the
@@ -156,23 +177,9 @@ local function claim_jobs(budget)
               stopped = true
             end
           else
-            local attempts = num(f[5]) + 1
-            local seq = num(f[6])
-            local events = {{'active', event_text(seq + 1, id, A.active_body, {'attemptsMade', attempts}), seq + 1}}
-            if started then
-              events[2] = {'progress',
-                event_text(seq + 2, id, A.started_body, {'cardCount', num(f[2])}), seq + 2}
-            end
-            redis.call('HSET', job_key, 'state', 'active', 'attempts', attempts, 'startedAt', fmt(now),
-              'lease', A.token, 'worker', A.worker, 'reserved', fmt(amount), 'reservedPeriod',
-              budget.period, 'eventSeq', seq + #events)
-            if f[4] == '1' then redis.call('HDEL', job_key, 'budgetWait') end
-            redis.call('ZADD', K.active, deadline, id)
-            push_events(job_key, id, events)
+            start_job(out, job_key, id, f, amount, now, deadline, started, budget.period)
             reserved = reserved + amount
             added = added + amount
-            claimed_entry(out, id, f[7], attempts, f[8], f[9], f[10], fmt(now), seq + #events,
-              f[11], f[12], fmt(amount), budget.period)
             ids[#ids + 1] = id
             taken = taken + 1
             if turn ~= '' then
